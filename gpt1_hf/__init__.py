@@ -1,0 +1,44 @@
+"""gpt1-hf: GPT-1 (Radford et al. 2018) for Hugging Face transformers 5.
+
+`import gpt1_hf` registers model_type "gpt1" with AutoConfig, AutoModel, AutoModelForCausalLM,
+AutoModelForSequenceClassification, AutoModelForMultipleChoice and AutoTokenizer.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForMultipleChoice,
+    AutoModelForSequenceClassification,
+)
+
+from .configuration_gpt1 import GPT1Config
+from .modeling_gpt1 import (
+    GPT1ForMultipleChoice,
+    GPT1ForSequenceClassification,
+    GPT1LMHeadModel,
+    GPT1Model,
+    GPT1PreTrainedModel,
+)
+
+__version__ = "0.1.0"
+
+
+def _register() -> None:
+    AutoConfig.register(GPT1Config.model_type, GPT1Config, exist_ok=True)
+    AutoModel.register(GPT1Config, GPT1Model, exist_ok=True)
+    AutoModelForCausalLM.register(GPT1Config, GPT1LMHeadModel, exist_ok=True)
+    AutoModelForSequenceClassification.register(GPT1Config, GPT1ForSequenceClassification, exist_ok=True)
+    AutoModelForMultipleChoice.register(GPT1Config, GPT1ForMultipleChoice, exist_ok=True)
+
+
+_register()
+
+__all__ = [
+    "GPT1Config",
+    "GPT1PreTrainedModel",
+    "GPT1Model",
+    "GPT1LMHeadModel",
+    "GPT1ForSequenceClassification",
+    "GPT1ForMultipleChoice",
+]

@@ -1,0 +1,101 @@
+"""GPT-1 configuration (Radford et al. 2018, "Improving Language Understanding by Generative Pre-Training").
+
+Hub-portable: this file imports only `transformers` and is copied next to the weights by `save_pretrained`, so that
+`AutoConfig.from_pretrained(repo, trust_remote_code=True)` works without `gpt1_hf` installed.
+
+Defaults are the paper's (§4.1 "Model specifications"): a 12-layer decoder-only transformer with masked self-attention
+heads (768-dimensional states, 12 heads), position-wise feed-forward networks of 3072 inner states, learned position
+embeddings over 512 positions, GELU, dropout 0.1 on residuals, embeddings and attention, and N(0, 0.02) initialisation.
+The vocabulary is GPT-1's 40,478 BPE entries followed by the fine-tuning special tokens (§3.3): start `_start_`,
+delimiter `_delimiter_`, extract `_classify_`, plus a padding token that the model never attends to.
+"""
+
+from huggingface_hub.dataclasses import strict
+from transformers.configuration_utils import PreTrainedConfig
+
+BPE_VOCAB_SIZE = 40478  # entries of GPT-1's encoder_bpe_40000.json
+
+
+@strict
+class GPT1Config(PreTrainedConfig):
+    r"""
+    Args:
+        vocab_size (`int`, defaults to 40482): BPE vocabulary (40,478) + `_start_`, `_delimiter_`, `_classify_`, `<pad>`.
+        n_positions (`int`, defaults to 512): the longest sequence the model accepts (learned position embeddings).
+        n_embd (`int`, defaults to 768): width of the residual stream.
+        n_layer (`int`, defaults to 12): number of transformer blocks.
+        n_head (`int`, defaults to 12): attention heads per block.
+        n_inner (`int`, defaults to 3072): inner width of the position-wise feed-forward network.
+        activation_function (`str`, defaults to `"gelu_new"`): the tanh approximation of GELU used by GPT-1.
+        embd_pdrop / attn_pdrop / resid_pdrop (`float`, defaults to 0.1): dropout on the embeddings, on the
+            attention probabilities and on each residual branch.
+        clf_pdrop (`float`, defaults to 0.1): dropout before the classification / multiple-choice linear head.
+        layer_norm_epsilon (`float`, defaults to 1e-5).
+        initializer_range (`float`, defaults to 0.02): std of N(0, σ) for every weight matrix and embedding
+            (biases zero, LayerNorm gains one).
+        aux_lm_weight (`float`, defaults to 0.5): λ of L3 = L2 + λ·L1 (§3.2); 0 disables the auxiliary LM loss.
+        start_token_id / delimiter_token_id / clf_token_id / pad_token_id (`int`): ids of the special tokens.
+            `clf_token_id` marks the position whose final hidden state feeds the task head. Left unset, the four
+            default to the last four ids of the vocabulary (40478..40481 for the paper's vocabulary).
+    """
+
+    model_type = "gpt1"
+    attribute_map = {
+        "hidden_size": "n_embd",
+        "max_position_embeddings": "n_positions",
+        "num_attention_heads": "n_head",
+        "num_hidden_layers": "n_layer",
+        "intermediate_size": "n_inner",
+    }
+
+    vocab_size: int = BPE_VOCAB_SIZE + 4
+    n_positions: int = 512
+    n_embd: int = 768
+    n_layer: int = 12
+    n_head: int = 12
+    n_inner: int | None = 3072
+    activation_function: str = "gelu_new"
+    embd_pdrop: float | int = 0.1
+    attn_pdrop: float | int = 0.1
+    resid_pdrop: float | int = 0.1
+    clf_pdrop: float | int = 0.1
+    layer_norm_epsilon: float = 1e-5
+    initializer_range: float = 0.02
+    aux_lm_weight: float | int = 0.5
+    use_cache: bool = True
+    start_token_id: int | None = None
+    delimiter_token_id: int | None = None
+    clf_token_id: int | None = None
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self, **kwargs):
+        if self.n_inner is None:
+            self.n_inner = 4 * self.n_embd
+        # Unset special ids default to the last four ids of the vocabulary, the layout of GPT1Tokenizer
+        # (BPE entries, then _start_, _delimiter_, _classify_, <pad>): 40478..40481 for the paper's vocabulary.
+        specials = ("start_token_id", "delimiter_token_id", "clf_token_id", "pad_token_id")
+        if all(getattr(self, name) is None for name in specials) and self.vocab_size >= 4:
+            for offset, name in enumerate(specials):
+                setattr(self, name, self.vocab_size - 4 + offset)
+        if self.bos_token_id is None:
+            self.bos_token_id = self.start_token_id
+        super().__post_init__(**kwargs)
+
+    def validate_architecture(self):
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}).")
+        for name in ("start_token_id", "delimiter_token_id", "clf_token_id", "pad_token_id"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < self.vocab_size:
+                raise ValueError(
+                    f"{name}={value} is outside the vocabulary [0, {self.vocab_size}); "
+                    "set vocab_size to the tokenizer's length (len(tokenizer))."
+                )
+        if not 0.0 <= float(self.aux_lm_weight):
+            raise ValueError(f"aux_lm_weight must be >= 0, got {self.aux_lm_weight}.")
+
+
+__all__ = ["GPT1Config"]
