@@ -168,6 +168,28 @@ class GPT1PreTrainedModel(PreTrainedModel):
     # The default `_init_weights` of transformers already does what the paper asks for every module here:
     # N(0, initializer_range) for every Linear and Embedding weight, zero biases, unit LayerNorm gains.
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        config = kwargs.get("config")
+        if config is None or isinstance(config, (str, bytes)) or hasattr(config, "__fspath__"):
+            from transformers import AutoConfig
+
+            try:
+                probe = AutoConfig.from_pretrained(
+                    config or pretrained_model_name_or_path,
+                    **{k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs},
+                )
+            except (OSError, ValueError):
+                probe = None  # let transformers report its own error
+            if probe is not None and probe.model_type == "openai-gpt":
+                raise ValueError(
+                    f"{pretrained_model_name_or_path} is a transformers `openai-gpt` checkpoint, not `gpt1`. Convert it "
+                    "once with `python scripts/convert_checkpoint.py --from openai-gpt --input "
+                    f"{pretrained_model_name_or_path} --output <dir>` (or `gpt1_hf.convert.load_as_gpt1(...)` in "
+                    "Python), which also adds the _start_/_delimiter_/_classify_/<pad> embeddings."
+                )
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         # Write every head into auto_map (transformers writes only the saved class's entry).
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **GPT1_AUTO_MAP}
