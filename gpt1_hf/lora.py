@@ -1,0 +1,82 @@
+"""PEFT / LoRA for the GPT-1 task heads.
+
+PEFT knows no defaults for a new `model_type`, and has no multiple-choice task type, so this module supplies both:
+- target modules default to the attention and MLP projections (`c_attn`, `c_proj` of attention and MLP, `c_fc`);
+- the task layer `score` is trained and saved in full (`modules_to_save`);
+- the embedding rows of the special tokens that fine-tuning introduces (`_start_`, `_delimiter_`, `_classify_`) are
+  trained through PEFT's `trainable_token_indices`, so the adapter never stores the whole 40k x 768 embedding.
+"""
+
+from __future__ import annotations
+
+import re
+
+from torch import nn
+
+DEFAULT_LORA_TARGETS = ("c_attn", "c_proj", "c_fc")
+
+
+def _linear_module_names(model: nn.Module) -> list[str]:
+    return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+
+
+def _matches(name: str, target: str) -> bool:
+    """PEFT's rule for a list entry: the module name equals the target or ends with `.target`."""
+    return name == target or name.endswith("." + target)
+
+
+def lora_config_for(
+    model: nn.Module,
+    r: int = 8,
+    alpha: int = 16,
+    dropout: float = 0.05,
+    target_modules: list[str] | str | None = None,
+    train_special_tokens: bool = True,
+):
+    """A `peft.LoraConfig` for a gpt1 head, checked against the model before any training starts."""
+    from peft import LoraConfig, TaskType
+
+    targets = list(DEFAULT_LORA_TARGETS) if target_modules is None else target_modules
+    linear = _linear_module_names(model)
+    if isinstance(targets, str):  # a regex, as PEFT accepts
+        if not any(re.fullmatch(targets, name) for name in linear):
+            raise ValueError(f"LoRA target regex {targets!r} matches no Linear module. Linear modules: {linear[:12]}…")
+    else:
+        unmatched = [t for t in targets if not any(_matches(name, t) for name in linear)]
+        if unmatched:
+            names = sorted({name.split(".")[-1] for name in linear})
+            raise ValueError(
+                f"LoRA target module(s) {unmatched} match no Linear module of {type(model).__name__}. "
+                f"Choose among {names} (default: {list(DEFAULT_LORA_TARGETS)})."
+            )
+        if any(_matches(name, t) for t in targets for name in linear if name.split(".")[-1] in ("score", "lm_head")):
+            raise ValueError("Do not target `score` or `lm_head` with LoRA: `score` is trained in full already.")
+
+    cfg = model.config
+    trainable_tokens = None
+    if train_special_tokens:
+        ids = [i for i in (cfg.start_token_id, cfg.delimiter_token_id, cfg.clf_token_id) if i is not None]
+        trainable_tokens = {"tokens_embed": ids} if ids else None
+    is_seq_cls = type(model).__name__.endswith("ForSequenceClassification")
+    return LoraConfig(
+        task_type=TaskType.SEQ_CLS if is_seq_cls else None,
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=targets,
+        modules_to_save=["score"],
+        trainable_token_indices=trainable_tokens,
+    )
+
+
+def apply_lora(model: nn.Module, **kwargs):
+    """Wrap a gpt1 head with LoRA adapters (see `lora_config_for` for the arguments); returns the `PeftModel`."""
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config_for(model, **kwargs))
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())

@@ -1,0 +1,85 @@
+"""LoRA on both task heads: training touches only adapters, head and special-token rows; save/load/merge agree."""
+
+import pytest
+import torch
+
+from gpt1_hf import GPT1Config, GPT1ForMultipleChoice, GPT1ForSequenceClassification, GPT1LMHeadModel
+from gpt1_hf.lora import apply_lora, count_parameters
+from tests.conftest import tiny_config_kwargs
+
+peft = pytest.importorskip("peft")
+
+
+@pytest.fixture
+def base_dir(tmp_path):
+    GPT1LMHeadModel(GPT1Config(**tiny_config_kwargs())).save_pretrained(tmp_path / "base")
+    return tmp_path / "base"
+
+
+def batch(shape):
+    ids = torch.randint(0, 100, shape)
+    ids[..., 0], ids[..., -1] = 100, 102
+    return ids
+
+
+def train_steps(model, ids, labels, steps=3):
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    for _ in range(steps):
+        model(input_ids=ids, labels=labels).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return model.eval()
+
+
+@pytest.mark.parametrize("head,shape,labels", [
+    (GPT1ForSequenceClassification, (2, 8), torch.tensor([0, 2])),
+    (GPT1ForMultipleChoice, (2, 3, 8), torch.tensor([1, 2])),
+])
+def test_lora_train_save_load_merge(head, shape, labels, base_dir, tmp_path):
+    model = head.from_pretrained(base_dir, num_labels=3)
+    frozen_before = {n: p.clone() for n, p in model.named_parameters()}
+    peft_model = apply_lora(model, r=4, alpha=8, dropout=0.0)
+    trainable, total = count_parameters(peft_model)
+    assert 0 < trainable < total * 0.5
+    ids = batch(shape)
+    train_steps(peft_model, ids, labels)
+    with torch.no_grad():
+        ref = peft_model(input_ids=ids).logits
+
+    # the backbone's own weights did not move; the special-token rows did (through their delta)
+    base = peft_model.get_base_model()
+    assert torch.equal(base.transformer.h[0].attn.c_attn.base_layer.weight,
+                       frozen_before["transformer.h.0.attn.c_attn.weight"])
+    deltas = [p for n, p in peft_model.named_parameters() if "trainable_tokens_delta" in n]
+    assert deltas and all(d.abs().sum() > 0 for d in deltas)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    files = {p.name for p in (tmp_path / "adapter").iterdir()}
+    assert "adapter_model.safetensors" in files and "adapter_config.json" in files
+
+    reloaded = peft.PeftModel.from_pretrained(head.from_pretrained(base_dir, num_labels=3), tmp_path / "adapter")
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.eval()(input_ids=ids).logits, ref)
+        merged = reloaded.merge_and_unload().eval()
+        assert type(merged) is head
+        torch.testing.assert_close(merged(input_ids=ids).logits, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_peft_model_for_sequence_classification(base_dir, tmp_path):
+    from peft import AutoPeftModelForSequenceClassification
+
+    model = apply_lora(GPT1ForSequenceClassification.from_pretrained(base_dir, num_labels=3), r=4)
+    ids = batch((2, 8))
+    train_steps(model, ids, torch.tensor([1, 0]))
+    model.save_pretrained(tmp_path / "adapter")
+    loaded = AutoPeftModelForSequenceClassification.from_pretrained(tmp_path / "adapter", num_labels=3).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+def test_bad_lora_target_is_a_clear_error(base_dir):
+    model = GPT1ForSequenceClassification.from_pretrained(base_dir)
+    with pytest.raises(ValueError, match=r"\['q_proj'\] match no Linear module"):
+        apply_lora(model, target_modules=["q_proj"])
+    with pytest.raises(ValueError, match="regex"):
+        apply_lora(model, target_modules=r".*nothing.*")
