@@ -49,6 +49,8 @@ class HubSource:
     #: normalized field -> Hub column name (``text_a``, ``text_b``, ``label``, ``idx``; RACE: ``article``,
     #: ``question``, ``options``, ``label``, ``id``)
     columns: dict[str, str]
+    #: extra raw label strings -> label values (e.g. SciTail's "entails"/"neutral")
+    label_aliases: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -454,6 +456,7 @@ TASKS: dict[str, TaskSpec] = {
                 config="tsv_format",
                 splits={"train": "train", "validation": "validation", "test": "test"},
                 columns={"text_a": "premise", "text_b": "hypothesis", "label": "label"},
+                label_aliases=_SCITAIL_ALIASES,
             ),
             hub_note="allenai/scitail config tsv_format (labels 'entails'/'neutral').",
             local_dirs=("scitail", "SciTail", "SciTailV1.1"),
