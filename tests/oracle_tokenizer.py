@@ -60,7 +60,7 @@ class OracleTextEncoder:
         with open(bpe_path, encoding="utf-8") as f:
             merges = f.read().split("\n")[1:-1]
         merges = [tuple(merge.split()) for merge in merges]
-        self.bpe_ranks = dict(zip(merges, range(len(merges))))
+        self.bpe_ranks = dict(zip(merges, range(len(merges)), strict=True))
         self.cache: dict[str, str] = {}
 
     def bpe(self, token: str) -> str:
