@@ -1,0 +1,640 @@
+"""Fine-tuning GPT-1 on the paper's tasks (Radford et al. 2018, §3.2-3.3 and §4.1), on the shared training loop.
+
+`finetune(FinetuneArguments(...))` (what ``scripts/finetune.py`` runs):
+
+1. the tokenizer (``tokenizer_name_or_path``, else the model's, else the GPT-1 BPE files bundled in the package);
+2. the model for the task's kind -- ``multiple_choice`` -> `GPT1ForMultipleChoice`, otherwise
+   `GPT1ForSequenceClassification` (``num_labels`` from the task, 1 for STS-B regression; similarity tasks feed both
+   orderings as (batch, 2, seq)) -- from a gpt1 folder / Hub id, a transformers ``openai-gpt`` checkpoint or OpenAI's
+   original release (converted on load by `gpt1_hf.convert.load_as_gpt1`), or from scratch;
+   ``transfer_layers=K`` keeps the embeddings and the first K pretrained blocks and re-initialises the rest (paper
+   Figure 2 left);
+3. the task data (`gpt1_hf.data`: local ``data_dir`` or the Hub), encoded with the paper's input transformations;
+4. training with L3 = L2 + aux_lm_weight * L1 (computed by the model), evaluation with the task's `evaluate` metric
+   every epoch (``gather_for_metrics``), the best checkpoint kept in ``<output_dir>/best``;
+5. ``<output_dir>``: the final model + tokenizer, ``results.json``, ``predictions/<split>/`` (GLUE submission TSVs for
+   GLUE tasks) and, with ``push_to_hub``, the Hub upload (`gpt1_hf.hub`).
+
+Defaults are the paper's fine-tuning recipe (`PAPER_DEFAULTS`). With no model at all (``model_name_or_path=None``)
+the *embedded default* runs instead: a tiny GPT-1 trained from scratch on the SST-2 sample bundled in the package
+(`EMBEDDED_DEFAULTS`), offline, in a few minutes on a laptop CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .tasks import TaskSpec, get_task
+from .training import Trainer, TrainingArguments, predict_logits
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "FinetuneArguments",
+    "PAPER_DEFAULTS",
+    "EMBEDDED_DEFAULTS",
+    "EMBEDDED_MODEL_CONFIG",
+    "resolve_finetune_arguments",
+    "finetune",
+    "evaluate_checkpoint",
+    "load_tokenizer",
+    "build_task_model",
+    "head_class_for",
+    "reinitialize_layers",
+    "bundled_data_path",
+]
+
+#: The paper's fine-tuning hyperparameters (§4.1 "Fine-tuning details").
+PAPER_DEFAULTS: dict[str, Any] = dict(
+    learning_rate=6.25e-5,
+    global_batch_size=32,
+    num_train_epochs=3,
+    lr_scheduler_type="linear",
+    warmup_ratio=0.002,
+    aux_lm_weight=0.5,
+    clf_pdrop=0.1,
+    weight_decay=0.01,
+    max_grad_norm=1.0,
+    max_length=512,
+)
+
+#: The tiny GPT-1 of the embedded default (trained from scratch, GPT-1's real BPE vocabulary).
+EMBEDDED_MODEL_CONFIG: dict[str, Any] = dict(n_positions=64, n_embd=128, n_layer=2, n_head=4, n_inner=512)
+
+#: What runs with no model (``python scripts/finetune.py`` with no arguments).
+EMBEDDED_DEFAULTS: dict[str, Any] = dict(
+    task="sst2",
+    learning_rate=1e-3,
+    global_batch_size=32,
+    num_train_epochs=3,
+    lr_scheduler_type="linear",
+    warmup_ratio=0.05,
+    aux_lm_weight=0.0,
+    clf_pdrop=0.1,
+    weight_decay=0.01,
+    max_grad_norm=1.0,
+    max_length=64,
+    mixed_precision="bf16",
+    num_threads=1,  # tiny matrices: one intra-op thread is faster, and does not spin against other jobs
+    output_dir="outputs/finetune-embedded-sst2",
+)
+
+
+@dataclass
+class FinetuneArguments:
+    """Arguments of `finetune`. ``None`` means "the default": `PAPER_DEFAULTS` when a model is given, else
+    `EMBEDDED_DEFAULTS` (see `resolve_finetune_arguments`)."""
+
+    task: str | None = None
+    model_name_or_path: str | None = None
+    tokenizer_name_or_path: str | None = None
+    data_dir: str | None = None
+    output_dir: str | None = None
+    max_length: int | None = None
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+    train_split: str = "train"
+    eval_split: str = "validation"
+    predict_splits: tuple[str, ...] | list[str] | None = None  # None: ("test",) when it can be loaded
+    # optimisation (None -> defaults)
+    learning_rate: float | None = None
+    per_device_batch_size: int | None = None
+    global_batch_size: int | None = None
+    gradient_accumulation_steps: int | None = None
+    eval_batch_size: int | None = None
+    num_train_epochs: int | None = None
+    lr_scheduler_type: str | None = None
+    warmup_ratio: float | None = None
+    warmup_steps: int | None = None
+    weight_decay: float | None = None
+    max_grad_norm: float | None = None
+    aux_lm_weight: float | None = None
+    clf_pdrop: float | None = None
+    mixed_precision: str | None = None
+    seed: int = 42
+    group_by_length: bool = False
+    gradient_checkpointing: bool = False
+    torch_compile: bool = False
+    cpu: bool = False
+    num_threads: int | None = None  # torch intra-op threads (None: torch's default)
+    # budgets / checkpoints
+    max_steps: int | None = None
+    max_train_tokens: int | None = None
+    max_time: float | None = None
+    eval_every_steps: int | None = None
+    save_every_steps: int | None = None
+    save_total_limit: int | None = 2
+    resume_from_checkpoint: str | None = None
+    # model surgery
+    transfer_layers: int | None = None
+    from_scratch: bool = False
+    reinit_head: bool = False
+    model_config_overrides: dict[str, Any] = field(default_factory=dict)
+    # outputs
+    save_model: bool = True
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+    hub_private: bool = False
+    hub_token: str | None = None
+    progress_bar: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("hub_token", None)
+        return d
+
+
+def bundled_data_path(*parts: str) -> Path:
+    """A path inside the package's ``data_files`` (embedded SST-2 sample, GPT-1 BPE files)."""
+    return Path(str(resources.files("gpt1_hf").joinpath("data_files", *parts)))
+
+
+def resolve_finetune_arguments(args: FinetuneArguments | None = None, **kwargs) -> FinetuneArguments:
+    """Fill the ``None`` fields: `PAPER_DEFAULTS` when a model is given (or ``from_scratch``), `EMBEDDED_DEFAULTS`
+    (tiny model from scratch on the bundled SST-2 sample) when there is no model."""
+    args = FinetuneArguments(**kwargs) if args is None else args
+    embedded = args.model_name_or_path is None
+    defaults = EMBEDDED_DEFAULTS if embedded else PAPER_DEFAULTS
+    values = {f.name: getattr(args, f.name) for f in fields(args)}
+    for key, value in defaults.items():
+        if values.get(key) is None:
+            values[key] = value
+    if values["task"] is None:
+        raise ValueError("--task is required when a model is given (e.g. --task sst2); known tasks: see gpt1_hf.tasks")
+    if embedded:
+        values["from_scratch"] = True
+        values["model_config_overrides"] = {**EMBEDDED_MODEL_CONFIG, **(values["model_config_overrides"] or {})}
+        if values["data_dir"] is None:
+            if get_task(values["task"]).name != "sst2":
+                raise ValueError(
+                    "without --model_name_or_path the embedded default trains a tiny model from scratch on the bundled "
+                    "SST-2 sample only; give --data_dir for other tasks (or a model to fine-tune)."
+                )
+            values["data_dir"] = str(bundled_data_path("sst2"))
+    if values["output_dir"] is None:
+        values["output_dir"] = f"outputs/finetune-{get_task(values['task']).name}"
+    return FinetuneArguments(**values)
+
+
+# ======================================================================================================================
+# Tokenizer and model
+# ======================================================================================================================
+
+
+def load_tokenizer(tokenizer_name_or_path: str | None = None, model_name_or_path: str | None = None):
+    """GPT1Tokenizer from ``tokenizer_name_or_path``, else from the model's folder / repo, else the bundled GPT-1 BPE
+    files (MIT licence, ``gpt1_hf/data_files/gpt1_bpe``)."""
+    from .tokenization_gpt1 import GPT1Tokenizer
+
+    source = tokenizer_name_or_path or model_name_or_path
+    if source is None:
+        bpe = bundled_data_path("gpt1_bpe")
+        return GPT1Tokenizer(vocab_file=str(bpe / "encoder_bpe_40000.json"), merges_file=str(bpe / "vocab_40000.bpe"))
+    from .convert import load_tokenizer_as_gpt1
+
+    try:
+        return load_tokenizer_as_gpt1(source)
+    except (OSError, ValueError) as e:
+        if tokenizer_name_or_path is None:
+            raise OSError(
+                f"no GPT-1 tokenizer found with the model {model_name_or_path!r} ({e}); pass --tokenizer_name_or_path"
+            ) from e
+        raise
+
+
+def head_class_for(spec: TaskSpec):
+    from .modeling_gpt1 import GPT1ForMultipleChoice, GPT1ForSequenceClassification
+
+    return GPT1ForMultipleChoice if spec.kind == "multiple_choice" else GPT1ForSequenceClassification
+
+
+def _task_config_overrides(spec: TaskSpec, args: FinetuneArguments) -> dict[str, Any]:
+    overrides: dict[str, Any] = dict(aux_lm_weight=float(args.aux_lm_weight), clf_pdrop=float(args.clf_pdrop))
+    if spec.kind != "multiple_choice":
+        overrides["num_labels"] = spec.num_labels
+        overrides["problem_type"] = "regression" if spec.is_regression else "single_label_classification"
+        if spec.id2label:
+            overrides["id2label"] = dict(spec.id2label)
+            overrides["label2id"] = dict(spec.label2id)
+    return overrides
+
+
+def _read_config_json(path: str) -> dict | None:
+    p = Path(path) / "config.json"
+    if p.is_file():
+        try:
+            return json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            return None
+    return None
+
+
+def _check_head_compatibility(spec: TaskSpec, model_name_or_path: str, reinit_head: bool) -> None:
+    """A fine-tuned checkpoint whose head does not fit the task: a clear error (unless ``reinit_head``)."""
+    cfg = _read_config_json(model_name_or_path)
+    if not cfg or reinit_head:
+        return
+    archs = cfg.get("architectures") or []
+    if "GPT1ForSequenceClassification" in archs:
+        if spec.kind == "multiple_choice":
+            raise ValueError(
+                f"{model_name_or_path} is a sequence-classification checkpoint ({cfg.get('num_labels', len(cfg.get('id2label') or {}))} labels); "
+                f"task {spec.name} is multiple choice. Pass --reinit_head to train a new head on its backbone."
+            )
+        n = len(cfg.get("id2label") or {}) or cfg.get("num_labels")
+        if n is not None and int(n) != spec.num_labels:
+            raise ValueError(
+                f"{model_name_or_path} was fine-tuned with {n} labels but task {spec.name} has {spec.num_labels} "
+                f"({list(spec.label_names) if spec.label_names else 'regression'}). Use a checkpoint for this task, or "
+                "--reinit_head to train a new head on its backbone."
+            )
+    elif "GPT1ForMultipleChoice" in archs and spec.kind != "multiple_choice":
+        raise ValueError(
+            f"{model_name_or_path} is a multiple-choice checkpoint; task {spec.name} needs a classification head "
+            f"with {spec.num_labels} labels. Pass --reinit_head to train a new head on its backbone."
+        )
+
+
+def reinitialize_layers(model, keep_layers: int) -> list[str]:
+    """Keep the embeddings and the first ``keep_layers`` blocks; re-initialise the other blocks and the task head with
+    the model's own init (N(0, initializer_range) weights, zero biases, unit LayerNorm gains). Returns the names of
+    the re-initialised parameters."""
+    blocks = model.transformer.h
+    if not 0 <= keep_layers <= len(blocks):
+        raise ValueError(f"transfer_layers={keep_layers} but the model has {len(blocks)} layers (use 0..{len(blocks)})")
+    reinit = []
+    modules = list(blocks[keep_layers:])
+    for name in ("score",):
+        if hasattr(model, name):
+            modules.append(getattr(model, name))
+    for module in modules:
+        for sub in module.modules():
+            if hasattr(sub, "_is_hf_initialized"):
+                sub._is_hf_initialized = False
+            for p in sub.parameters(recurse=False):
+                if hasattr(p, "_is_hf_initialized"):
+                    p._is_hf_initialized = False
+        module.apply(model._init_weights)
+    names = {id(p): n for n, p in model.named_parameters()}
+    for module in modules:
+        reinit.extend(names[id(p)] for p in module.parameters() if id(p) in names)
+    return reinit
+
+
+def build_task_model(spec: TaskSpec, args: FinetuneArguments, tokenizer):
+    """The task head model (see module docstring). Returns (model, info dict)."""
+    from .configuration_gpt1 import GPT1Config
+
+    head = head_class_for(spec)
+    overrides = _task_config_overrides(spec, args)
+    info: dict[str, Any] = {"head": head.__name__, "init": None}
+    if args.from_scratch:
+        if args.model_name_or_path is not None:
+            cfg = _read_config_json(args.model_name_or_path)
+            if cfg is not None and cfg.get("model_type") == "openai-gpt":
+                from transformers import OpenAIGPTConfig
+
+                from .convert import gpt1_config_from_openai_gpt
+
+                base = gpt1_config_from_openai_gpt(OpenAIGPTConfig.from_pretrained(args.model_name_or_path),
+                                                   vocab_size=len(tokenizer)).to_dict()
+            else:
+                base = GPT1Config.from_pretrained(args.model_name_or_path).to_dict()
+            for k in ("architectures", "auto_map", "id2label", "label2id", "num_labels", "problem_type",
+                      "transformers_version", "model_type", "_name_or_path", "dtype", "torch_dtype"):
+                base.pop(k, None)
+        else:
+            base = {}
+        base.update(args.model_config_overrides or {})
+        base.update(vocab_size=len(tokenizer), start_token_id=tokenizer.start_token_id,
+                    delimiter_token_id=tokenizer.delimiter_token_id, clf_token_id=tokenizer.classify_token_id,
+                    pad_token_id=tokenizer.pad_token_id)
+        base.update(overrides)
+        config = GPT1Config(**base)
+        model = head(config)
+        info["init"] = "from_scratch"
+    else:
+        from .convert import load_as_gpt1
+
+        _check_head_compatibility(spec, args.model_name_or_path, args.reinit_head)
+        extra = dict(overrides)
+        extra.update(args.model_config_overrides or {})
+        if args.reinit_head:
+            extra["ignore_mismatched_sizes"] = True
+        model = load_as_gpt1(args.model_name_or_path, head, seed=args.seed, **extra)
+        info["init"] = "pretrained"
+        if args.transfer_layers is not None:
+            info["reinitialized"] = reinitialize_layers(model, int(args.transfer_layers))
+            info["transfer_layers"] = int(args.transfer_layers)
+    _check_tokenizer_matches(model.config, tokenizer)
+    return model, info
+
+
+def _check_tokenizer_matches(config, tokenizer) -> None:
+    if len(tokenizer) > config.vocab_size:
+        raise ValueError(
+            f"the tokenizer has {len(tokenizer)} entries but the model's vocabulary has {config.vocab_size}: they do "
+            "not belong together (pass the model's own tokenizer with --tokenizer_name_or_path)."
+        )
+    for cfg_name, tok_name in (("start_token_id", "start_token_id"), ("delimiter_token_id", "delimiter_token_id"),
+                               ("clf_token_id", "classify_token_id"), ("pad_token_id", "pad_token_id")):
+        c, t = getattr(config, cfg_name, None), getattr(tokenizer, tok_name, None)
+        if c is not None and t is not None and int(c) != int(t):
+            raise ValueError(
+                f"model config {cfg_name}={c} but the tokenizer's {tok_name}={t}: the tokenizer does not match the "
+                "model (special tokens must be the same ids)."
+            )
+
+
+# ======================================================================================================================
+# Data
+# ======================================================================================================================
+
+
+def _load_split(spec, split, args, max_examples, tokenizer, max_length):
+    from .data import encode_dataset, load_task_split
+
+    raw = load_task_split(spec, split, data_dir=args.data_dir, max_examples=max_examples, seed=args.seed)
+    if len(raw) == 0:
+        raise ValueError(f"task {spec.name} split {split!r} has no examples")
+    encoded, n_truncated = encode_dataset(raw, spec, tokenizer, max_length=max_length)
+    return raw, encoded, n_truncated
+
+
+def _model_inputs(encoded):
+    return encoded.select_columns(["input_ids", "labels"])
+
+
+def _groups(encoded):
+    return list(encoded["group"]) if "group" in encoded.column_names else None
+
+
+def _metrics(spec, logits, labels, groups):
+    from .metrics import compute_task_metrics
+
+    return compute_task_metrics(spec, logits, labels, groups=groups)
+
+
+# ======================================================================================================================
+# Main entry points
+# ======================================================================================================================
+
+
+def _save_final_model(model, tokenizer, output_dir: Path) -> None:
+    """Write model + tokenizer into ``output_dir`` file by file through a temporary folder (each file replaced
+    atomically; checkpoints/ and best/ are left alone)."""
+    tmp = output_dir / f".tmp-final-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        for item in tmp.iterdir():
+            target = output_dir / item.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(item, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_json(path: Path, data) -> None:
+    from .training import write_text_atomically
+
+    write_text_atomically(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _write_prediction_files(spec, split: str, logits, idx, out_dir: Path) -> Path:
+    from .data import write_predictions
+
+    folder = out_dir / "predictions" / split
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_predictions(spec, logits, folder, indices=idx)
+
+
+def finetune(args: FinetuneArguments | None = None, tokenizer=None, **kwargs) -> dict[str, Any]:
+    """Fine-tune (see module docstring). Returns the content of ``results.json``.
+
+    ``tokenizer``: a tokenizer object to use instead of loading one (it needs the GPT-1 special-token ids)."""
+    from accelerate.utils import set_seed
+
+    from .data import GPT1Collator
+
+    start = time.perf_counter()
+    args = resolve_finetune_arguments(args, **kwargs)
+    spec = get_task(args.task)
+    output_dir = Path(args.output_dir)
+    set_seed(args.seed)
+    if args.num_threads:
+        torch.set_num_threads(int(args.num_threads))
+
+    if tokenizer is None:
+        tokenizer = load_tokenizer(args.tokenizer_name_or_path, args.model_name_or_path)
+    model, model_info = build_task_model(spec, args, tokenizer)
+    max_length = min(int(args.max_length), int(model.config.n_positions))
+
+    _, train_enc, train_trunc = _load_split(spec, args.train_split, args, args.max_train_examples, tokenizer,
+                                            max_length)
+    _, eval_enc, eval_trunc = _load_split(spec, args.eval_split, args, args.max_eval_examples, tokenizer, max_length)
+    if any(float(x) < 0 for x in eval_enc["labels"]):  # -1 marks unlabeled examples (test splits)
+        raise ValueError(f"task {spec.name} split {args.eval_split!r} is unlabeled; evaluate on a labeled split")
+    collator = GPT1Collator(pad_token_id=tokenizer.pad_token_id)
+    eval_inputs, eval_groups = _model_inputs(eval_enc), _groups(eval_enc)
+
+    train_args = TrainingArguments(
+        output_dir=str(output_dir),
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm,
+        lr_scheduler_type=args.lr_scheduler_type,
+        warmup_ratio=args.warmup_ratio,
+        warmup_steps=args.warmup_steps,
+        num_train_epochs=args.num_train_epochs,
+        max_steps=args.max_steps,
+        max_train_tokens=args.max_train_tokens,
+        max_time=args.max_time,
+        per_device_batch_size=args.per_device_batch_size,
+        global_batch_size=args.global_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        seed=args.seed,
+        mixed_precision=args.mixed_precision,
+        cpu=args.cpu,
+        eval_every_steps=args.eval_every_steps,
+        save_every_steps=args.save_every_steps,
+        save_total_limit=args.save_total_limit,
+        metric_for_best_model=spec.primary_metric,
+        greater_is_better=True,
+        resume_from_checkpoint=args.resume_from_checkpoint,
+        torch_compile=args.torch_compile,
+        gradient_checkpointing=args.gradient_checkpointing,
+        group_by_length=args.group_by_length,
+        progress_bar=args.progress_bar,
+    )
+
+    def eval_fn(trainer: Trainer) -> dict[str, float]:
+        out = trainer.predict(eval_inputs, collator, batch_size=args.eval_batch_size)
+        return _metrics(spec, out["logits"], out["labels"], eval_groups)
+
+    trainer = Trainer(
+        model,
+        train_args,
+        _model_inputs(train_enc),
+        collator,
+        eval_fn=eval_fn,
+        lengths=list(train_enc["length"]) if args.group_by_length else None,
+        save_fn=tokenizer.save_pretrained,
+    )
+    result = trainer.train()
+    acc = trainer.accelerator
+
+    # predictions of the final model on the eval split (+ test splits when available)
+    prediction_files: dict[str, str] = {}
+    predict_splits = list(args.predict_splits) if args.predict_splits is not None else ["test"]
+    explicit = args.predict_splits is not None
+    eval_out = trainer.predict(eval_inputs, collator, batch_size=args.eval_batch_size)
+    split_sizes = {"train": len(train_enc), args.eval_split: len(eval_enc)}
+    truncated = {args.train_split: train_trunc, args.eval_split: eval_trunc}
+    to_write = [(args.eval_split, eval_out["logits"], list(eval_enc["idx"]))]
+    for split in predict_splits:
+        if split in (args.eval_split, args.train_split):
+            continue
+        try:
+            _, enc, n_trunc = _load_split(spec, split, args, None, tokenizer, max_length)
+        except (FileNotFoundError, ValueError) as e:
+            if explicit:
+                raise
+            (logger.info if isinstance(e, FileNotFoundError) else logger.warning)("no %s predictions: %s", split, e)
+            continue
+        out = trainer.predict(_model_inputs(enc), collator, batch_size=args.eval_batch_size)
+        to_write.append((split, out["logits"], list(enc["idx"])))
+        split_sizes[split] = len(enc)
+        truncated[split] = n_trunc
+
+    final_model = trainer.finalize_model()
+    results: dict[str, Any] = {
+        "task": spec.name,
+        "task_kind": spec.kind,
+        "primary_metric": spec.primary_metric,
+        "metrics": result.metrics,
+        "eval_split": args.eval_split,
+        "mixed_precision": acc.mixed_precision,
+        "best": {"metric": spec.primary_metric, "value": result.best_metric, "step": result.best_step,
+                 "path": str(output_dir / "best")},
+        "paper_score": spec.paper_score,
+        "eval_history": result.eval_history,
+        "seed": args.seed,
+        "wall_time_s": None,
+        "train_time_s": result.train_time,
+        "global_step": result.global_step,
+        "epochs_completed": result.epoch,
+        "stop_reason": result.stop_reason,
+        "tokens_seen": result.tokens_seen,
+        "examples_seen": result.examples_seen,
+        "sizes": split_sizes,
+        "truncated": truncated,
+        "max_length": max_length,
+        "batch": {"per_device": trainer.batch.per_device_batch_size, "processes": trainer.batch.num_processes,
+                  "gradient_accumulation_steps": trainer.batch.gradient_accumulation_steps,
+                  "global": trainer.batch.global_batch_size},
+        "total_steps": trainer.total_steps,
+        "warmup_steps": trainer.warmup_steps,
+        "model": {**{k: v for k, v in model_info.items() if k != "reinitialized"},
+                  "n_reinitialized_params": len(model_info.get("reinitialized", [])),
+                  "config": {k: getattr(final_model.config, k) for k in
+                             ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner", "aux_lm_weight",
+                              "clf_pdrop")},
+                  "num_parameters": sum(p.numel() for p in final_model.parameters())},
+        "config": args.to_dict(),
+        "prediction_files": prediction_files,
+        "log_history": result.log_history,
+    }
+    if acc.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for split, logits, idx in to_write:
+            prediction_files[split] = str(_write_prediction_files(spec, split, logits, idx, output_dir))
+        if args.save_model:
+            _save_final_model(final_model, tokenizer, output_dir)
+        results["wall_time_s"] = time.perf_counter() - start
+        _write_json(output_dir / "results.json", results)
+        if args.push_to_hub:
+            from .hub import push_to_hub
+
+            repo = args.hub_model_id or output_dir.name
+            results["hub_url"] = push_to_hub(output_dir, repo, results=results, private=args.hub_private,
+                                             token=args.hub_token)
+    acc.wait_for_everyone()
+    results["wall_time_s"] = results["wall_time_s"] or time.perf_counter() - start
+    return results
+
+
+def evaluate_checkpoint(
+    model_name_or_path: str,
+    task: str,
+    split: str = "validation",
+    data_dir: str | None = None,
+    tokenizer_name_or_path: str | None = None,
+    max_examples: int | None = None,
+    max_length: int | None = None,
+    batch_size: int = 32,
+    output_dir: str | None = None,
+    mixed_precision: str | None = None,
+    seed: int = 0,
+    cpu: bool = False,
+) -> dict[str, Any]:
+    """Evaluate a fine-tuned checkpoint on one split of a task: metrics (when the split is labeled) and predictions.
+
+    Writes ``<output_dir>/eval_<task>_<split>.json`` and ``<output_dir>/predictions/<split>/...`` when ``output_dir``
+    is given (main process only)."""
+    from .data import GPT1Collator, encode_dataset, load_task_split
+    from .training import create_accelerator
+
+    spec = get_task(task)
+    tokenizer = load_tokenizer(tokenizer_name_or_path, model_name_or_path)
+    _check_head_compatibility(spec, model_name_or_path, reinit_head=False)
+    cfg = _read_config_json(model_name_or_path) or {}
+    archs = cfg.get("architectures") or []
+    if not any(a in archs for a in ("GPT1ForSequenceClassification", "GPT1ForMultipleChoice")):
+        raise ValueError(f"{model_name_or_path} is not a fine-tuned gpt1 task checkpoint (architectures {archs}); "
+                         "fine-tune it first with scripts/finetune.py.")
+    model = head_class_for(spec).from_pretrained(model_name_or_path)
+    _check_tokenizer_matches(model.config, tokenizer)
+    max_length = min(int(max_length or model.config.n_positions), int(model.config.n_positions))
+    raw = load_task_split(spec, split, data_dir=data_dir, max_examples=max_examples, seed=seed)
+    encoded, n_truncated = encode_dataset(raw, spec, tokenizer, max_length=max_length)
+    acc = create_accelerator(mixed_precision, cpu)
+    model = acc.prepare_model(model, evaluation_mode=True)
+    model.eval()
+    start = time.perf_counter()
+    with torch.no_grad():
+        out = predict_logits(model, _model_inputs(encoded), GPT1Collator(tokenizer.pad_token_id), acc, batch_size)
+    labels = out.get("labels")
+    labeled = labels is not None and len(labels) and (spec.is_regression and (labels >= 0).all()
+                                                      or not spec.is_regression and (labels >= 0).all())
+    metrics = _metrics(spec, out["logits"], labels, _groups(encoded)) if labeled else None
+    report: dict[str, Any] = {
+        "task": spec.name,
+        "split": split,
+        "model": str(model_name_or_path),
+        "metrics": metrics,
+        "num_examples": len(encoded),
+        "truncated": n_truncated,
+        "max_length": max_length,
+        "eval_time_s": time.perf_counter() - start,
+    }
+    if output_dir is not None and acc.is_main_process:
+        out_dir = Path(output_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        report["prediction_file"] = str(_write_prediction_files(spec, split, out["logits"], list(encoded["idx"]),
+                                                                out_dir))
+        _write_json(out_dir / f"eval_{spec.name}_{split}.json", report)
+    return report

@@ -1,0 +1,318 @@
+"""Hugging Face Hub export: the folder that ``--push_to_hub`` uploads, and the upload itself.
+
+`build_hub_folder(model_dir, folder, repo_id, results)` assembles, from a saved gpt1 model folder (the output of
+``scripts/finetune.py`` or ``scripts/pretrain.py``):
+
+* the weights (safetensors) and ``config.json`` with the full ``auto_map`` (every gpt1 Auto class -> remote code);
+* the Hub-portable code files ``configuration_gpt1.py``, ``modeling_gpt1.py`` (copied by the model's
+  `save_pretrained`) and ``tokenization_gpt1.py`` (copied by the tokenizer's), taken from the package when missing;
+* the tokenizer files (``tokenizer_config.json`` with an ``auto_map`` for AutoTokenizer);
+* ``README.md``: the model card rendered from the repository template ``model_card.md`` (placeholders
+  ``{{ yaml_metadata }}``, ``{{ model_name }}``, ``{{ description }}``, ``{{ auto_class }}``, ``{{ repo_id }}``,
+  ``{{ training }}``, ``{{ results }}``) with YAML metadata: license, language, tags, ``library_name: transformers``,
+  ``pipeline_tag``, datasets and a ``model-index`` (task, dataset, metrics) built with `huggingface_hub`'s
+  ``ModelCardData``/``EvalResult``.
+
+The folder loads with ``trust_remote_code=True`` where `gpt1_hf` is not installed. `push_to_hub` builds it and calls
+``HfApi().create_repo`` + ``upload_folder`` (the only network step).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CODE_FILES",
+    "load_model_card_template",
+    "build_card_data",
+    "render_model_card",
+    "build_hub_folder",
+    "push_to_hub",
+]
+
+CODE_FILES = ("configuration_gpt1.py", "modeling_gpt1.py", "tokenization_gpt1.py")
+#: files of a model folder that are never uploaded
+_SKIP = {"results.json", "README.md", "training_info.json", "trainer_state.json", "optimizer.pt", "scheduler.pt",
+         "rng_state.pt"}
+_AUTO_CLASS = {
+    "GPT1ForSequenceClassification": "AutoModelForSequenceClassification",
+    "GPT1ForMultipleChoice": "AutoModelForMultipleChoice",
+    "GPT1LMHeadModel": "AutoModelForCausalLM",
+    "GPT1Model": "AutoModel",
+}
+_PIPELINE = {
+    "AutoModelForSequenceClassification": "text-classification",
+    "AutoModelForMultipleChoice": "multiple-choice",
+    "AutoModelForCausalLM": "text-generation",
+    "AutoModel": "feature-extraction",
+}
+_DEFAULT_TEMPLATE = """---
+{{ yaml_metadata }}
+---
+
+# {{ model_name }}
+
+{{ description }}
+
+## How to use
+
+```python
+from transformers import AutoTokenizer, {{ auto_class }}
+
+tokenizer = AutoTokenizer.from_pretrained("{{ repo_id }}", trust_remote_code=True)
+model = {{ auto_class }}.from_pretrained("{{ repo_id }}", trust_remote_code=True)
+```
+
+## Training
+
+{{ training }}
+
+## Results
+
+{{ results }}
+"""
+
+
+def load_model_card_template() -> str:
+    """The model card template: ``gpt1_hf/model_card.md`` (package data), else ``model_card.md`` at the repository
+    root, else a minimal built-in template."""
+    try:
+        res = resources.files("gpt1_hf").joinpath("model_card.md")
+        if res.is_file():
+            return res.read_text(encoding="utf-8")
+    except (FileNotFoundError, ModuleNotFoundError):
+        pass
+    root = Path(__file__).resolve().parent.parent / "model_card.md"
+    if root.is_file():
+        return root.read_text(encoding="utf-8")
+    return _DEFAULT_TEMPLATE
+
+
+def _metric_display(name: str) -> str:
+    return {"accuracy": "Accuracy", "f1": "F1", "matthews_correlation": "Matthews correlation",
+            "pearson": "Pearson correlation", "spearmanr": "Spearman correlation", "loss": "Loss",
+            "perplexity": "Perplexity"}.get(name, name.replace("_", " ").capitalize())
+
+
+def build_card_data(auto_class: str, results: dict | None, model_name: str, base_model: str | None = None):
+    """`huggingface_hub.ModelCardData` with license, tags, pipeline tag and -- for a fine-tuning run -- a model-index
+    entry per metric of the task (dataset = the task's Hub dataset, split = the evaluated split)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    tags = ["gpt1", "gpt-1", "openai-gpt", "custom_code"]
+    eval_results = []
+    datasets = None
+    results = results or {}
+    task_name = results.get("task")
+    if task_name and results.get("metrics"):
+        from .tasks import get_task
+
+        spec = get_task(task_name)
+        tags.append(spec.name)
+        hub_path = spec.hub.path if spec.hub else spec.name
+        hub_config = spec.hub.config if spec.hub else None
+        datasets = [hub_path]
+        task_type = "multiple-choice" if spec.kind == "multiple_choice" else "text-classification"
+        if spec.is_regression:
+            task_type = "text-classification"
+        for metric, value in results["metrics"].items():
+            if value is None:
+                continue
+            eval_results.append(EvalResult(
+                task_type=task_type,
+                task_name=task_type.replace("-", " ").title(),
+                dataset_type=hub_path,
+                dataset_name=spec.description.split(":")[0].split(" (")[0] or spec.name,
+                dataset_config=hub_config,
+                dataset_split=results.get("eval_split", "validation"),
+                metric_type=metric.split("_")[0] if metric.startswith("accuracy_") else metric,
+                metric_name=_metric_display(metric),
+                metric_value=round(float(value), 6),
+                metric_config=metric.split("_", 1)[1] if metric.startswith("accuracy_") else None,
+            ))
+    elif results.get("final_heldout"):  # pretraining run
+        tags.append("pretraining")
+    return ModelCardData(
+        language="en",
+        license="mit",
+        library_name="transformers",
+        pipeline_tag=_PIPELINE.get(auto_class, "text-classification"),
+        tags=tags,
+        datasets=datasets,
+        base_model=base_model,
+        model_name=model_name,
+        eval_results=eval_results or None,
+    )
+
+
+def _training_section(results: dict) -> str:
+    if not results:
+        return "No training information was recorded."
+    cfg = results.get("config", {})
+    if results.get("task"):
+        rows = [
+            ("task", results["task"]),
+            ("initialisation", (results.get("model") or {}).get("init") or "pretrained"),
+            ("base model", cfg.get("model_name_or_path") or "none (trained from scratch)"),
+            ("learning rate", cfg.get("learning_rate")),
+            ("schedule", f"{cfg.get('lr_scheduler_type')} with warmup {results.get('warmup_steps')} of "
+                         f"{results.get('total_steps')} updates"),
+            ("batch size (global)", (results.get("batch") or {}).get("global")),
+            ("epochs", cfg.get("num_train_epochs")),
+            ("aux LM weight", cfg.get("aux_lm_weight")),
+            ("classifier dropout", cfg.get("clf_pdrop")),
+            ("weight decay", cfg.get("weight_decay")),
+            ("max length", results.get("max_length")),
+            ("mixed precision", results.get("mixed_precision") or cfg.get("mixed_precision")),
+            ("seed", results.get("seed")),
+            ("train / eval examples", " / ".join(str(v) for v in (results.get("sizes") or {}).values())),
+            ("training time (s)", round(results.get("train_time_s") or 0.0, 1)),
+        ]
+    else:
+        corpus = results.get("corpus") or {}
+        rows = [
+            ("corpus tokens", corpus.get("tokens")),
+            ("context (n_ctx)", corpus.get("n_ctx")),
+            ("learning rate", cfg.get("learning_rate")),
+            ("schedule", f"{cfg.get('lr_scheduler_type')} with warmup {results.get('warmup_steps')} of "
+                         f"{results.get('total_steps')} updates"),
+            ("batch (sequences)", (results.get("batch") or {}).get("global")),
+            ("tokens seen", results.get("tokens_seen")),
+            ("training time (s)", round(results.get("train_time_s") or 0.0, 1)),
+            ("seed", results.get("seed")),
+        ]
+    lines = ["| setting | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    return "Trained with [gpt1-hf](https://github.com/gpt1-hf/gpt1-hf)'s training loop (Accelerate).\n\n" + "\n".join(
+        lines)
+
+
+def _results_section(results: dict) -> str:
+    if not results:
+        return "No evaluation results were recorded."
+    if results.get("task") and results.get("metrics"):
+        lines = ["| metric | value |", "|---|---|"]
+        lines += [f"| {_metric_display(k)} | {v:.4f} |" for k, v in results["metrics"].items() if v is not None]
+        sizes = results.get("sizes") or {}
+        split = results.get("eval_split", "validation")
+        note = f"\n\nOn the {split} split of {results['task']} ({sizes.get(split, '?')} examples)."
+        if results.get("paper_score") is not None:
+            note += f" The GPT-1 paper reports {results['paper_score']} on this task with the full 12-layer model."
+        return "\n".join(lines) + note
+    final = results.get("final_heldout") or {}
+    if final:
+        return f"Held-out loss {final.get('loss', float('nan')):.4f}, perplexity {final.get('perplexity', float('nan')):.2f}."
+    return "No evaluation results were recorded."
+
+
+def render_model_card(template: str | None = None, **values: Any) -> str:
+    """Replace each ``{{ name }}`` of the template (`load_model_card_template` by default)."""
+    text = template if template is not None else load_model_card_template()
+    for key, value in values.items():
+        for pattern in ("{{ " + key + " }}", "{{" + key + "}}"):
+            text = text.replace(pattern, str(value))
+    return text
+
+
+def _ensure_auto_maps(folder: Path) -> None:
+    from .modeling_gpt1 import GPT1_AUTO_MAP
+
+    cfg_path = folder / "config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    cfg["auto_map"] = {**(cfg.get("auto_map") or {}), **GPT1_AUTO_MAP}
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tok_path = folder / "tokenizer_config.json"
+    if tok_path.is_file():
+        tok = json.loads(tok_path.read_text(encoding="utf-8"))
+        auto = tok.get("auto_map") or {}
+        if "AutoTokenizer" not in auto:
+            auto["AutoTokenizer"] = ["tokenization_gpt1.GPT1Tokenizer", "tokenization_gpt1.GPT1Tokenizer"]
+            tok["auto_map"] = auto
+            tok_path.write_text(json.dumps(tok, indent=2) + "\n", encoding="utf-8")
+
+
+def build_hub_folder(
+    model_dir: str | Path,
+    folder: str | Path,
+    repo_id: str,
+    results: dict | None = None,
+    description: str | None = None,
+    template: str | None = None,
+) -> Path:
+    """Assemble the upload folder (see module docstring) from a saved model folder; returns ``folder``."""
+    model_dir, folder = Path(model_dir), Path(folder)
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir} has no config.json: not a saved model folder")
+    if not any(model_dir.glob("*.safetensors")):
+        raise FileNotFoundError(f"{model_dir} has no safetensors weights")
+    if not (model_dir / "tokenizer_config.json").is_file():
+        raise FileNotFoundError(f"{model_dir} has no tokenizer (tokenizer_config.json); save the tokenizer with it")
+    if results is None and (model_dir / "results.json").is_file():
+        results = json.loads((model_dir / "results.json").read_text(encoding="utf-8"))
+    results = results or {}
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in model_dir.iterdir():
+        if item.is_file() and item.name not in _SKIP and not item.name.startswith("."):
+            shutil.copy2(item, folder / item.name)
+    package = Path(__file__).resolve().parent
+    for name in CODE_FILES:
+        if not (folder / name).is_file():
+            shutil.copy2(package / name, folder / name)
+    _ensure_auto_maps(folder)
+
+    cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    arch = (cfg.get("architectures") or ["GPT1Model"])[0]
+    auto_class = _AUTO_CLASS.get(arch, "AutoModel")
+    model_name = repo_id.split("/")[-1]
+    base_model = (results.get("config") or {}).get("model_name_or_path")
+    if base_model and Path(str(base_model)).exists():
+        base_model = None  # a local folder is not a Hub reference
+    card_data = build_card_data(auto_class, results, model_name, base_model=base_model)
+    if description is None:
+        if results.get("task"):
+            description = (f"GPT-1 fine-tuned on **{results['task']}** ({results.get('task_kind')} task) with the "
+                           "paper's recipe: the task input transformation of §3.3, a linear head on the final state "
+                           "of the extract token, and L3 = L2 + λ·L1.")
+        else:
+            description = "GPT-1 language model (unsupervised pretraining, L1 of the paper)."
+        description += (
+            f"\n\nThis checkpoint: {cfg.get('n_layer')} layers, {cfg.get('n_embd')}-dimensional states, "
+            f"{cfg.get('n_head')} heads, {cfg.get('n_positions')} positions, a vocabulary of {cfg.get('vocab_size')} "
+            "tokens (BPE + `_start_`, `_delimiter_`, `_classify_`, `<pad>`)."
+        )
+    card = render_model_card(
+        template,
+        yaml_metadata=card_data.to_yaml(),
+        model_name=model_name,
+        description=description,
+        auto_class=auto_class,
+        repo_id=repo_id,
+        training=_training_section(results),
+        results=_results_section(results),
+    )
+    (folder / "README.md").write_text(card, encoding="utf-8")
+    return folder
+
+
+def push_to_hub(
+    model_dir: str | Path,
+    repo_id: str,
+    results: dict | None = None,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str = "Upload GPT-1 model (gpt1-hf)",
+    description: str | None = None,
+) -> str:
+    """Build the upload folder in a temporary directory and upload it to ``repo_id``; returns the repo URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = build_hub_folder(model_dir, Path(tmp) / "upload", repo_id, results=results, description=description)
+        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message=commit_message)
+    return str(url)

@@ -1,0 +1,488 @@
+"""Unsupervised pretraining of GPT-1 (paper §3.1, L1 = next-token log-likelihood) on the shared training loop.
+
+`pretrain(PretrainArguments(...))` (what ``scripts/pretrain.py`` runs):
+
+1. corpus: local text files / folders (one document per file -- the default, right for books -- or per line),
+   ``.jsonl`` files (``text_column``), or a Hub dataset. Files are read with ``utf-8-sig`` and universal newlines, so
+   a UTF-8 BOM and CRLF line ends (the novels of ``shared/data/pretrain_corpus``) disappear;
+2. tokenizer: an existing GPT-1 tokenizer (default: the GPT-1 BPE files bundled in the package) or, with
+   ``train_tokenizer``, a new BPE vocabulary of ``vocab_size`` trained on the corpus (saved with the model);
+3. contiguous blocks of ``n_ctx`` tokens (the paper samples contiguous 512-token sequences): documents are cut into
+   segments at spaces (same token stream as the whole document), tokenized and concatenated in order, and cut into
+   blocks -- all with ``datasets.map``
+   (batched, cached on disk by fingerprint, ``num_proc`` workers). Up to ``n_ctx - 1`` tokens per map batch of
+   ``block_map_batch_size`` segments are dropped (the remainder that does not fill a block);
+4. a held-out split (``validation_files``, else ``validation_ratio`` of the blocks, chosen with the seed) reporting
+   loss and perplexity before training, every ``eval_every_steps`` updates (default: each epoch) and at the end;
+5. the paper's optimisation: AdamW lr 2.5e-4, linear warmup (2000 updates, or 1% of the run when that is shorter, or
+   ``warmup_steps``/``warmup_ratio``), cosine decay to 0, decoupled weight decay 0.01 on non-bias non-gain weights,
+   dropout 0.1, batch 64 x 512 (``global_batch_size`` x ``n_ctx``), gradient clipping 1.0;
+6. output: ``<output_dir>`` holds a `GPT1LMHeadModel` + tokenizer that ``scripts/finetune.py --model_name_or_path``
+   takes directly, ``results.json`` (sizes, time, tokens/s, held-out curve) and ``heldout_perplexity.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .training import Trainer, TrainingArguments, find_checkpoint, write_text_atomically
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "PretrainArguments",
+    "pretrain",
+    "collect_corpus_files",
+    "load_corpus",
+    "build_blocks",
+    "BlockCollator",
+    "default_warmup_steps",
+]
+
+TEXT_SUFFIXES = (".txt", ".text")
+JSON_SUFFIXES = (".jsonl", ".json")
+
+
+@dataclass
+class PretrainArguments:
+    # corpus
+    train_files: list[str] = field(default_factory=list)
+    validation_files: list[str] = field(default_factory=list)
+    dataset_name: str | None = None
+    dataset_config: str | None = None
+    dataset_split: str = "train"
+    text_column: str = "text"
+    document_per: str = "file"  # "file" | "line" (text files)
+    validation_ratio: float = 0.01
+    max_documents: int | None = None
+    # tokenizer
+    tokenizer_name_or_path: str | None = None
+    train_tokenizer: bool = False
+    vocab_size: int = 40000
+    # model
+    model_name_or_path: str | None = None  # continue pretraining a checkpoint
+    n_ctx: int = 512
+    n_embd: int = 768
+    n_layer: int = 12
+    n_head: int = 12
+    n_inner: int | None = None
+    dropout: float = 0.1
+    # optimisation (paper)
+    learning_rate: float = 2.5e-4
+    lr_scheduler_type: str = "cosine"
+    warmup_steps: int | None = None  # None: min(2000, 1% of the updates) unless warmup_ratio is set
+    warmup_ratio: float | None = None
+    weight_decay: float = 0.01
+    max_grad_norm: float | None = 1.0
+    per_device_batch_size: int | None = None
+    global_batch_size: int | None = 64
+    gradient_accumulation_steps: int | None = None
+    eval_batch_size: int | None = None
+    num_train_epochs: int = 100
+    max_steps: int | None = None
+    max_train_tokens: int | None = None
+    max_time: float | None = None
+    seed: int = 42
+    mixed_precision: str | None = None  # None: Accelerate's config / env
+    cpu: bool = False
+    gradient_checkpointing: bool = False
+    torch_compile: bool = False
+    # data processing
+    num_proc: int | None = None
+    cache_dir: str | None = None
+    segment_chars: int = 20000
+    block_map_batch_size: int = 1000
+    # checkpoints / evaluation
+    output_dir: str = "outputs/pretrain"
+    eval_every_steps: int | None = None
+    save_every_steps: int | None = None
+    save_total_limit: int | None = 2
+    resume_from_checkpoint: str | None = None
+    log_every_steps: int = 10
+    progress_bar: bool = True
+    plot: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_warmup_steps(total_steps: int, warmup_steps: int | None, warmup_ratio: float | None) -> int:
+    """The paper's 2000 warmup updates, shortened to 1% of the run for short runs (explicit values win)."""
+    if warmup_steps is not None:
+        return int(warmup_steps)
+    if warmup_ratio is not None:
+        return int(math.ceil(warmup_ratio * total_steps))
+    return min(2000, int(math.ceil(0.01 * total_steps)))
+
+
+# ======================================================================================================================
+# Corpus
+# ======================================================================================================================
+
+
+def collect_corpus_files(paths: list[str] | tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """(text files, jsonl files) from files and folders (searched recursively for *.txt/*.text and *.jsonl/*.json)."""
+    text, js = [], []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            found = sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith("."))
+            text += [str(f) for f in found if f.suffix.lower() in TEXT_SUFFIXES]
+            js += [str(f) for f in found if f.suffix.lower() in JSON_SUFFIXES]
+        elif path.is_file():
+            (js if path.suffix.lower() in JSON_SUFFIXES else text).append(str(path))
+        else:
+            raise FileNotFoundError(f"corpus path {p} does not exist")
+    return text, js
+
+
+def load_corpus(files: list[str], args: PretrainArguments, split_name: str = "train"):
+    """A `datasets.Dataset` with one ``text`` column (one row per document), from local files or the Hub."""
+    import datasets
+
+    if files:
+        text_files, json_files = collect_corpus_files(files)
+        if not text_files and not json_files:
+            raise ValueError(f"the corpus is empty: no .txt/.jsonl files under {files}")
+        parts = []
+        if text_files:
+            parts.append(datasets.load_dataset(
+                "text", data_files=text_files, sample_by="document" if args.document_per == "file" else "line",
+                encoding="utf-8-sig", cache_dir=args.cache_dir, split="train"))
+        if json_files:
+            ds = datasets.load_dataset("json", data_files=json_files, cache_dir=args.cache_dir, split="train")
+            if args.text_column not in ds.column_names:
+                raise ValueError(f"{json_files[0]}: no {args.text_column!r} field (columns {ds.column_names}); set "
+                                 "--text_column")
+            parts.append(ds.select_columns([args.text_column]).rename_column(args.text_column, "text")
+                         if args.text_column != "text" else ds.select_columns(["text"]))
+        ds = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    elif args.dataset_name:
+        ds = datasets.load_dataset(args.dataset_name, args.dataset_config, split=args.dataset_split,
+                                   cache_dir=args.cache_dir)
+        if args.text_column not in ds.column_names:
+            raise ValueError(f"{args.dataset_name}: no {args.text_column!r} column (columns {ds.column_names})")
+        ds = ds.select_columns([args.text_column])
+        if args.text_column != "text":
+            ds = ds.rename_column(args.text_column, "text")
+    else:
+        raise ValueError("no corpus: pass train files/folders (--train_files) or a Hub dataset (--dataset_name)")
+    if args.max_documents is not None:
+        ds = ds.select(range(min(args.max_documents, len(ds))))
+    ds = ds.filter(lambda b: [bool(t and t.strip()) for t in b["text"]], batched=True, num_proc=args.num_proc,
+                   desc=f"dropping empty {split_name} documents")
+    if len(ds) == 0:
+        raise ValueError(f"the {split_name} corpus is empty (no non-blank document in {files or args.dataset_name})")
+    return ds
+
+
+def _safe_cut(text: str, start: int, end: int) -> int:
+    """The last position in (start, end) just after a space that has non-whitespace on both sides: splitting there
+    leaves the tokenization unchanged (GPT-1's pipeline treats such a space as a plain boundary; a newline would be
+    stripped at a segment edge and lose its token). Falls back to ``end``."""
+    pos = end
+    while True:
+        i = text.rfind(" ", start + 1, pos)
+        if i <= start:
+            return end
+        if i + 1 < len(text) and not text[i - 1].isspace() and not text[i + 1].isspace():
+            return i + 1
+        pos = i
+
+
+def _segment(batch, max_chars: int):
+    """Cut documents into segments of at most about ``max_chars`` characters at spaces inside lines (order kept), so
+    that long books tokenize in parallel and in bounded memory with the same token stream as the whole document."""
+    out = []
+    for text in batch["text"]:
+        start = 0
+        n = len(text)
+        while start < n:
+            end = n if n - start <= max_chars else _safe_cut(text, start, start + max_chars)
+            out.append(text[start:end])
+            start = end
+    return {"text": out}
+
+
+def _tokenize(batch, tokenizer):
+    ids = tokenizer(batch["text"], add_special_tokens=False, verbose=False)["input_ids"]
+    return {"input_ids": ids, "n_tokens": [len(x) for x in ids]}
+
+
+def _group(batch, block_size: int):
+    ids = [t for seq in batch["input_ids"] for t in seq]
+    n = (len(ids) // block_size) * block_size
+    return {"input_ids": [ids[i:i + block_size] for i in range(0, n, block_size)]}
+
+
+def build_blocks(texts, tokenizer, block_size: int, num_proc: int | None = None, segment_chars: int = 20000,
+                 map_batch_size: int = 1000, name: str = "train"):
+    """Documents -> contiguous blocks of ``block_size`` token ids, with three cached, batched `datasets.map` passes.
+    Returns (blocks dataset, number of tokens in the corpus)."""
+    seg = texts.map(_segment, batched=True, batch_size=64, fn_kwargs={"max_chars": segment_chars},
+                    remove_columns=texts.column_names, num_proc=num_proc, desc=f"segmenting {name}")
+    tok = seg.map(_tokenize, batched=True, fn_kwargs={"tokenizer": tokenizer}, remove_columns=["text"],
+                  num_proc=num_proc, desc=f"tokenizing {name}")
+    n_tokens = int(sum(tok["n_tokens"]))
+    tok = tok.remove_columns("n_tokens")
+    if n_tokens == 0:
+        raise ValueError(f"the {name} corpus is empty after tokenization")
+    if n_tokens < block_size:
+        raise ValueError(
+            f"the {name} corpus has {n_tokens} tokens, shorter than one block of n_ctx={block_size} tokens: add text "
+            "or lower --n_ctx."
+        )
+    blocks = tok.map(_group, batched=True, batch_size=map_batch_size, fn_kwargs={"block_size": block_size},
+                     remove_columns=tok.column_names, num_proc=num_proc, desc=f"grouping {name} into blocks")
+    if len(blocks) == 0:  # every map batch was shorter than a block: group everything at once
+        blocks = tok.map(_group, batched=True, batch_size=None, fn_kwargs={"block_size": block_size},
+                         remove_columns=tok.column_names, desc=f"grouping {name} into blocks")
+    blocks = blocks.with_format("torch")
+    return blocks, n_tokens
+
+
+class BlockCollator:
+    """Stack equal-length blocks: input_ids = labels (the model shifts), attention over every token."""
+
+    def __call__(self, features):
+        ids = torch.stack([torch.as_tensor(f["input_ids"], dtype=torch.long) for f in features])
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+
+
+# ======================================================================================================================
+# Tokenizer and model
+# ======================================================================================================================
+
+
+def _iter_texts(ds, batch_size: int = 256):
+    for i in range(0, len(ds), batch_size):
+        yield ds[i:i + batch_size]["text"]
+
+
+def _make_tokenizer(args: PretrainArguments, corpus):
+    from .finetuning import load_tokenizer
+
+    if args.train_tokenizer:
+        base = load_tokenizer(args.tokenizer_name_or_path, None)
+        logger.info("training a %d-entry BPE vocabulary on the corpus", args.vocab_size)
+        return base.train_new_from_iterator(_iter_texts(corpus), args.vocab_size)
+    return load_tokenizer(args.tokenizer_name_or_path, args.model_name_or_path)
+
+
+def _make_model(args: PretrainArguments, tokenizer):
+    from .configuration_gpt1 import GPT1Config
+    from .modeling_gpt1 import GPT1LMHeadModel
+
+    if args.model_name_or_path:
+        from .convert import load_as_gpt1
+
+        model = load_as_gpt1(args.model_name_or_path, GPT1LMHeadModel)
+        if model.config.n_positions < args.n_ctx:
+            raise ValueError(f"n_ctx={args.n_ctx} exceeds the checkpoint's n_positions={model.config.n_positions}")
+        if len(tokenizer) > model.config.vocab_size:
+            raise ValueError(f"the tokenizer has {len(tokenizer)} entries, the checkpoint {model.config.vocab_size}")
+        return model
+    config = GPT1Config(
+        vocab_size=len(tokenizer),
+        n_positions=args.n_ctx,
+        n_embd=args.n_embd,
+        n_layer=args.n_layer,
+        n_head=args.n_head,
+        n_inner=args.n_inner or 4 * args.n_embd,
+        embd_pdrop=args.dropout,
+        attn_pdrop=args.dropout,
+        resid_pdrop=args.dropout,
+        start_token_id=tokenizer.start_token_id,
+        delimiter_token_id=tokenizer.delimiter_token_id,
+        clf_token_id=tokenizer.classify_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return GPT1LMHeadModel(config)
+
+
+# ======================================================================================================================
+# Main entry point
+# ======================================================================================================================
+
+
+def _plot_curve(history: list[dict], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    points = [(h["step"], h["perplexity"]) for h in history if "perplexity" in h]
+    if not points:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+    ax.set_xlabel("optimizer updates")
+    ax.set_ylabel("held-out perplexity")
+    ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.set_title("GPT-1 pretraining: held-out perplexity")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def pretrain(args: PretrainArguments | None = None, **kwargs) -> dict[str, Any]:
+    """Pretrain (see module docstring). Returns the content of ``results.json``."""
+    from accelerate.utils import set_seed
+
+    start = time.perf_counter()
+    args = PretrainArguments(**kwargs) if args is None else args
+    if args.document_per not in ("file", "line"):
+        raise ValueError(f"document_per must be 'file' or 'line', got {args.document_per!r}")
+    output_dir = Path(args.output_dir)
+    set_seed(args.seed)
+
+    # tokenizer saved with a previous run's checkpoint wins when resuming (a trained vocabulary must not change)
+    resume_ckpt = None
+    if args.resume_from_checkpoint:
+        resume_ckpt = find_checkpoint(output_dir, args.resume_from_checkpoint)
+    corpus = load_corpus(args.train_files, args, "train")
+    if resume_ckpt is not None and args.train_tokenizer:
+        from .finetuning import load_tokenizer
+
+        tokenizer = load_tokenizer(str(resume_ckpt), None)
+    else:
+        tokenizer = _make_tokenizer(args, corpus)
+    blocks, n_tokens = build_blocks(corpus, tokenizer, args.n_ctx, args.num_proc, args.segment_chars,
+                                    args.block_map_batch_size, "train")
+    if args.validation_files:
+        val_corpus = load_corpus(args.validation_files, args, "validation")
+        heldout, n_val_tokens = build_blocks(val_corpus, tokenizer, args.n_ctx, args.num_proc, args.segment_chars,
+                                             args.block_map_batch_size, "validation")
+        train_blocks = blocks
+    else:
+        if len(blocks) < 2:
+            raise ValueError(
+                f"the corpus gives {len(blocks)} block of n_ctx={args.n_ctx} tokens; at least 2 are needed to hold "
+                "one out for evaluation (add text, lower --n_ctx or pass --validation_files)."
+            )
+        n_val = min(len(blocks) - 1, max(1, int(round(args.validation_ratio * len(blocks)))))
+        split = blocks.train_test_split(test_size=n_val, seed=args.seed, shuffle=True)
+        train_blocks, heldout = split["train"], split["test"]
+        n_val_tokens = len(heldout) * args.n_ctx
+
+    model = _make_model(args, tokenizer)
+    collator = BlockCollator()
+    from .training import create_accelerator, resolve_batch_config
+
+    accelerator = create_accelerator(args.mixed_precision, args.cpu)
+    n_proc = accelerator.num_processes
+    batch = resolve_batch_config(args.per_device_batch_size, args.global_batch_size, n_proc,
+                                 args.gradient_accumulation_steps)
+    tokens_per_update = batch.global_batch_size * args.n_ctx
+    max_steps = args.max_steps
+    if max_steps is None and args.max_train_tokens is not None:
+        max_steps = max(1, math.ceil(args.max_train_tokens / tokens_per_update))
+    micro = math.ceil(len(train_blocks) / batch.micro_batch_size)
+    total = max_steps if max_steps is not None else args.num_train_epochs * math.ceil(
+        micro / batch.gradient_accumulation_steps)
+    warmup = default_warmup_steps(total, args.warmup_steps, args.warmup_ratio)
+
+    train_args = TrainingArguments(
+        output_dir=str(output_dir),
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm,
+        lr_scheduler_type=args.lr_scheduler_type,
+        warmup_steps=warmup,
+        num_train_epochs=args.num_train_epochs,
+        max_steps=max_steps,
+        max_train_tokens=args.max_train_tokens,
+        max_time=args.max_time,
+        per_device_batch_size=batch.per_device_batch_size,
+        global_batch_size=batch.global_batch_size,
+        seed=args.seed,
+        mixed_precision=args.mixed_precision,
+        cpu=args.cpu,
+        eval_every_steps=args.eval_every_steps,
+        save_every_steps=args.save_every_steps,
+        save_total_limit=args.save_total_limit,
+        metric_for_best_model="loss",
+        greater_is_better=False,
+        resume_from_checkpoint=args.resume_from_checkpoint,
+        torch_compile=args.torch_compile,
+        gradient_checkpointing=args.gradient_checkpointing,
+        log_every_steps=args.log_every_steps,
+        progress_bar=args.progress_bar,
+    )
+    eval_bs = args.eval_batch_size or batch.per_device_batch_size
+
+    def eval_fn(trainer: Trainer) -> dict[str, float]:
+        return trainer.evaluate_loss(heldout, collator, batch_size=eval_bs)
+
+    trainer = Trainer(model, train_args, train_blocks, collator, eval_fn=eval_fn, save_fn=tokenizer.save_pretrained,
+                      accelerator=accelerator)
+    initial = None
+    if resume_ckpt is None:
+        with trainer._eval_mode():
+            initial = trainer.evaluate_loss(heldout, collator, batch_size=eval_bs)
+        trainer.state.eval_history.append({"step": 0, "epoch": 0.0, **initial})
+    result = trainer.train()
+    acc = trainer.accelerator
+    history = result.eval_history
+    if initial is None:
+        initial = next(({k: h[k] for k in ("loss", "perplexity")} for h in history if h["step"] == 0), None)
+    final_model = trainer.finalize_model()
+    train_tps = result.tokens_seen / result.train_time if result.train_time > 0 else None
+    results: dict[str, Any] = {
+        "corpus": {
+            "train_files": list(args.train_files),
+            "dataset_name": args.dataset_name,
+            "documents": len(corpus),
+            "tokens": n_tokens,
+            "train_blocks": len(train_blocks),
+            "heldout_blocks": len(heldout),
+            "heldout_tokens": n_val_tokens,
+            "n_ctx": args.n_ctx,
+        },
+        "tokenizer": {"trained": args.train_tokenizer, "vocab_size": len(tokenizer)},
+        "model": {k: getattr(final_model.config, k) for k in ("vocab_size", "n_positions", "n_embd", "n_layer",
+                                                              "n_head", "n_inner")},
+        "num_parameters": sum(p.numel() for p in final_model.parameters()),
+        "initial_heldout": initial,
+        "final_heldout": result.metrics,
+        "best_heldout_loss": result.best_metric,
+        "best_step": result.best_step,
+        "heldout_history": history,
+        "global_step": result.global_step,
+        "total_steps": trainer.total_steps,
+        "warmup_steps": trainer.warmup_steps,
+        "stop_reason": result.stop_reason,
+        "tokens_seen": result.tokens_seen,
+        "train_time_s": result.train_time,
+        "train_tokens_per_s": train_tps,
+        "batch": {"per_device": trainer.batch.per_device_batch_size, "processes": trainer.batch.num_processes,
+                  "gradient_accumulation_steps": trainer.batch.gradient_accumulation_steps,
+                  "global": trainer.batch.global_batch_size, "tokens_per_update": tokens_per_update},
+        "seed": args.seed,
+        "config": args.to_dict(),
+        "log_history": result.log_history,
+    }
+    if acc.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        from .finetuning import _save_final_model
+
+        _save_final_model(final_model, tokenizer, output_dir)
+        if args.plot and _plot_curve(history, output_dir / "heldout_perplexity.png"):
+            results["plot"] = str(output_dir / "heldout_perplexity.png")
+        results["wall_time_s"] = time.perf_counter() - start
+        write_text_atomically(output_dir / "results.json", json.dumps(results, indent=2, default=str) + "\n")
+    acc.wait_for_everyone()
+    results.setdefault("wall_time_s", time.perf_counter() - start)
+    return results

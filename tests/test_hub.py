@@ -1,0 +1,202 @@
+"""The Hub export (gpt1_hf.hub): the folder push_to_hub uploads, its remote-code loading without gpt1_hf, its model
+card -- everything up to the network call, which is mocked."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from gpt1_hf import GPT1Config, GPT1ForSequenceClassification, GPT1LMHeadModel
+from gpt1_hf.finetuning import finetune
+from gpt1_hf.hub import build_hub_folder, load_model_card_template, push_to_hub, render_model_card
+from gpt1_hf.modeling_gpt1 import GPT1_AUTO_MAP
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tasks"
+REPO = "someone/gpt1-tiny-sst2"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest (and do not fight other jobs for the cores) on one intra-op thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory):
+    """A tiny model fine-tuned on the SST-2 fixture (output folder of finetune) and its results."""
+    from gpt1_hf.tokenization_gpt1 import GPT1Tokenizer
+
+    texts = [p.read_text(encoding="utf-8-sig") for p in sorted((FIXTURES / "sst2").iterdir())]
+    tok = GPT1Tokenizer(vocab={"<unk>": 0, "a</w>": 1}, merges=[]).train_new_from_iterator([texts], 300)
+    root = tmp_path_factory.mktemp("hub")
+    torch.manual_seed(0)
+    lm = GPT1LMHeadModel(GPT1Config(vocab_size=len(tok), n_positions=48, n_embd=32, n_layer=2, n_head=4, n_inner=64))
+    lm.save_pretrained(root / "lm")
+    tok.save_pretrained(root / "lm")
+    results = finetune(task="sst2", model_name_or_path=str(root / "lm"), data_dir=str(FIXTURES / "sst2"),
+                       output_dir=str(root / "ft"), num_train_epochs=1, global_batch_size=4, max_length=48,
+                       progress_bar=False, predict_splits=[])
+    return root, results
+
+
+def front_matter(text):
+    assert text.startswith("---\n")
+    yaml_text, body = text[4:].split("\n---\n", 1)
+    return yaml.safe_load(yaml_text), body
+
+
+def test_folder_content_and_auto_maps(finetuned, tmp_path):
+    root, results = finetuned
+    folder = build_hub_folder(root / "ft", tmp_path / "upload", REPO)
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "configuration_gpt1.py", "modeling_gpt1.py", "tokenization_gpt1.py",
+            "tokenizer.json", "tokenizer_config.json", "README.md"} <= names
+    assert not names & {"checkpoints", "best", "predictions", "results.json", "optimizer.pt"}
+    assert all(p.is_file() for p in folder.iterdir())
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["auto_map"] == {**cfg["auto_map"], **GPT1_AUTO_MAP} and len(GPT1_AUTO_MAP) == 5
+    assert cfg["architectures"] == ["GPT1ForSequenceClassification"] and cfg["model_type"] == "gpt1"
+    tok_cfg = json.loads((folder / "tokenizer_config.json").read_text())
+    assert tok_cfg["auto_map"]["AutoTokenizer"][-1] == "tokenization_gpt1.GPT1Tokenizer"
+    # the Hub-portable code files are the package's
+    pkg = Path(__import__("gpt1_hf").__file__).parent
+    for name in ("configuration_gpt1.py", "modeling_gpt1.py", "tokenization_gpt1.py"):
+        assert (folder / name).read_text() == (pkg / name).read_text()
+
+
+def test_model_card_yaml_and_model_index(finetuned, tmp_path):
+    from huggingface_hub import ModelCard
+
+    root, results = finetuned
+    folder = build_hub_folder(root / "ft", tmp_path / "upload", REPO, results=results)
+    text = (folder / "README.md").read_text()
+    assert "{{" not in text and "}}" not in text
+    meta, body = front_matter(text)
+    assert meta["license"] == "mit" and meta["library_name"] == "transformers"
+    assert meta["pipeline_tag"] == "text-classification" and "gpt1" in meta["tags"]
+    index = meta["model-index"][0]
+    assert index["name"] == "gpt1-tiny-sst2"
+    entry = index["results"][0]
+    assert entry["task"]["type"] == "text-classification"
+    assert entry["dataset"]["type"] == "nyu-mll/glue" and entry["dataset"]["config"] == "sst2"
+    assert entry["dataset"]["split"] == "validation"
+    assert entry["metrics"][0]["type"] == "accuracy"
+    assert entry["metrics"][0]["value"] == pytest.approx(results["metrics"]["accuracy"])
+    assert f'from_pretrained("{REPO}", trust_remote_code=True)' in body
+    assert "AutoModelForSequenceClassification" in body and "| learning rate | 6.25e-05 |" in body
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.license == "mit" and card.data.eval_results[0].metric_type == "accuracy"
+    assert card.data.eval_results[0].dataset_type == "nyu-mll/glue"
+    # the repository template is the one used (its citation block is rendered)
+    assert "radford2018improving" in load_model_card_template() and "radford2018improving" in text
+
+
+def test_render_model_card_replaces_placeholders():
+    out = render_model_card("a {{ model_name }} b {{repo_id}} c {{ missing }}", model_name="M", repo_id="r/x")
+    assert out == "a M b r/x c {{ missing }}"
+
+
+def test_pretrained_lm_folder_card(finetuned, tmp_path):
+    root, _ = finetuned
+    results = {"final_heldout": {"loss": 3.2, "perplexity": 24.5}, "corpus": {"tokens": 1000, "n_ctx": 48},
+               "config": {"learning_rate": 2.5e-4, "lr_scheduler_type": "cosine"}}
+    folder = build_hub_folder(root / "lm", tmp_path / "lm_upload", "someone/gpt1-tiny-lm", results=results)
+    meta, body = front_matter((folder / "README.md").read_text())
+    assert meta["pipeline_tag"] == "text-generation" and "model-index" not in meta
+    assert "AutoModelForCausalLM" in body and "perplexity 24.50" in body
+
+
+def test_remote_code_loading_without_gpt1_hf(finetuned, tmp_path):
+    """The uploaded folders load with trust_remote_code=True in a process where `import gpt1_hf` is impossible, and
+    give the same logits as the package."""
+    root, _ = finetuned
+    clf = build_hub_folder(root / "ft", tmp_path / "clf", REPO)
+    lm = build_hub_folder(root / "lm", tmp_path / "lm", "someone/gpt1-tiny-lm")
+    script = textwrap.dedent(f"""
+        import json, sys
+        sys.modules["gpt1_hf"] = None  # `import gpt1_hf` raises ImportError
+        try:
+            import gpt1_hf
+            raise SystemExit("gpt1_hf importable")
+        except ImportError:
+            pass
+        import torch
+        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+        tok = AutoTokenizer.from_pretrained({str(clf)!r}, trust_remote_code=True)
+        model = AutoModelForSequenceClassification.from_pretrained({str(clf)!r}, trust_remote_code=True).eval()
+        enc = tok(["a charming and affecting film", "dull , lifeless"], padding=True, return_tensors="pt")
+        with torch.no_grad():
+            logits = model(**enc).logits
+        lm = AutoModelForCausalLM.from_pretrained({str(lm)!r}, trust_remote_code=True).eval()
+        with torch.no_grad():
+            lm_logits = lm(enc["input_ids"][:1]).logits
+        print(json.dumps({{"ids": enc["input_ids"].tolist(), "logits": logits.tolist(),
+                          "lm": lm_logits[0, -1, :5].tolist(), "module": type(model).__module__,
+                          "tok_class": type(tok).__name__}}))
+    """)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "OMP_NUM_THREADS": "1",
+           "TRANSFORMERS_VERBOSITY": "error"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["module"].startswith("transformers_modules") and out["tok_class"] == "GPT1Tokenizer"
+    from gpt1_hf.tokenization_gpt1 import GPT1Tokenizer
+
+    tok = GPT1Tokenizer.from_pretrained(root / "ft")
+    enc = tok(["a charming and affecting film", "dull , lifeless"], padding=True, return_tensors="pt")
+    assert enc["input_ids"].tolist() == out["ids"]
+    model = GPT1ForSequenceClassification.from_pretrained(root / "ft").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**enc).logits, torch.tensor(out["logits"]), rtol=1e-5, atol=1e-5)
+        lm_model = GPT1LMHeadModel.from_pretrained(root / "lm").eval()
+        torch.testing.assert_close(lm_model(enc["input_ids"][:1]).logits[0, -1, :5], torch.tensor(out["lm"]),
+                                   rtol=1e-5, atol=1e-5)
+
+
+class FakeApi:
+    calls: list = []
+
+    def __init__(self, token=None):
+        self.token = token
+
+    def create_repo(self, repo_id, private=False, exist_ok=False, **kw):
+        FakeApi.calls.append(("create_repo", repo_id, private, exist_ok))
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, folder_path, repo_id, commit_message=None, **kw):
+        FakeApi.calls.append(("upload_folder", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
+
+
+def test_push_to_hub_up_to_the_network_call(finetuned, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    root, results = finetuned
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    FakeApi.calls = []
+    url = push_to_hub(root / "ft", REPO, results=results, private=True, token="hf_fake")
+    assert url == f"https://huggingface.co/{REPO}"
+    assert FakeApi.calls[0] == ("create_repo", REPO, True, True)
+    kind, repo, files = FakeApi.calls[1]
+    assert kind == "upload_folder" and repo == REPO and "README.md" in files and "modeling_gpt1.py" in files
+    # and through finetune(push_to_hub=True)
+    FakeApi.calls = []
+    out = finetune(task="sst2", model_name_or_path=str(root / "lm"), data_dir=str(FIXTURES / "sst2"),
+                   output_dir=str(tmp_path / "ft"), num_train_epochs=1, global_batch_size=4, max_length=48,
+                   progress_bar=False, predict_splits=[], push_to_hub=True, hub_model_id="someone/pushed")
+    assert out["hub_url"] == "https://huggingface.co/someone/pushed"
+    assert [c[0] for c in FakeApi.calls] == ["create_repo", "upload_folder"]
+
+
+def test_build_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        build_hub_folder(tmp_path, tmp_path / "x", "a/b")

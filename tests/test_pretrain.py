@@ -1,0 +1,173 @@
+"""Pretraining (gpt1_hf.pretraining, scripts/pretrain.py) on a tiny synthetic corpus."""
+
+import importlib.util
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from gpt1_hf import GPT1LMHeadModel
+from gpt1_hf.pretraining import PretrainArguments, build_blocks, load_corpus, pretrain
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tasks"
+
+NAMES = ["Ada", "Ben", "Cleo", "Dan", "Eve", "Finn"]
+VERBS = ["found", "lost", "painted", "opened", "cleaned"]
+THINGS = ["a lamp", "the map", "a red boat", "the old clock", "a small key"]
+PLACES = ["near the lake", "in the garden", "at the school", "by the farm"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest (and do not fight other jobs for the cores) on one intra-op thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def synthetic_text(n_sentences, seed):
+    rng = random.Random(seed)
+    return " ".join(f"{rng.choice(NAMES)} {rng.choice(VERBS)} {rng.choice(THINGS)} {rng.choice(PLACES)}."
+                    for _ in range(n_sentences))
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory):
+    """Three 'novels' written like shared/data/pretrain_corpus: UTF-8 BOM and CRLF line ends."""
+    root = tmp_path_factory.mktemp("corpus")
+    for i in range(3):
+        paragraphs = [synthetic_text(6, seed=10 * i + j) for j in range(25)]
+        (root / f"book_{i}.txt").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(paragraphs).encode("utf-8") + b"\r\n")
+    return root
+
+
+def base_args(tmp_path, corpus_dir, **kw):
+    args = dict(train_files=[str(corpus_dir)], train_tokenizer=True, vocab_size=120, n_ctx=32, n_embd=32, n_layer=2,
+                n_head=4, global_batch_size=8, learning_rate=3e-3, max_steps=40, eval_every_steps=20,
+                validation_ratio=0.1, output_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"),
+                progress_bar=False, plot=False, seed=0)
+    args.update(kw)
+    return PretrainArguments(**args)
+
+
+def test_corpus_reading_strips_bom_and_crlf(corpus_dir, tmp_path):
+    args = PretrainArguments(cache_dir=str(tmp_path / "cache"))
+    docs = load_corpus([str(corpus_dir)], args)
+    assert len(docs) == 3
+    text = docs[0]["text"]
+    assert not text.startswith("\ufeff") and "\r" not in text and text.count("\n") == 25
+    lines = load_corpus([str(corpus_dir)], PretrainArguments(document_per="line", cache_dir=str(tmp_path / "c2")))
+    assert len(lines) == 75
+    jl = tmp_path / "docs.jsonl"
+    jl.write_text("\n".join(json.dumps({"body": synthetic_text(3, s)}) for s in range(4)) + "\n")
+    docs = load_corpus([str(jl)], PretrainArguments(text_column="body", cache_dir=str(tmp_path / "c3")))
+    assert len(docs) == 4 and docs[0]["text"].endswith(".")
+
+
+def test_blocks_are_contiguous_token_runs(corpus_dir, tmp_path):
+    from gpt1_hf.tokenization_gpt1 import GPT1Tokenizer
+
+    args = PretrainArguments(cache_dir=str(tmp_path / "cache"))
+    docs = load_corpus([str(corpus_dir)], args)
+    tok = GPT1Tokenizer(vocab={"<unk>": 0, "a</w>": 1}, merges=[]).train_new_from_iterator([docs["text"]], 150)
+    blocks, n_tokens = build_blocks(docs, tok, 16, segment_chars=200)
+    stream = [t for text in docs["text"] for t in tok(text, add_special_tokens=False)["input_ids"]]
+    assert n_tokens == len(stream)
+    flat = [t for b in blocks["input_ids"] for t in b.tolist()]
+    assert all(len(b) == 16 for b in blocks["input_ids"])
+    assert flat == stream[: len(flat)] and len(stream) - len(flat) < 16
+
+
+def test_tiny_pretraining_run_and_output_folder(corpus_dir, tmp_path):
+    results = pretrain(base_args(tmp_path, corpus_dir, plot=True))
+    start, end = results["initial_heldout"]["loss"], results["final_heldout"]["loss"]
+    assert start > 4.0 and end < start - 1.5, (start, end)  # ln(vocab ~113) = 4.7 -> well below
+    assert results["final_heldout"]["perplexity"] == pytest.approx(torch.tensor(end).exp().item(), rel=1e-6)
+    assert [h["step"] for h in results["heldout_history"]] == [0, 20, 40]
+    # 40 updates of 8 blocks of 32 tokens (the last micro-batch of an epoch may be smaller)
+    assert results["global_step"] == 40 and results["tokens_seen"] % 32 == 0
+    assert 40 * 7 * 32 < results["tokens_seen"] <= 40 * 8 * 32
+    vocab = results["tokenizer"]["vocab_size"]  # <= 120 BPE entries (a tiny corpus runs out of merges) + 4 specials
+    assert results["tokenizer"]["trained"] and 60 < vocab <= 124
+    assert results["train_tokens_per_s"] > 0 and results["corpus"]["documents"] == 3
+    # the cosine schedule with a short-run warmup (1% of 40 updates -> 1)
+    assert results["warmup_steps"] == 1 and results["log_history"][-1]["lr"] < 1e-4
+    out = tmp_path / "out"
+    assert (out / "heldout_perplexity.png").stat().st_size > 1000
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["final_heldout"] == results["final_heldout"]
+    # a GPT1LMHeadModel + tokenizer folder ...
+    model = GPT1LMHeadModel.from_pretrained(out)
+    assert model.config.vocab_size == vocab and model.config.n_positions == 32
+    # ... that scripts/finetune.py takes directly
+    from gpt1_hf.finetuning import finetune
+
+    ft = finetune(task="sst2", model_name_or_path=str(out), data_dir=str(FIXTURES / "sst2"),
+                  output_dir=str(tmp_path / "ft"), num_train_epochs=1, global_batch_size=4, progress_bar=False,
+                  predict_splits=[])
+    assert ft["model"]["init"] == "pretrained" and "accuracy" in ft["metrics"]
+
+
+def test_pretraining_resume_equivalence(corpus_dir, tmp_path):
+    """Killed (here: stopped by max_time after one update) and resumed == uninterrupted. One tokenizer for both runs
+    (BPE training itself is not deterministic across runs; a resumed run reuses the checkpoint's tokenizer)."""
+    from gpt1_hf.tokenization_gpt1 import GPT1Tokenizer
+
+    docs = load_corpus([str(corpus_dir)], PretrainArguments(cache_dir=str(tmp_path / "c")))
+    tok = GPT1Tokenizer(vocab={"<unk>": 0, "a</w>": 1}, merges=[]).train_new_from_iterator([docs["text"]], 120)
+    tok.save_pretrained(tmp_path / "tok")
+    kw = dict(max_steps=12, eval_every_steps=6, train_tokenizer=False, tokenizer_name_or_path=str(tmp_path / "tok"))
+    ref = pretrain(base_args(tmp_path / "ref", corpus_dir, **kw))
+    first = pretrain(base_args(tmp_path / "run", corpus_dir, max_time=0.0, **kw))
+    assert first["stop_reason"] == "max_time" and first["global_step"] == 1
+    resumed = pretrain(base_args(tmp_path / "run", corpus_dir, resume_from_checkpoint="latest", **kw))
+    assert resumed["global_step"] == 12
+    assert resumed["final_heldout"] == ref["final_heldout"]
+    assert resumed["heldout_history"] == ref["heldout_history"]
+    a = GPT1LMHeadModel.from_pretrained(tmp_path / "ref" / "out").state_dict()
+    b = GPT1LMHeadModel.from_pretrained(tmp_path / "run" / "out").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_max_train_tokens_sizes_the_schedule(corpus_dir, tmp_path):
+    results = pretrain(base_args(tmp_path, corpus_dir, max_steps=None, max_train_tokens=8 * 32 * 5,
+                                 eval_every_steps=None))
+    assert results["total_steps"] == 5 and results["global_step"] == 5
+    assert results["tokens_seen"] == 8 * 32 * 5
+
+
+def test_bad_corpora(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="corpus is empty"):
+        pretrain(base_args(tmp_path, empty))
+    (empty / "blank.txt").write_text("\n  \n")
+    with pytest.raises(ValueError, match="corpus is empty"):
+        pretrain(base_args(tmp_path, empty))
+    short = tmp_path / "short"
+    short.mkdir()
+    (short / "a.txt").write_text("Ada found a lamp near the lake.\n")
+    with pytest.raises(ValueError, match="shorter than one block of n_ctx=32"):
+        pretrain(base_args(tmp_path, short, train_tokenizer=False, tokenizer_name_or_path=None))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        pretrain(base_args(tmp_path, tmp_path / "missing"))
+    with pytest.raises(ValueError, match="no corpus"):
+        pretrain(PretrainArguments(output_dir=str(tmp_path / "o")))
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_cli(corpus_dir, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("_pretrain_cli", ROOT / "scripts" / "pretrain.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    assert cli.main(["--train_files", str(corpus_dir), "--train_tokenizer", "--vocab_size", "120", "--n_ctx", "32",
+                     "--n_embd", "32", "--n_layer", "1", "--n_head", "2", "--global_batch_size", "8",
+                     "--max_steps", "3", "--output_dir", str(tmp_path / "o"), "--cache_dir", str(tmp_path / "c"),
+                     "--no_progress_bar", "--no_plot"]) == 0
+    out = capsys.readouterr().out
+    assert "held-out loss" in out and "tokens/s" in out
+    assert (tmp_path / "o" / "model.safetensors").is_file() and (tmp_path / "o" / "tokenizer.json").is_file()
