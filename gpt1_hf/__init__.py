@@ -10,6 +10,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForMultipleChoice,
     AutoModelForSequenceClassification,
+    AutoTokenizer,
 )
 
 from .configuration_gpt1 import GPT1Config
@@ -20,6 +21,7 @@ from .modeling_gpt1 import (
     GPT1Model,
     GPT1PreTrainedModel,
 )
+from .tokenization_gpt1 import GPT1Tokenizer
 
 __version__ = "0.1.0"
 
@@ -30,6 +32,7 @@ def _register() -> None:
     AutoModelForCausalLM.register(GPT1Config, GPT1LMHeadModel, exist_ok=True)
     AutoModelForSequenceClassification.register(GPT1Config, GPT1ForSequenceClassification, exist_ok=True)
     AutoModelForMultipleChoice.register(GPT1Config, GPT1ForMultipleChoice, exist_ok=True)
+    AutoTokenizer.register(GPT1Config, fast_tokenizer_class=GPT1Tokenizer, exist_ok=True)
 
 
 _register()
@@ -41,4 +44,5 @@ __all__ = [
     "GPT1LMHeadModel",
     "GPT1ForSequenceClassification",
     "GPT1ForMultipleChoice",
+    "GPT1Tokenizer",
 ]

@@ -140,6 +140,12 @@ class FinetuneArguments:
     transfer_layers: int | None = None
     from_scratch: bool = False
     reinit_head: bool = False
+    # PEFT / LoRA (gpt1_hf.lora): adapters on the projections; `score` and the special-token rows trained in full
+    lora: bool = False
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] | None = None
     model_config_overrides: dict[str, Any] = field(default_factory=dict)
     # outputs
     save_model: bool = True
@@ -441,6 +447,15 @@ def finetune(args: FinetuneArguments | None = None, tokenizer=None, **kwargs) ->
     if tokenizer is None:
         tokenizer = load_tokenizer(args.tokenizer_name_or_path, args.model_name_or_path)
     model, model_info = build_task_model(spec, args, tokenizer)
+    if args.lora:  # checked (targets exist) before any data is loaded or training starts
+        from .lora import apply_lora, count_parameters
+
+        model = apply_lora(model, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
+                           target_modules=args.lora_target_modules)
+        trainable, total = count_parameters(model)
+        model_info["lora"] = {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
+                              "target_modules": args.lora_target_modules, "trainable_parameters": trainable,
+                              "total_parameters": total}
     max_length = min(int(args.max_length), int(model.config.n_positions))
 
     _, train_enc, train_trunc = _load_split(spec, args.train_split, args, args.max_train_examples, tokenizer,

@@ -1195,4 +1195,7 @@ class GPT1Tokenizer(TokenizersBackend):
         return new
 
 
+# `save_pretrained` copies this file and writes the AutoTokenizer auto_map (remote code) without a registration call.
+GPT1Tokenizer._auto_class = "AutoTokenizer"
+
 __all__ = ["GPT1Tokenizer", "build_backend_tokenizer", "build_normalizer", "build_pre_tokenizer", "fix_text"]

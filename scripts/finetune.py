@@ -45,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--clf_pdrop", type=float, default=None, help="classifier dropout (paper 0.1)")
     g.add_argument("--model_config", default=None,
                    help='JSON overrides of the model config, e.g. \'{"n_layer": 4}\' (from-scratch models)')
+    g = p.add_argument_group("PEFT / LoRA")
+    g.add_argument("--lora", action="store_true", help="train LoRA adapters (+ head, special-token rows) only")
+    g.add_argument("--lora_r", type=int, default=8)
+    g.add_argument("--lora_alpha", type=int, default=16)
+    g.add_argument("--lora_dropout", type=float, default=0.05)
+    g.add_argument("--lora_target_modules", default=None,
+                   help="comma-separated module names (default: c_attn,c_proj,c_fc)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--learning_rate", type=float, default=None)
     g.add_argument("--per_device_batch_size", type=int, default=None)
@@ -118,6 +125,11 @@ def arguments_from_cli(argv=None):
         clf_pdrop=ns.clf_pdrop,
         mixed_precision=ns.mixed_precision,
         seed=ns.seed,
+        lora=ns.lora,
+        lora_r=ns.lora_r,
+        lora_alpha=ns.lora_alpha,
+        lora_dropout=ns.lora_dropout,
+        lora_target_modules=ns.lora_target_modules.split(",") if ns.lora_target_modules else None,
         group_by_length=ns.group_by_length,
         gradient_checkpointing=ns.gradient_checkpointing,
         torch_compile=ns.torch_compile,

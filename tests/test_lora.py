@@ -83,3 +83,35 @@ def test_bad_lora_target_is_a_clear_error(base_dir):
         apply_lora(model, target_modules=["q_proj"])
     with pytest.raises(ValueError, match="regex"):
         apply_lora(model, target_modules=r".*nothing.*")
+
+
+@pytest.mark.parametrize("task", ["sst2", "race"])
+def test_finetune_with_lora_saves_a_loadable_adapter(task, tmp_path):
+    """`finetune(lora=True)` for both heads: only adapters/head/special rows train; the output loads and merges."""
+    from pathlib import Path
+
+    from gpt1_hf.finetuning import FinetuneArguments, finetune
+    from gpt1_hf.tokenization_gpt1 import GPT1Tokenizer
+
+    fixtures = Path(__file__).parent / "fixtures" / "tasks"
+    texts = [p.read_text(encoding="utf-8-sig") for p in sorted((fixtures / task).rglob("*")) if p.is_file()]
+    tok = GPT1Tokenizer(vocab={"<unk>": 0, "a</w>": 1}, merges=[]).train_new_from_iterator([texts], 300)
+    base = tmp_path / "base"
+    GPT1LMHeadModel(GPT1Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2, n_head=4,
+                               n_inner=64)).save_pretrained(base)
+    tok.save_pretrained(base)
+    frozen = GPT1LMHeadModel.from_pretrained(base).transformer.h[0].mlp.c_fc.weight.clone()
+    out = tmp_path / "out"
+    results = finetune(FinetuneArguments(task=task, data_dir=str(fixtures / task), model_name_or_path=str(base),
+                                         output_dir=str(out), max_length=64, num_train_epochs=1, global_batch_size=4,
+                                         learning_rate=1e-3, progress_bar=False, lora=True, lora_r=2, seed=0,
+                                         predict_splits=[]))
+    info = results["model"]["lora"]
+    assert 0 < info["trainable_parameters"] < info["total_parameters"] / 2
+    assert (out / "adapter_model.safetensors").is_file()
+    head = GPT1ForMultipleChoice if task == "race" else GPT1ForSequenceClassification
+    kwargs = {} if task == "race" else {"num_labels": 2}
+    model = peft.PeftModel.from_pretrained(head.from_pretrained(base, **kwargs), out).eval()
+    assert torch.equal(model.get_base_model().transformer.h[0].mlp.c_fc.base_layer.weight, frozen)
+    merged = model.merge_and_unload()
+    assert not torch.equal(merged.transformer.h[0].mlp.c_fc.weight, frozen)  # adapters trained and merged in

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ from gpt1_hf import (
     GPT1ForSequenceClassification,
     GPT1LMHeadModel,
     GPT1Model,
+    GPT1Tokenizer,
 )
 from tests.conftest import tiny_config_kwargs
 
@@ -91,7 +93,7 @@ REMOTE_SCRIPT = textwrap.dedent(
     except ImportError:
         pass
     from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMultipleChoice,
-                              AutoModelForSequenceClassification)
+                              AutoModelForSequenceClassification, AutoTokenizer)
     folder = sys.argv[1]
     result = {"config": type(AutoConfig.from_pretrained(folder, trust_remote_code=True)).__name__}
     ids = torch.tensor([[1, 2, 3, 102]])
@@ -104,6 +106,9 @@ REMOTE_SCRIPT = textwrap.dedent(
         out = model(x)
         first = out.last_hidden_state if auto is AutoModel else out.logits
         result[auto.__name__] = [type(model).__name__, first.flatten()[:4].tolist()]
+    tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+    assert "gpt1_hf" not in type(tok).__module__
+    result["AutoTokenizer"] = [type(tok).__name__, tok("I don't know.", "Yes.")["input_ids"]]
     print(json.dumps(result))
     """
 )
@@ -112,6 +117,10 @@ REMOTE_SCRIPT = textwrap.dedent(
 def test_remote_code_loads_without_gpt1_hf(tmp_path):
     model = GPT1ForSequenceClassification(GPT1Config(**tiny_config_kwargs(num_labels=2))).eval()
     model.save_pretrained(tmp_path)
+    fixtures = Path(__file__).parent / "fixtures" / "gpt1_bpe"
+    tokenizer = GPT1Tokenizer(vocab_file=str(fixtures / "encoder_bpe_40000.json"),
+                              merges_file=str(fixtures / "vocab_40000.bpe"))
+    tokenizer.save_pretrained(tmp_path)
     proc = subprocess.run([sys.executable, "-c", REMOTE_SCRIPT, str(tmp_path)], capture_output=True, text=True,
                           cwd=tmp_path, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -124,3 +133,5 @@ def test_remote_code_loads_without_gpt1_hf(tmp_path):
     assert name == "GPT1ForSequenceClassification"
     expected = model(torch.tensor([[1, 2, 3, 102]])).logits.flatten()[:4].tolist()
     assert logits == pytest.approx(expected, abs=1e-6)
+    assert result["AutoTokenizer"] == ["GPT1Tokenizer", tokenizer("I don't know.", "Yes.")["input_ids"]]
+    assert result["AutoTokenizer"][1][0] == 40478 and result["AutoTokenizer"][1][-1] == 40480
