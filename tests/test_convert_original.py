@@ -29,7 +29,7 @@ from gpt1_hf.convert import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_SHAPES = REPO.parent / "shared" / "data" / "gpt1_bpe" / "params_shapes.json"
+SHARED_SHAPES = Path(__file__).parent / "fixtures" / "gpt1_bpe" / "params_shapes.json"  # copy of the release file (MIT)
 TINY = dict(n_positions=16, bpe_vocab=20, n_embd=8, n_layer=2, n_inner=32, n_head=2)
 
 
@@ -104,8 +104,6 @@ def reference_forward(arrays, token_ids, n_head, special_rows):
 def test_real_shapes_file_matches_the_layout():
     expected = _expected_original_shapes(512, 40478, 768, 12, 3072)
     assert len(expected) == len(original_param_names(12)) == 146
-    if not SHARED_SHAPES.is_file():
-        pytest.skip("shared params_shapes.json not present")
     assert json.loads(SHARED_SHAPES.read_text()) == expected
 
 
