@@ -438,6 +438,10 @@ def finetune(args: FinetuneArguments | None = None, tokenizer=None, **kwargs) ->
 
     start = time.perf_counter()
     args = resolve_finetune_arguments(args, **kwargs)
+    from .distributed import preflight
+
+    # launch and batch checks before any model or data is loaded (GPU config on a CPU machine, non-dividing batch)
+    preflight(args.per_device_batch_size, args.global_batch_size, args.gradient_accumulation_steps, cpu=args.cpu)
     spec = get_task(args.task)
     output_dir = Path(args.output_dir)
     set_seed(args.seed)

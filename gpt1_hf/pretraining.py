@@ -343,6 +343,10 @@ def pretrain(args: PretrainArguments | None = None, **kwargs) -> dict[str, Any]:
 
     start = time.perf_counter()
     args = PretrainArguments(**kwargs) if args is None else args
+    from .distributed import preflight
+
+    # launch and batch checks before any model or data is loaded (GPU config on a CPU machine, non-dividing batch)
+    preflight(args.per_device_batch_size, args.global_batch_size, args.gradient_accumulation_steps, cpu=args.cpu)
     if args.document_per not in ("file", "line"):
         raise ValueError(f"document_per must be 'file' or 'line', got {args.document_per!r}")
     output_dir = Path(args.output_dir)

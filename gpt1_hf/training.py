@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 logger = logging.getLogger(__name__)
 
@@ -881,11 +882,17 @@ class Trainer:
         totals = torch.zeros(2, dtype=torch.float64, device=acc.device)
         with self._eval_mode():
             for batch in loader:
-                loss = self.model(**batch).loss.double()
+                # one (nll sum, token count) row per example, so gather_for_metrics drops the padded duplicates
+                # that multi-process evaluation adds to the last batch
                 mask = batch.get("attention_mask")
-                n = (mask[:, 1:].sum() if mask is not None else torch.tensor(batch["input_ids"][:, 1:].numel()))
-                pair = torch.stack([loss * n, n.double().to(loss.device)])
-                totals += acc.gather_for_metrics(pair.view(1, 2)).sum(0)
+                logits = self.model(input_ids=batch["input_ids"], attention_mask=mask).logits[:, :-1].float()
+                targets = batch.get("labels", batch["input_ids"])[:, 1:]
+                keep = targets != -100
+                if mask is not None:
+                    keep = keep & mask[:, 1:].bool()
+                nll = F.cross_entropy(logits.transpose(1, 2), targets.clamp_min(0), reduction="none")
+                rows = torch.stack([(nll * keep).sum(1).double(), keep.sum(1).double()], dim=1)
+                totals += acc.gather_for_metrics(rows).sum(0)
         loss = float(totals[0] / totals[1]) if float(totals[1]) > 0 else float("nan")
         return {"loss": loss, "perplexity": math.exp(min(loss, 700.0))}
 

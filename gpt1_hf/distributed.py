@@ -1,0 +1,373 @@
+"""Pre-flight checks for multi-process runs (``accelerate launch`` / ``torchrun``), run before any model or data is
+loaded. See docs/distributed.md.
+
+Two mistakes are caught with an error that says what to do instead:
+
+* **A launch that asks for GPUs on a machine without CUDA.** Accelerate does not refuse such a launch itself: on a
+  CPU-only machine ``gpt1_hf.training.create_accelerator`` joins the processes as DDP over gloo (that is how
+  ``configs/multi_cpu.yaml`` works), and Accelerate only enables FSDP and DeepSpeed for accelerator process groups
+  (``accelerate/state.py``: FSDP for ``MULTI_GPU``/``MULTI_XPU``/...; DeepSpeed only when ``cpu`` is false), so an FSDP
+  or DeepSpeed config on a CPU machine would silently train with plain DDP. A config asks for GPUs when it is an FSDP
+  or DeepSpeed config, names explicit ``gpu_ids``, or carries the line ``# gpt1_hf-requires: cuda`` (the GPU configs
+  in ``configs/`` do). The config is the one given to the launcher (``--config_file`` of the ``accelerate launch``
+  process above this one, else Accelerate's default config) or ``config_file=``; the FSDP/DeepSpeed environment that
+  ``accelerate launch`` exports (``ACCELERATE_USE_FSDP`` / ``ACCELERATE_USE_DEEPSPEED``) is checked too, so a config
+  that cannot be located is still caught.
+* **Batch sizes that do not divide.** ``global = per_device x processes x gradient accumulation`` is resolved by
+  `gpt1_hf.training.resolve_batch_config` (the function the training loop itself uses, so the rule lives in one place);
+  `preflight` only calls it earlier, with the number of processes of the launch (``WORLD_SIZE``).
+
+`preflight` runs both. ``python -m gpt1_hf.distributed`` runs them from the command line, e.g. to check a config
+before a long job::
+
+    accelerate launch --config_file configs/ddp_gpu.yaml -m gpt1_hf.distributed --global_batch_size 32 \
+        --per_device_batch_size 4
+    python -m gpt1_hf.distributed --config_file configs/fsdp.yaml --global_batch_size 32   # no launch needed
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "LaunchConfigError",
+    "LaunchInfo",
+    "ENGINES_NEEDING_CUDA",
+    "find_launch_config_file",
+    "describe_config",
+    "check_launch_environment",
+    "check_batch_sizes",
+    "preflight",
+    "sharded_engines_supported",
+    "main",
+]
+
+#: Engines that Accelerate runs only on GPUs / accelerators (never over gloo on CPUs).
+ENGINES_NEEDING_CUDA = ("fsdp", "deepspeed")
+
+REQUIRES_CUDA_MARK = re.compile(r"^\s*#\s*gpt1_hf-requires:\s*cuda\b", re.MULTILINE)
+CPU_CONFIG = "configs/multi_cpu.yaml"
+
+
+class LaunchConfigError(ValueError):
+    """The launch cannot run as configured on this machine (raised before any training)."""
+
+
+@dataclass(frozen=True)
+class LaunchInfo:
+    """What a launch asks for. ``engine``: "single", "ddp", "fsdp" or "deepspeed"."""
+
+    config_file: str | None
+    engine: str
+    num_processes: int
+    requires_cuda: bool
+    reason: str | None  # why it requires CUDA
+    cuda_available: bool
+    cpu: bool
+
+    def summary(self) -> str:
+        where = "CPU (gloo)" if (self.cpu or not self.cuda_available) else "CUDA"
+        cfg = self.config_file or "no accelerate config found"
+        return f"engine={self.engine} processes={self.num_processes} device={where} config={cfg}"
+
+
+# ======================================================================================================================
+# Which config did the launcher use?
+# ======================================================================================================================
+
+
+def _proc_cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def _proc_parent(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # "pid (comm) state ppid ...": comm may contain spaces/parentheses, so split after the last ")"
+    fields = stat.rsplit(")", 1)[-1].split()
+    return int(fields[1]) if len(fields) > 1 else None
+
+
+def _proc_cwd(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return None
+
+
+def _is_accelerate_launch(argv: list[str]) -> bool:
+    for i, token in enumerate(argv):
+        name = os.path.basename(token)
+        if name == "accelerate-launch" or token == "accelerate.commands.launch":
+            return True
+        if name == "accelerate" or token == "accelerate.commands.accelerate_cli":
+            return i + 1 < len(argv) and argv[i + 1] == "launch"
+    return False
+
+
+def _config_file_from_argv(argv: list[str]) -> str | None:
+    for i, token in enumerate(argv):
+        if token == "--config_file" and i + 1 < len(argv):
+            return argv[i + 1]
+        if token.startswith("--config_file="):
+            return token.split("=", 1)[1]
+    return None
+
+
+def find_launch_config_file(max_depth: int = 6) -> str | None:
+    """The Accelerate config file of the ``accelerate launch`` that started this process (Linux ``/proc``): its
+    ``--config_file`` (resolved against the launcher's working directory), else Accelerate's default config file when
+    it exists. None when no ``accelerate launch`` is found among the ancestors (torchrun, plain python, other OSes)."""
+    pid = os.getppid()
+    for _ in range(max_depth):
+        if pid is None or pid <= 1:
+            return None
+        argv = _proc_cmdline(pid)
+        if argv and _is_accelerate_launch(argv):
+            path = _config_file_from_argv(argv)
+            if path is None:
+                from accelerate.commands.config.config_args import default_config_file
+
+                return default_config_file if os.path.isfile(default_config_file) else None
+            if not os.path.isabs(path):
+                cwd = _proc_cwd(pid)
+                if cwd:
+                    path = os.path.join(cwd, path)
+            return path
+        pid = _proc_parent(pid)
+    return None
+
+
+def _display(path: str) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return rel if not rel.startswith("..") else path
+
+
+def describe_config(config_file: str) -> LaunchInfo:
+    """Read an Accelerate config file with Accelerate's own loader and say what it asks for (this machine aside)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    if not os.path.isfile(config_file):
+        raise LaunchConfigError(f"accelerate config file {config_file} does not exist")
+    config = load_config_from_file(config_file)
+    dtype = str(getattr(config.distributed_type, "value", config.distributed_type)).upper()
+    use_cpu = bool(getattr(config, "use_cpu", False))
+    num_processes = int(getattr(config, "num_processes", 1) or 1)
+    engine = {"FSDP": "fsdp", "DEEPSPEED": "deepspeed", "NO": "single"}.get(dtype, "ddp")
+    if engine == "single" and num_processes > 1:
+        engine = "ddp"
+    reason = None
+    if use_cpu:
+        pass
+    elif engine in ENGINES_NEEDING_CUDA:
+        reason = f"distributed_type {dtype}: Accelerate runs {engine.upper() if engine == 'fsdp' else 'DeepSpeed'} " \
+                 "on GPUs only"
+    elif REQUIRES_CUDA_MARK.search(Path(config_file).read_text(encoding="utf-8", errors="replace")):
+        reason = f"distributed_type {dtype}, marked '# gpt1_hf-requires: cuda'"
+    else:
+        gpu_ids = getattr(config, "gpu_ids", None)
+        if gpu_ids not in (None, "", "all") and dtype in ("MULTI_GPU", "NO"):
+            reason = f"gpu_ids: {gpu_ids}"
+    return LaunchInfo(config_file=_display(config_file), engine=engine, num_processes=num_processes,
+                      requires_cuda=reason is not None, reason=reason, cuda_available=False, cpu=use_cpu)
+
+
+# ======================================================================================================================
+# Checks
+# ======================================================================================================================
+
+
+def _truthy(value: str | None) -> bool:
+    return str(value or "").strip().lower() in ("1", "true", "yes")
+
+
+def _engine_from_environment(environ: Mapping[str, str]) -> str | None:
+    if _truthy(environ.get("ACCELERATE_USE_DEEPSPEED")):
+        return "deepspeed"
+    if _truthy(environ.get("ACCELERATE_USE_FSDP")):
+        return "fsdp"
+    return None
+
+
+def _world_size(environ: Mapping[str, str]) -> int | None:
+    for name in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
+        if environ.get(name):
+            try:
+                return int(environ[name])
+            except ValueError:
+                pass
+    return None
+
+
+def sharded_engines_supported() -> bool:
+    """Whether `gpt1_hf.training.Trainer` declares FSDP/DeepSpeed support (``Trainer.supports_sharded_engines``): saving
+    a model, checkpoint or ``best/`` under FSDP / ZeRO-3 must gather the weights on every process
+    (``accelerator.get_state_dict``), which the loop has to do before these engines can train (see
+    docs/distributed.md)."""
+    from .training import Trainer
+
+    return bool(getattr(Trainer, "supports_sharded_engines", False))
+
+
+def check_launch_environment(
+    cpu: bool = False,
+    config_file: str | None = None,
+    cuda_available: bool | None = None,
+    environ: Mapping[str, str] | None = None,
+    locate_config: bool = True,
+) -> LaunchInfo:
+    """Raise `LaunchConfigError` when the launch asks for something this machine (or ``--cpu``) cannot give.
+
+    Args:
+        cpu: the script's ``--cpu``: run on CPU processes even where there are GPUs.
+        config_file: the Accelerate config to judge (default: the launcher's, see `find_launch_config_file`).
+        cuda_available: default ``torch.cuda.is_available()``.
+        environ: default ``os.environ`` (``ACCELERATE_USE_FSDP`` / ``ACCELERATE_USE_DEEPSPEED`` / ``WORLD_SIZE``).
+        locate_config: look for the launcher's config when ``config_file`` is None.
+    """
+    environ = os.environ if environ is None else environ
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    if config_file is None and locate_config:
+        config_file = find_launch_config_file()
+
+    info = describe_config(config_file) if config_file is not None else None
+    env_engine = _engine_from_environment(environ)
+    engine = env_engine or (info.engine if info else None)
+    world = _world_size(environ)
+    num_processes = world or (info.num_processes if info else 1)
+    if engine is None:
+        engine = "ddp" if num_processes > 1 else "single"
+    requires_cuda = bool(info and info.requires_cuda) or engine in ENGINES_NEEDING_CUDA
+    reason = (info.reason if info and info.requires_cuda else None) or (
+        f"{'ACCELERATE_USE_DEEPSPEED' if engine == 'deepspeed' else 'ACCELERATE_USE_FSDP'}=true in the launch "
+        "environment: Accelerate runs this engine on GPUs only" if engine in ENGINES_NEEDING_CUDA else None
+    )
+    name = info.config_file if info else "the accelerate launch environment"
+    result = LaunchInfo(config_file=info.config_file if info else None, engine=engine, num_processes=num_processes,
+                        requires_cuda=requires_cuda, reason=reason, cuda_available=bool(cuda_available), cpu=cpu)
+
+    if engine in ENGINES_NEEDING_CUDA and (cpu or not cuda_available):
+        label = "FSDP" if engine == "fsdp" else "DeepSpeed"
+        why = "--cpu was given" if cpu else "this machine has no CUDA device (torch.cuda.is_available() is False)"
+        raise LaunchConfigError(
+            f"{name} asks for {label} ({reason}), but {why}. Accelerate enables {label} only for GPU process groups; "
+            f"on CPU processes it would silently train with plain DDP instead. To run on CPUs use "
+            f"`accelerate launch --config_file {CPU_CONFIG} ...` (DDP over gloo); to use {label}, run on a machine "
+            "with GPUs" + (" without --cpu." if cpu else ".")
+        )
+    if requires_cuda and not cuda_available and not cpu:
+        raise LaunchConfigError(
+            f"{name} asks for GPUs ({reason}), but this machine has no CUDA device "
+            "(torch.cuda.is_available() is False). Use `accelerate launch --config_file "
+            f"{CPU_CONFIG} ...` to run {num_processes if num_processes > 1 else 'several'} processes on the CPUs "
+            "(DDP over gloo), or add --cpu to the script to run this config's processes on the CPU."
+        )
+    if engine in ENGINES_NEEDING_CUDA and not sharded_engines_supported():
+        label = "FSDP" if engine == "fsdp" else "DeepSpeed"
+        raise LaunchConfigError(
+            f"{name} asks for {label}, which gpt1_hf's training loop does not support yet: saving the model, "
+            "checkpoints and best/ happens on the main process only, which under FSDP / ZeRO-3 needs the weights "
+            "gathered on every process first (accelerator.get_state_dict) -- without it the run deadlocks at its "
+            f"first save. Use configs/ddp_gpu.yaml (DDP) meanwhile; see docs/distributed.md."
+        )
+    return result
+
+
+def check_batch_sizes(
+    per_device_batch_size: int | None,
+    global_batch_size: int | None,
+    gradient_accumulation_steps: int | None = None,
+    num_processes: int | None = None,
+    environ: Mapping[str, str] | None = None,
+):
+    """`gpt1_hf.training.resolve_batch_config` with the launch's number of processes (``WORLD_SIZE``, else 1):
+    ``global = per_device x processes x accumulation`` or a ValueError naming the numbers."""
+    from .training import resolve_batch_config
+
+    environ = os.environ if environ is None else environ
+    if num_processes is None:
+        num_processes = _world_size(environ) or 1
+    return resolve_batch_config(per_device_batch_size, global_batch_size, num_processes, gradient_accumulation_steps)
+
+
+def preflight(
+    per_device_batch_size: int | None = None,
+    global_batch_size: int | None = None,
+    gradient_accumulation_steps: int | None = None,
+    cpu: bool = False,
+    config_file: str | None = None,
+    cuda_available: bool | None = None,
+    environ: Mapping[str, str] | None = None,
+):
+    """Both checks, before any model or data is loaded. Returns ``(LaunchInfo, BatchConfig or None)``; raises
+    `LaunchConfigError` / ValueError. Without batch sizes only the launch is checked."""
+    info = check_launch_environment(cpu=cpu, config_file=config_file, cuda_available=cuda_available,
+                                    environ=environ)
+    batch = None
+    if per_device_batch_size is not None or global_batch_size is not None:
+        batch = check_batch_sizes(per_device_batch_size, global_batch_size, gradient_accumulation_steps,
+                                  num_processes=info.num_processes)
+        if info.engine == "deepspeed" and batch.gradient_accumulation_steps > 1:
+            # the loop accumulates itself (no_sync + example-weighted loss); DeepSpeed's engine steps at every
+            # accelerator.backward unless told otherwise and rescales the loss by its own accumulation count
+            raise LaunchConfigError(
+                f"global_batch_size={batch.global_batch_size} with per_device_batch_size="
+                f"{batch.per_device_batch_size} x {batch.num_processes} processes needs gradient accumulation "
+                f"({batch.gradient_accumulation_steps}), which gpt1_hf's loop does not do under DeepSpeed: use "
+                f"--per_device_batch_size {batch.global_batch_size // batch.num_processes} (or more processes)."
+            )
+    return info, batch
+
+
+# ======================================================================================================================
+# Command line
+# ======================================================================================================================
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m gpt1_hf.distributed",
+                                description="Check a launch (config, devices, batch sizes) before training.")
+    p.add_argument("--config_file", default=None,
+                   help="accelerate config to check (default: the one of the accelerate launch running this)")
+    p.add_argument("--per_device_batch_size", type=int, default=None)
+    p.add_argument("--global_batch_size", type=int, default=None)
+    p.add_argument("--gradient_accumulation_steps", type=int, default=None)
+    p.add_argument("--cpu", action="store_true")
+    ns = p.parse_args(argv)
+    rank = int(os.environ.get("RANK", "0") or 0)
+    try:
+        info, batch = preflight(ns.per_device_batch_size, ns.global_batch_size, ns.gradient_accumulation_steps,
+                                cpu=ns.cpu, config_file=ns.config_file)
+    except ValueError as e:  # LaunchConfigError included
+        if rank == 0:
+            print(f"error: {e}", file=sys.stderr)
+        return 2
+    if rank == 0:
+        line = info.summary()
+        if batch is not None:
+            line += (f" global_batch={batch.global_batch_size} = per_device {batch.per_device_batch_size} x "
+                     f"{batch.num_processes} processes x {batch.gradient_accumulation_steps} accumulation")
+        print("ok: " + line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
