@@ -18,7 +18,9 @@ Where the paper's equations live:
          and normalises one score per choice with a softmax.
 """
 
+import math
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -42,6 +44,151 @@ GPT1_AUTO_MAP = {
     "AutoModelForSequenceClassification": "modeling_gpt1.GPT1ForSequenceClassification",
     "AutoModelForMultipleChoice": "modeling_gpt1.GPT1ForMultipleChoice",
 }
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Fast paths. Each one keeps its reference next to it and a switch here: tests/test_fast_paths.py checks every fast path
+# against its reference, and docs/benchmarks.md ("What each fast path buys") measures what switching it off costs.
+# ----------------------------------------------------------------------------------------------------------------------
+
+FAST_PATHS = {
+    # dropout masks from 16-bit slices of 64-bit random words on CPU, instead of bernoulli_ (one draw per element)
+    "fast_dropout": True,
+    # training on CPU with attention dropout: low-precision matmul/softmax attention (`dropout_attention_forward`)
+    # instead of SDPA, which has no fused CPU kernel with dropout and falls back to an fp32 math path
+    "dropout_attention": True,
+    # ... whose backward recomputes the (T x T) probabilities instead of keeping three (T x T) tensors per layer
+    "attention_recompute": True,
+    # LM head + cross-entropy in row chunks with the gradient computed in the same pass (`linear_cross_entropy`),
+    # instead of (rows x vocab) fp32 logits, log-probabilities and their gradient
+    "fused_lm_loss": True,
+    # GPT-1's tanh GELU as one kernel (F.gelu(approximate="tanh")) instead of the 8-op formula of `gelu_new`
+    "gelu_kernel": True,
+    # GPT1LMHeadModel in training mode with labels returns the loss and no (batch, seq, vocab) logits
+    "no_train_logits": True,
+}
+
+
+@contextmanager
+def fast_paths(**switches: bool):
+    """Switch fast paths on or off for a block, e.g. `with fast_paths(fused_lm_loss=False): ...` (tests, ablations)."""
+    unknown = set(switches) - set(FAST_PATHS)
+    if unknown:
+        raise ValueError(f"Unknown fast paths {sorted(unknown)}; known: {sorted(FAST_PATHS)}.")
+    saved = dict(FAST_PATHS)
+    FAST_PATHS.update(switches)
+    try:
+        yield
+    finally:
+        FAST_PATHS.clear()
+        FAST_PATHS.update(saved)
+
+
+@torch.compiler.disable  # eager even under torch.compile: inductor's own CPU random numbers are ~3x slower
+def dropout_keep_mask(shape, p: float, dtype: torch.dtype, device) -> torch.Tensor:
+    """Bernoulli(1 - p) keep mask of 0/1 values in `dtype`, P(drop) = round(p * 2^16) / 2^16.
+
+    CPU `bernoulli_` draws one Mersenne-Twister number per element (~5 ns each on the benchmark machine); here every
+    64-bit draw gives four uniform 16-bit integers, compared with a threshold (~1 ns per element).
+    """
+    if not FAST_PATHS["fast_dropout"]:
+        return torch.empty(shape, dtype=dtype, device=device).bernoulli_(1 - p)
+    numel = math.prod(shape)
+    words = torch.empty((numel + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)
+    uniform16 = words.view(torch.int16)[:numel].view(shape)  # uniform on [-2^15, 2^15)
+    keep = torch.empty(shape, dtype=dtype, device=device)  # the comparison writes 0/1 in `dtype` directly
+    return torch.ge(uniform16, round(p * 65536) - 32768, out=keep)
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """F.dropout, with `dropout_keep_mask` on CPU: x * mask / (1 - p)."""
+    if not training or p == 0:
+        return x
+    if not FAST_PATHS["fast_dropout"] or x.device.type != "cpu" or p >= 1:
+        return F.dropout(x, p, training=True)
+    return (x * dropout_keep_mask(x.shape, p, x.dtype, x.device)).mul_(1.0 / (1.0 - p))
+
+
+class GPT1Dropout(nn.Dropout):
+    """nn.Dropout computed by `dropout` (same module, same state dict; only the random-number path differs)."""
+
+    def forward(self, input):
+        return dropout(input, self.p, self.training)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """mean_i CE(h_i W^T, t_i) without the (rows x vocab) logits of the whole batch; see `linear_cross_entropy`."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk_size: int, compute_dtype: torch.dtype):
+        want_dh, want_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        n = hidden.shape[0]
+        with torch.autocast(hidden.device.type, enabled=False):
+            h, w = hidden.to(compute_dtype), weight.to(compute_dtype)
+            total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            dh = torch.empty_like(h) if want_dh else None
+            dw = None
+            for start in range(0, n, chunk_size):
+                h_c, t_c = h[start : start + chunk_size], targets[start : start + chunk_size]
+                # log-softmax in fp32, in place on one (chunk x vocab) buffer: x = logits - max; lse = max + log Σ e^x
+                x = (h_c @ w.T).to(torch.float32)
+                target_logit = x.gather(1, t_c[:, None])
+                row_max = x.amax(dim=-1, keepdim=True)
+                sum_exp = x.sub_(row_max).exp_().sum(dim=-1, keepdim=True)
+                lse = row_max + sum_exp.log()
+                total += (lse - target_logit).sum()
+                if not (want_dh or want_dw):
+                    continue
+                # d(sum of CE)/d(logits) = softmax - one_hot, in fp32, rounded to the matmul dtype (as autocast does)
+                target_grad = (target_logit - lse).exp() - 1
+                grad = x.div_(sum_exp).scatter_(1, t_c[:, None], target_grad).to(compute_dtype)
+                del x
+                if want_dh:
+                    torch.mm(grad, w, out=dh[start : start + chunk_size])
+                if start + chunk_size >= n:
+                    del w  # last chunk: free the weight copy before dW is allocated (lower peak memory)
+                if want_dw:
+                    dw_c = grad.T @ h_c
+                    del grad
+                    dw = dw_c.to(torch.float32) if dw is None else dw.add_(dw_c)
+                    del dw_c
+        ctx.grads = (dh, dw)
+        ctx.n = n
+        ctx.hidden_dtype = hidden.dtype
+        return total / n
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        if ctx.grads is None:
+            raise RuntimeError(
+                "linear_cross_entropy computes its gradient during the forward pass and gives it out once; backward "
+                "through it twice (retain_graph=True) needs `with fast_paths(fused_lm_loss=False)`."
+            )
+        dh, dw = ctx.grads
+        ctx.grads = None
+        scale = grad_output / ctx.n
+        if dh is not None:
+            dh = (dh * scale).to(ctx.hidden_dtype)
+        if dw is not None:
+            dw = dw.mul_(scale)  # in place: this is the only reference
+        return dh, dw, None, None, None
+
+
+def linear_cross_entropy(hidden, weight, targets, chunk_size: int = 1024):
+    """F.cross_entropy(F.linear(hidden, weight).float(), targets) for the LM head, in chunks of `chunk_size` rows.
+
+    hidden: (rows, H); weight: (vocab, H); targets: (rows,). Matmuls run in the autocast dtype when autocast is on
+    (the dtype of `hidden` otherwise), log-softmax in fp32. The gradient of each chunk is computed right away and kept
+    as dh (rows x H) and dW (vocab x H, fp32), so neither the (rows x vocab) logits nor their fp32 log-probabilities
+    and gradient ever exist for the whole batch, and backward only scales them.
+    """
+    device_type = hidden.device.type
+    if torch.is_autocast_enabled(device_type):
+        compute_dtype = torch.get_autocast_dtype(device_type)
+    else:
+        compute_dtype = hidden.dtype
+    return _LinearCrossEntropy.apply(hidden, weight, targets, chunk_size, compute_dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -73,6 +220,67 @@ def eager_causal_mask(attention_mask: torch.Tensor | None, q_len: int, kv_len: i
     return mask
 
 
+class _DropoutAttention(torch.autograd.Function):
+    """(softmax(Q K^T s + mask) * keep) V / (1 - p), keeping only Q, K, V, the mask and the keep mask for backward.
+
+    Autograd would keep three (T x T) tensors per layer and head (the probabilities, the keep mask and the dropped
+    probabilities); here backward recomputes the probabilities instead (one Q K^T matmul and a softmax).
+    """
+
+    @staticmethod
+    def forward(ctx, query, key, value, mask, keep, scaling: float, p: float):
+        probs = torch.softmax(torch.matmul(query * scaling, key.transpose(-1, -2)) + mask, dim=-1)
+        output = torch.matmul(probs.mul_(keep), value).mul_(1.0 / (1.0 - p))
+        ctx.save_for_backward(query, key, value, mask, keep)
+        ctx.scaling, ctx.p = scaling, p
+        return output
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        query, key, value, mask, keep = ctx.saved_tensors
+        grad_output = grad_output * (1.0 / (1.0 - ctx.p))
+        scaled_query = query * ctx.scaling
+        probs = torch.softmax(torch.matmul(scaled_query, key.transpose(-1, -2)) + mask, dim=-1)
+        grad_value = torch.matmul((probs * keep).transpose(-1, -2), grad_output)
+        grad_probs = torch.matmul(grad_output, value.transpose(-1, -2)).mul_(keep)
+        grad_scores = torch.ops.aten._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
+        grad_query = torch.matmul(grad_scores, key).mul_(ctx.scaling)
+        grad_key = torch.matmul(grad_scores.transpose(-1, -2), scaled_query)
+        return grad_query, grad_key, grad_value, None, None, None, None
+
+
+def dropout_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """softmax(Q K^T / sqrt(d) + mask) with dropout on the probabilities, then V: the CPU training path.
+
+    SDPA has no fused CPU kernel with dropout; its math fallback upcasts bf16 to fp32 and draws the mask with
+    bernoulli_. Here the matmuls and the softmax output stay in the input dtype (the softmax accumulates in fp32), the
+    mask comes from `dropout_keep_mask`, 1/(1-p) scales the (T x d) output instead of the (T x T) probabilities, and
+    `_DropoutAttention` recomputes the probabilities in backward instead of keeping them.
+    attention_mask: None (causal, no padding), boolean (True = attend) or additive, broadcastable to the scores.
+    """
+    q_len, kv_len = query.shape[-2], key.shape[-2]
+    # The mask is added, not filled in: the backward of an addition is free, and softmax's own backward already gives
+    # masked positions a zero gradient.
+    if attention_mask is None:
+        attention_mask = torch.ones(q_len, kv_len, dtype=torch.bool, device=query.device).tril(kv_len - q_len)
+    if attention_mask.dtype == torch.bool:
+        additive = torch.zeros(attention_mask.shape, dtype=query.dtype, device=query.device)
+        attention_mask = additive.masked_fill_(~attention_mask, torch.finfo(query.dtype).min)
+    attention_mask = attention_mask.to(query.dtype)
+    if dropout > 0:
+        keep = dropout_keep_mask((*query.shape[:-1], kv_len), dropout, query.dtype, query.device)
+        if FAST_PATHS["attention_recompute"]:
+            output = _DropoutAttention.apply(query, key, value, attention_mask, keep, scaling, dropout)
+        else:  # the same computation, differentiated by autograd (keeps probabilities, keep mask, dropped probs)
+            probs = torch.softmax(torch.matmul(query * scaling, key.transpose(-1, -2)) + attention_mask, dim=-1)
+            output = torch.matmul(probs * keep, value) * (1.0 / (1.0 - dropout))
+    else:
+        probs = torch.softmax(torch.matmul(query * scaling, key.transpose(-1, -2)) + attention_mask, dim=-1)
+        output = torch.matmul(probs, value)
+    return output.transpose(1, 2), None
+
+
 class GPT1Attention(nn.Module):
     """Masked multi-head self-attention with one fused QKV projection (`c_attn`) and an output projection (`c_proj`)."""
 
@@ -88,7 +296,7 @@ class GPT1Attention(nn.Module):
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
         self.attn_dropout = config.attn_pdrop
-        self.resid_dropout = nn.Dropout(config.resid_pdrop)
+        self.resid_dropout = GPT1Dropout(config.resid_pdrop)
 
     def forward(self, hidden_states, attention_mask=None, cache: Cache | None = None, output_attentions=False, **kwargs):
         batch, seq, _ = hidden_states.shape
@@ -99,6 +307,14 @@ class GPT1Attention(nn.Module):
 
         if output_attentions:
             attention_interface = eager_attention_forward
+        elif (
+            self.training
+            and self.attn_dropout > 0
+            and query.device.type == "cpu"
+            and self.config._attn_implementation == "sdpa"
+            and FAST_PATHS["dropout_attention"]
+        ):
+            attention_interface = dropout_attention_forward
         else:
             attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
                 self.config._attn_implementation, eager_attention_forward
@@ -124,11 +340,14 @@ class GPT1MLP(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, config.n_inner)
         self.act = ACT2FN[config.activation_function]
+        self.tanh_gelu = config.activation_function == "gelu_new"  # GPT-1's GELU: 0.5x(1 + tanh(√(2/π)(x + 0.044715x³)))
         self.c_proj = nn.Linear(config.n_inner, config.n_embd)
-        self.dropout = nn.Dropout(config.resid_pdrop)
+        self.dropout = GPT1Dropout(config.resid_pdrop)
 
     def forward(self, x):
-        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+        h = self.c_fc(x)
+        h = F.gelu(h, approximate="tanh") if self.tanh_gelu and FAST_PATHS["gelu_kernel"] else self.act(h)
+        return self.dropout(self.c_proj(h))
 
 
 class GPT1Block(GradientCheckpointingLayer):
@@ -203,7 +422,7 @@ class GPT1Model(GPT1PreTrainedModel):
         super().__init__(config)
         self.tokens_embed = nn.Embedding(config.vocab_size, config.n_embd)  # W_e
         self.positions_embed = nn.Embedding(config.n_positions, config.n_embd)  # W_p
-        self.drop = nn.Dropout(config.embd_pdrop)
+        self.drop = GPT1Dropout(config.embd_pdrop)
         self.h = nn.ModuleList([GPT1Block(config, i) for i in range(config.n_layer)])
         self.gradient_checkpointing = False
         self.post_init()
@@ -319,6 +538,11 @@ def next_token_loss(hidden_states, lm_head: nn.Linear, input_ids, attention_mask
     keep = torch.ones_like(targets, dtype=torch.bool) if attention_mask is None else attention_mask[:, 1:].bool()
     if ignore_index is not None:
         keep = keep & (targets != ignore_index)
+    if torch.compiler.is_compiling():  # no boolean indexing (data-dependent shapes); the compiler fuses the loss
+        logits = lm_head(hidden_states[:, :-1]).float()
+        return F.cross_entropy(logits.flatten(0, 1), targets.masked_fill(~keep, -100).flatten(), ignore_index=-100)
+    if FAST_PATHS["fused_lm_loss"] and type(lm_head) is nn.Linear and lm_head.bias is None:  # not PEFT-wrapped
+        return linear_cross_entropy(hidden_states[:, :-1][keep], lm_head.weight, targets[keep])
     logits = lm_head(hidden_states[:, :-1][keep])
     return F.cross_entropy(logits.float(), targets[keep])
 
@@ -406,7 +630,11 @@ class GPT1LMHeadModel(GPT1PreTrainedModel, GenerationMixin):
         return_dict=None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
-        """labels: (batch, seq) token ids, shifted inside (labels = input_ids is fine); -100 marks ignored tokens."""
+        """labels: (batch, seq) token ids, shifted inside (labels = input_ids is fine); -100 marks ignored tokens.
+
+        In training mode with labels, only the loss is computed (logits=None): the loss projects just the target
+        positions (`next_token_loss`). Pass logits_to_keep > 0 to get the logits of the last positions as well.
+        """
         out = self.transformer(
             input_ids,
             attention_mask=attention_mask,
@@ -426,8 +654,11 @@ class GPT1LMHeadModel(GPT1PreTrainedModel, GenerationMixin):
             if attention_mask is None and input_ids is not None and self.config.pad_token_id is not None:
                 attention_mask = (input_ids != self.config.pad_token_id).long()
             loss = next_token_loss(hidden_states, self.lm_head, labels, attention_mask, ignore_index=-100)
-        slice_ = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden_states[:, slice_])
+        logits = None
+        skip_logits = self.training and loss is not None and FAST_PATHS["no_train_logits"]
+        if not (skip_logits and isinstance(logits_to_keep, int) and logits_to_keep == 0):
+            slice_ = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            logits = self.lm_head(hidden_states[:, slice_])
         return CausalLMOutputWithPast(
             loss=loss, logits=logits, cache=out.cache, hidden_states=out.hidden_states, attentions=out.attentions
         )
@@ -442,7 +673,7 @@ class _GPT1TaskHead(GPT1PreTrainedModel):
         super().__init__(config)
         self.transformer = GPT1Model(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.clf_dropout = nn.Dropout(config.clf_pdrop)
+        self.clf_dropout = GPT1Dropout(config.clf_pdrop)
 
     def encode_flat(self, input_ids, attention_mask, output_attentions, output_hidden_states, **kwargs):
         """Run the backbone on (N, T) sequences; returns the output, pad-inferred mask and last hidden states."""
