@@ -1,0 +1,908 @@
+"""The paper's results study (Radford et al. 2018, Tables 2-5 and Figure 2) in one resumable command.
+
+`run_study(StudyConfig(...))` (what ``scripts/reproduce.py`` runs) goes through these stages, each of which skips
+the work it finds finished in ``output_dir`` (so a killed study continues where it stopped, and stages can be run in
+separate sittings with ``stages=[...]``):
+
+``pretrain``
+    L1 pretraining of a small GPT-1 on a local corpus (`gpt1_hf.pretraining.pretrain`), sized to a wall-clock budget:
+    a few timed training steps measure this machine's tokens/s, and the number of updates is set so that the cosine
+    schedule ends inside ``budget_minutes``. Checkpoints are kept at ``zero_shot_points`` evenly spaced updates.
+    Skipped when ``model_name_or_path`` is given (a real GPT-1: Hub id, openai-gpt folder or original release).
+``zero_shot``
+    The paper's zero-shot heuristics (`gpt1_hf.zero_shot`) at every kept pretraining checkpoint (Figure 2 right).
+``finetune``
+    Every task of Tables 2-4 with the paper's recipe (L3 = L2 + 0.5 L1), and the Table 5 ablations on its eight GLUE
+    tasks: no pretraining (same model, random initialisation) and no auxiliary LM loss (lambda = 0). The small tasks
+    run with several seeds (mean +- std). Runs go to a pool of ``jobs`` worker processes.
+``layer_transfer``
+    Figure 2 left: the task of ``layer_transfer_task`` with only the embeddings and the first K pretrained blocks.
+``lora``
+    LoRA (`gpt1_hf.lora`) against full fine-tuning on ``lora_task``: trainable parameters, metric and time.
+``report``
+    ``<output_dir>/report/results.md`` (and, with ``write_docs``, ``docs/results.md`` + ``docs/img/results_*.png``):
+    tables laid out like the paper's, the paper's numbers beside ours, the figures, budget, sizes and wall times.
+
+Presets (`PRESETS`): ``cpu`` (the default) is the miniature study that fits about two hours of a 2-core CPU;
+``full`` is the paper's scale (needs ``model_name_or_path``, no subsampling, 512-token inputs, lr 6.25e-5).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["StudyConfig", "PRESETS", "STAGES", "PAPER", "plan_runs", "run_study", "write_report"]
+
+STAGES = ("pretrain", "zero_shot", "finetune", "layer_transfer", "lora", "report")
+
+#: The paper's numbers (Radford et al. 2018), in percent; MNLI in Table 5 is the mean of matched and mismatched.
+PAPER: dict[str, dict[str, float]] = {
+    "table2": {"snli": 89.9, "mnli": 82.1, "mnli_mm": 81.4, "scitail": 88.3, "qnli": 88.1, "rte": 56.0},
+    "table3": {"story_cloze": 86.5, "race_middle": 62.9, "race_high": 57.4, "race": 59.0},
+    "table4": {"cola": 45.4, "sst2": 91.3, "mrpc": 82.3, "stsb": 82.0, "qqp": 70.3, "glue": 72.8},
+    "table5": {
+        "full": {"avg": 74.7, "cola": 45.4, "sst2": 91.3, "mrpc": 82.3, "stsb": 82.0, "qqp": 70.3, "mnli": 81.8,
+                 "qnli": 88.1, "rte": 56.0},
+        "no_pretrain": {"avg": 59.9, "cola": 18.9, "sst2": 84.0, "mrpc": 79.4, "stsb": 30.9, "qqp": 65.5,
+                        "mnli": 75.7, "qnli": 71.2, "rte": 53.8},
+        "no_aux": {"avg": 75.0, "cola": 47.9, "sst2": 92.0, "mrpc": 84.9, "stsb": 83.2, "qqp": 69.8, "mnli": 81.1,
+                   "qnli": 86.9, "rte": 54.4},
+        "lstm": {"avg": 69.1, "cola": 30.3, "sst2": 90.5, "mrpc": 83.2, "stsb": 71.8, "qqp": 68.1, "mnli": 73.7,
+                 "qnli": 81.1, "rte": 54.6},
+    },
+}
+
+#: The tasks fine-tuned for Tables 2-4 (RACE-m / RACE-h come from the RACE run's per-group accuracy; MNLI-mm from
+#: evaluating the MNLI model on the mismatched dev set).
+TABLE_TASKS = ("snli", "mnli", "scitail", "qnli", "rte", "story_cloze", "race", "cola", "sst2", "mrpc", "stsb", "qqp")
+#: Table 5 (ablations) covers these eight GLUE tasks.
+ABLATION_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
+#: The paper's small datasets: run with several seeds.
+SMALL_TASKS = ("cola", "mrpc", "stsb", "rte")
+VARIANTS = {
+    "full": "pretrained, aux LM (λ = 0.5)",
+    "no_pretrain": "no pretraining (random init), aux LM (λ = 0.5)",
+    "no_aux": "pretrained, no aux LM (λ = 0)",
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # miniature study: ~2 hours of a 2-core CPU in all
+    "cpu": dict(budget_minutes=30.0, n_layer=4, n_embd=256, n_head=4, n_ctx=128, vocab_size=16000,
+                pretrain_learning_rate=6e-4, pretrain_batch_size=32, pretrain_warmup_ratio=0.05,
+                max_train_examples=1500, max_eval_examples=2000, max_length=96, mc_max_train_examples=400,
+                mc_max_length=160, learning_rate=2.5e-4, num_train_epochs=3, seeds=3, jobs=2),
+    # the paper's scale: a real GPT-1 checkpoint, full training sets, 512-token inputs, the paper's learning rate
+    "full": dict(max_train_examples=None, max_eval_examples=None, max_length=512, mc_max_train_examples=None,
+                 mc_max_length=512, learning_rate=6.25e-5, num_train_epochs=3, seeds=3, jobs=1),
+}
+
+
+@dataclass
+class StudyConfig:
+    data_dir: str  # the root holding <task>/ folders (the layout of shared/data), also passed to every task loader
+    output_dir: str = "outputs/study"
+    preset: str = "cpu"
+    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    tasks: list[str] = field(default_factory=lambda: list(TABLE_TASKS))
+    ablation_tasks: list[str] = field(default_factory=lambda: list(ABLATION_TASKS))
+    small_tasks: list[str] = field(default_factory=lambda: list(SMALL_TASKS))
+    # a real pretrained model instead of the pretraining stage (full-scale study)
+    model_name_or_path: str | None = None
+    tokenizer_name_or_path: str | None = None  # None: train one on the corpus (vocab_size > 0) or GPT-1's BPE
+    # pretraining (None -> the preset's value)
+    corpus: list[str] | None = None  # None: <data_dir>/pretrain_corpus
+    budget_minutes: float | None = None
+    n_layer: int | None = None
+    n_embd: int | None = None
+    n_head: int | None = None
+    n_ctx: int | None = None
+    vocab_size: int | None = None  # 0: GPT-1's original BPE (40,478 + 4)
+    pretrain_learning_rate: float | None = None
+    pretrain_batch_size: int | None = None
+    pretrain_warmup_ratio: float | None = None
+    zero_shot_points: int = 6
+    zero_shot_tasks: list[str] = field(default_factory=lambda: ["sst2", "cola", "race", "story_cloze", "wnli"])
+    zero_shot_examples: int | None = 500
+    # fine-tuning (None -> the preset's value)
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+    max_length: int | None = None
+    mc_max_train_examples: int | None = None
+    mc_max_length: int | None = None
+    learning_rate: float | None = None
+    num_train_epochs: int | None = None
+    seeds: int | None = None
+    ablations: bool = True
+    layer_transfer_task: str | None = "mnli"
+    lora_task: str | None = "sst2"
+    lora_learning_rate: float = 1e-3
+    jobs: int | None = None
+    mixed_precision: str = "bf16"
+    seed: int = 0
+    write_docs: bool = False
+    docs_dir: str | None = None  # where write_docs puts results.md (default: the repository's docs/)
+    progress_bar: bool = True
+
+    def resolved(self) -> StudyConfig:
+        """A copy with every None taken from the preset."""
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose from {sorted(PRESETS)}")
+        unknown = set(self.stages) - set(STAGES)
+        if unknown:
+            raise ValueError(f"unknown stages {sorted(unknown)}; the stages are {list(STAGES)}")
+        from .tasks import get_task
+
+        for t in [*self.tasks, *self.zero_shot_tasks, self.layer_transfer_task, self.lora_task]:
+            if t is not None:
+                get_task(t)  # raises with the list of known tasks
+        values = asdict(self)
+        for k, v in PRESETS[self.preset].items():
+            if values.get(k) is None:
+                values[k] = v
+        out = StudyConfig(**values)
+        if out.preset == "full" and out.model_name_or_path is None:
+            raise ValueError("preset 'full' fine-tunes a real GPT-1: pass --model_name_or_path (e.g. "
+                             "openai-community/openai-gpt or a folder converted by scripts/convert_checkpoint.py)")
+        if out.model_name_or_path is None and out.budget_minutes is None:
+            raise ValueError("pretraining needs --budget_minutes")
+        return out
+
+
+# ======================================================================================================================
+# Pretraining stage
+# ======================================================================================================================
+
+
+def _write_json(path: Path, data) -> None:
+    from .training import write_text_atomically
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def measure_pretrain_throughput(cfg: StudyConfig, vocab_size: int, steps: int = 4, warmup: int = 2) -> float:
+    """Tokens/s of one training step of the study's model on this machine (bf16 autocast, fused AdamW), median."""
+    import torch
+
+    from .configuration_gpt1 import GPT1Config
+    from .modeling_gpt1 import GPT1LMHeadModel
+
+    v = vocab_size
+    config = GPT1Config(vocab_size=v, n_positions=cfg.n_ctx, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
+                        n_head=cfg.n_head, n_inner=4 * cfg.n_embd, start_token_id=v - 4, delimiter_token_id=v - 3,
+                        clf_token_id=v - 2, pad_token_id=v - 1)
+    torch.manual_seed(0)
+    model = GPT1LMHeadModel(config).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    x = torch.randint(0, v - 4, (cfg.pretrain_batch_size, cfg.n_ctx))
+    times = []
+    for i in range(warmup + steps):
+        t = time.perf_counter()
+        with torch.autocast("cpu", torch.bfloat16, enabled=cfg.mixed_precision == "bf16"):
+            loss = model(x, labels=x).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return x.numel() / statistics.median(times)
+
+
+def stage_pretrain(cfg: StudyConfig, out: Path) -> dict:
+    from .pretraining import PretrainArguments, pretrain
+
+    folder = out / "pretrain"
+    done = _read_json(folder / "results.json")
+    if done is not None:
+        logger.info("pretrain: done (%s)", folder)
+        return done
+    plan_path = out / "pretrain_plan.json"
+    plan = _read_json(plan_path)
+    corpus = cfg.corpus or [str(Path(cfg.data_dir) / "pretrain_corpus")]
+    if plan is None:
+        vocab = (cfg.vocab_size + 4) if cfg.vocab_size else 40482
+        tps = measure_pretrain_throughput(cfg, vocab)
+        tokens_per_update = cfg.pretrain_batch_size * cfg.n_ctx
+        # 88% of the measured rate: the loop adds held-out evaluations, checkpoints and logging to the bare step
+        max_steps = max(10, int(cfg.budget_minutes * 60 * tps * 0.88 / tokens_per_update))
+        plan = {"measured_tokens_per_s": tps, "max_steps": max_steps, "tokens_per_update": tokens_per_update,
+                "budget_minutes": cfg.budget_minutes, "save_every_steps": max(1, max_steps // cfg.zero_shot_points)}
+        _write_json(plan_path, plan)
+        logger.info("pretrain plan: %s", plan)
+    args = PretrainArguments(
+        train_files=corpus,
+        tokenizer_name_or_path=cfg.tokenizer_name_or_path,
+        train_tokenizer=bool(cfg.vocab_size) and cfg.tokenizer_name_or_path is None,
+        vocab_size=cfg.vocab_size or 40000,
+        n_ctx=cfg.n_ctx, n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head,
+        learning_rate=cfg.pretrain_learning_rate,
+        warmup_ratio=cfg.pretrain_warmup_ratio,
+        global_batch_size=cfg.pretrain_batch_size,
+        max_steps=plan["max_steps"],
+        max_time=cfg.budget_minutes * 60 * 1.15,  # a safety stop only; the schedule is sized to end before it
+        mixed_precision=cfg.mixed_precision,
+        seed=cfg.seed,
+        output_dir=str(folder),
+        cache_dir=str(out / "cache"),
+        eval_every_steps=plan["save_every_steps"],
+        save_every_steps=plan["save_every_steps"],
+        save_total_limit=None,  # keep every checkpoint: the zero-shot curves read them
+        resume_from_checkpoint="auto",
+        progress_bar=cfg.progress_bar,
+    )
+    return pretrain(args)
+
+
+# ======================================================================================================================
+# Zero-shot stage
+# ======================================================================================================================
+
+
+def _pretrain_checkpoints(out: Path) -> list[tuple[int, Path]]:
+    root = out / "pretrain" / "checkpoints"
+    found = []
+    for p in sorted(root.glob("step-*")):
+        if p.is_dir() and (p / "config.json").is_file():
+            found.append((int(p.name.split("-")[1]), p))
+    return found
+
+
+def stage_zero_shot(cfg: StudyConfig, out: Path) -> dict:
+    import torch
+
+    from .configuration_gpt1 import GPT1Config
+    from .finetuning import load_tokenizer
+    from .modeling_gpt1 import GPT1LMHeadModel
+    from .zero_shot import evaluate_zero_shot
+
+    path = out / "zero_shot.json"
+    results = _read_json(path) or {"points": {}}
+    model_dir = _pretrained_path(cfg, out)
+    tokenizer = load_tokenizer(cfg.tokenizer_name_or_path, model_dir)
+    points: list[tuple[int, Any]] = [(0, None)]  # step 0: the random initialisation
+    if cfg.model_name_or_path is None:
+        every = (_read_json(out / "pretrain_plan.json") or {}).get("save_every_steps") or 1
+        # the planned, evenly spaced checkpoints (the loop also saves one at each epoch end: not used here)
+        points += [(s, p) for s, p in _pretrain_checkpoints(out) if s % every == 0]
+        final = _read_json(out / "pretrain" / "results.json") or {}
+        if final.get("global_step") and final["global_step"] not in [s for s, _ in points]:
+            points.append((int(final["global_step"]), Path(model_dir)))
+    else:
+        points.append((-1, model_dir))  # the given model (its number of updates is unknown here)
+    for step, folder in points:
+        key = str(step)
+        if key in results["points"]:
+            continue
+        if folder is None:
+            config = GPT1Config.from_pretrained(model_dir)
+            torch.manual_seed(cfg.seed)
+            model = GPT1LMHeadModel(config)
+        else:
+            from .convert import load_as_gpt1
+
+            model = load_as_gpt1(str(folder), GPT1LMHeadModel)
+        row = {}
+        for task in cfg.zero_shot_tasks:
+            t = time.perf_counter()
+            r = evaluate_zero_shot(task, model, tokenizer, data_dir=cfg.data_dir, split="validation",
+                                   max_examples=cfg.zero_shot_examples, seed=cfg.seed, bf16=cfg.mixed_precision == "bf16",
+                                   threshold_examples=cfg.zero_shot_examples, max_length=cfg.n_ctx)
+            row[task] = {"metrics": r.get("metrics"), "num_examples": r["num_examples"],
+                         "heuristic": r["heuristic"], "time_s": time.perf_counter() - t}
+        results["points"][key] = row
+        _write_json(path, results)
+        logger.info("zero-shot at step %s: %s", step, {t: v["metrics"] for t, v in row.items()})
+    return results
+
+
+# ======================================================================================================================
+# Fine-tuning runs (finetune, layer_transfer, lora stages)
+# ======================================================================================================================
+
+
+def _pretrained_path(cfg: StudyConfig, out: Path) -> str:
+    return cfg.model_name_or_path or str(out / "pretrain")
+
+
+def _task_args(cfg: StudyConfig, task: str) -> dict[str, Any]:
+    from .tasks import get_task
+
+    mc = get_task(task).kind == "multiple_choice"
+    return dict(
+        max_train_examples=cfg.mc_max_train_examples if mc else cfg.max_train_examples,
+        max_eval_examples=cfg.max_eval_examples,
+        max_length=cfg.mc_max_length if mc else cfg.max_length,
+        global_batch_size=32,
+        per_device_batch_size=8 if mc else None,
+    )
+
+
+def plan_runs(cfg: StudyConfig, out: Path, stage: str) -> list[dict[str, Any]]:
+    """The fine-tuning runs of one stage: dicts with ``name``, ``variant``, ``task``, ``seed`` and ``args``
+    (`FinetuneArguments` fields)."""
+    model = _pretrained_path(cfg, out)
+    runs = []
+
+    def add(variant, task, seed, **extra):
+        name = f"{variant}/{task}/seed{seed}"
+        args = dict(task=task, model_name_or_path=model, tokenizer_name_or_path=cfg.tokenizer_name_or_path,
+                    data_dir=cfg.data_dir, output_dir=str(out / "runs" / name), learning_rate=cfg.learning_rate,
+                    num_train_epochs=cfg.num_train_epochs, aux_lm_weight=0.5, mixed_precision=cfg.mixed_precision,
+                    seed=seed, group_by_length=True, predict_splits=[], save_model=task == "mnli",
+                    save_total_limit=1, progress_bar=False, num_threads=None)
+        args.update(_task_args(cfg, task))
+        args.update(extra)
+        runs.append({"name": name, "variant": variant, "task": task, "seed": seed, "args": args})
+
+    def seeds(task):
+        return range(cfg.seed, cfg.seed + (cfg.seeds if task in cfg.small_tasks else 1))
+
+    if stage == "finetune":
+        for task in cfg.tasks:
+            for s in seeds(task):
+                add("full", task, s)
+        if cfg.ablations:
+            for task in cfg.ablation_tasks:
+                for s in seeds(task):
+                    add("no_pretrain", task, s, from_scratch=True)
+                    add("no_aux", task, s, aux_lm_weight=0.0)
+    elif stage == "layer_transfer" and cfg.layer_transfer_task:
+        from transformers import AutoConfig
+
+        n_layer = AutoConfig.from_pretrained(model).num_hidden_layers if cfg.model_name_or_path else cfg.n_layer
+        for k in range(n_layer):  # K = n_layer is the "full" run of the same task and seed
+            add(f"transfer{k}", cfg.layer_transfer_task, cfg.seed, transfer_layers=k)
+    elif stage == "lora" and cfg.lora_task:
+        add("lora", cfg.lora_task, cfg.seed, lora=True, learning_rate=cfg.lora_learning_rate)
+    return runs
+
+
+def _run_one(run: dict[str, Any], num_threads: int | None) -> dict[str, Any]:
+    """Worker: one fine-tuning run (+ MNLI's mismatched evaluation). Returns a small summary or the error."""
+    import torch
+
+    from .finetuning import FinetuneArguments, evaluate_checkpoint, finetune
+
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    out_dir = Path(run["args"]["output_dir"])
+    t = time.perf_counter()
+    try:
+        results = finetune(FinetuneArguments(**run["args"]))
+        if run["task"] == "mnli":
+            mm = evaluate_checkpoint(str(out_dir), "mnli_mm", split="validation", data_dir=run["args"]["data_dir"],
+                                     max_examples=run["args"]["max_eval_examples"], seed=0,
+                                     mixed_precision=run["args"]["mixed_precision"])
+            _write_json(out_dir / "eval_mnli_mm.json", {k: v for k, v in mm.items() if k != "predictions"})
+            for f in out_dir.glob("model*.safetensors"):  # only needed for the mismatched evaluation
+                f.unlink()
+        return {"name": run["name"], "ok": True, "metrics": results["metrics"], "time_s": time.perf_counter() - t}
+    except Exception as e:  # one failed run is reported, the others go on
+        logger.exception("run %s failed", run["name"])
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "error.txt").write_text(f"{type(e).__name__}: {e}\n")
+        return {"name": run["name"], "ok": False, "error": f"{type(e).__name__}: {e}", "time_s": time.perf_counter() - t}
+
+
+def _is_done(run: dict[str, Any]) -> bool:
+    out_dir = Path(run["args"]["output_dir"])
+    if not (out_dir / "results.json").is_file():
+        return False
+    return run["task"] != "mnli" or (out_dir / "eval_mnli_mm.json").is_file()
+
+
+def run_finetuning(cfg: StudyConfig, out: Path, stage: str) -> list[dict[str, Any]]:
+    runs = plan_runs(cfg, out, stage)
+    todo = [r for r in runs if not _is_done(r)]
+    logger.info("%s: %d runs, %d to do", stage, len(runs), len(todo))
+    if not todo:
+        return []
+    jobs = max(1, min(int(cfg.jobs or 1), len(todo)))
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    summaries = []
+    bar = None
+    if cfg.progress_bar:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc=stage, unit="run")
+    if jobs == 1:
+        for r in todo:
+            summaries.append(_run_one(r, threads))
+            _log_run(summaries[-1], bar)
+    else:
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_run_one, r, threads) for r in todo]
+            for f in as_completed(futures):
+                summaries.append(f.result())
+                _log_run(summaries[-1], bar)
+    if bar is not None:
+        bar.close()
+    failed = [s for s in summaries if not s["ok"]]
+    if failed:
+        logger.warning("%d run(s) failed: %s", len(failed), "; ".join(f"{s['name']}: {s['error']}" for s in failed))
+    return summaries
+
+
+def _log_run(summary, bar):
+    msg = (f"{summary['name']}: {summary.get('metrics') if summary['ok'] else 'FAILED ' + summary['error']} "
+           f"({summary['time_s']:.0f} s)")
+    if bar is not None:
+        bar.update(1)
+        bar.write(msg)
+    else:
+        logger.info(msg)
+
+
+# ======================================================================================================================
+# The study
+# ======================================================================================================================
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def run_study(cfg: StudyConfig, command: str | None = None) -> Path:
+    """Run the stages of `cfg` (see module docstring); returns the path of the written report."""
+    cfg = cfg.resolved()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "study_log.json"
+    log = _read_json(log_path) or {"sessions": []}
+    session = {"command": command, "config": asdict(cfg), "machine": machine_info(), "stages": {},
+               "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    log["sessions"].append(session)
+    _write_json(out / "study_config.json", asdict(cfg))
+    report = None
+    for stage in STAGES:
+        if stage not in cfg.stages:
+            continue
+        if stage == "pretrain" and cfg.model_name_or_path is not None:
+            continue
+        t = time.perf_counter()
+        logger.info("=== stage %s ===", stage)
+        if stage == "pretrain":
+            stage_pretrain(cfg, out)
+        elif stage == "zero_shot":
+            stage_zero_shot(cfg, out)
+        elif stage in ("finetune", "layer_transfer", "lora"):
+            run_finetuning(cfg, out, stage)
+        elif stage == "report":
+            report = write_report(cfg, out)
+        session["stages"][stage] = time.perf_counter() - t
+        _write_json(log_path, log)
+    return report or out / "report" / "results.md"
+
+
+# ======================================================================================================================
+# Report
+# ======================================================================================================================
+
+
+def _collect(out: Path) -> dict[str, dict[str, list[dict]]]:
+    """{variant: {task: [results.json, ...]}} for every finished run."""
+    found: dict[str, dict[str, list[dict]]] = {}
+    for path in sorted((out / "runs").glob("*/*/seed*/results.json")):
+        variant, task = path.parts[-4], path.parts[-3]
+        r = json.loads(path.read_text())
+        mm = _read_json(path.parent / "eval_mnli_mm.json")
+        if mm is not None:
+            r["mnli_mm_metrics"] = mm.get("metrics")
+        found.setdefault(variant, {}).setdefault(task, []).append(r)
+    return found
+
+
+def _scores(runs: list[dict], task: str) -> list[float]:
+    """The paper's metric of `task` (in percent) for each run; MNLI-mm / RACE-m / RACE-h from their sources."""
+    from .tasks import get_task
+
+    vals = []
+    for r in runs:
+        m = r.get("metrics") or {}
+        if task == "mnli_mm":
+            v = (r.get("mnli_mm_metrics") or {}).get("accuracy")
+        elif task in ("race_middle", "race_high"):
+            v = m.get("accuracy_" + task.split("_")[1])
+        elif task == "mnli_avg":
+            a, b = m.get("accuracy"), (r.get("mnli_mm_metrics") or {}).get("accuracy")
+            v = None if a is None or b is None else (a + b) / 2
+        else:
+            v = m.get(get_task(task).primary_metric)
+        if v is not None:
+            vals.append(100.0 * float(v))
+    return vals
+
+
+def _fmt(vals: list[float]) -> str:
+    if not vals:
+        return "–"
+    if len(vals) == 1:
+        return f"{vals[0]:.1f}"
+    return f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}"
+
+
+def _mean(vals):
+    return statistics.mean(vals) if vals else None
+
+
+def _source_task(task: str) -> str:
+    return {"mnli_mm": "mnli", "mnli_avg": "mnli", "race_middle": "race", "race_high": "race"}.get(task, task)
+
+
+def _table(rows: list[tuple[str, str]], results, variant: str, paper: dict[str, float]) -> list[str]:
+    """A paper-style table: one column per task, rows 'paper' and 'ours'."""
+    head = "| | " + " | ".join(label for _, label in rows) + " |"
+    lines = [head, "|---|" + "---:|" * len(rows)]
+    lines.append("| paper (GPT-1, 117M) | " + " | ".join(
+        f"{paper[t]:.1f}" if t in paper else "–" for t, _ in rows) + " |")
+    cells = []
+    for t, _ in rows:
+        cells.append(_fmt(_scores(results.get(variant, {}).get(_source_task(t), []), t)))
+    lines.append("| ours (this study) | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _plot_layer_transfer(out: Path, cfg: StudyConfig, results, path: Path) -> list[dict] | None:
+    task = cfg.layer_transfer_task
+    if not task:
+        return None
+    from .tasks import get_task
+
+    metric = get_task(task).primary_metric
+    pts = []
+    for variant, by_task in results.items():
+        if variant.startswith("transfer") and task in by_task:
+            pts.append((int(variant[len("transfer"):]), by_task[task][0]))
+    full = [r for r in results.get("full", {}).get(task, []) if r["seed"] == cfg.seed]
+    if full:
+        pts.append((full[0]["model"]["config"]["n_layer"], full[0]))
+    pts = [{"layers": k, "value": 100 * r["metrics"][metric],
+            "mismatched": None if not r.get("mnli_mm_metrics") else 100 * r["mnli_mm_metrics"]["accuracy"]}
+           for k, r in pts]
+    pts.sort(key=lambda p: p["layers"])
+    if not pts:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        ax.plot([p["layers"] for p in pts], [p["value"] for p in pts], "o-", label=f"{task} (dev, {metric})")
+        if any(p.get("mismatched") is not None for p in pts):
+            ax.plot([p["layers"] for p in pts], [p.get("mismatched") for p in pts], "s--", label="mnli mismatched")
+        ax.set_xlabel("# of pretrained layers transferred")
+        ax.set_ylabel(f"{metric} (%)")
+        ax.set_title("Layer transfer (cf. paper Figure 2 left)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+    except ImportError:
+        pass
+    return pts
+
+
+#: Chance level of each zero-shot task's metric (in percent), for the plot.
+_CHANCE = {"sst2": 50.0, "cola": 0.0, "race": 25.0, "story_cloze": 50.0, "wnli": 50.0}
+
+
+def _plot_zero_shot(zs: dict | None, path: Path) -> list[dict] | None:
+    if not zs or not zs.get("points"):
+        return None
+    from .tasks import get_task
+
+    steps = sorted(int(s) for s in zs["points"])
+    tasks = sorted({t for row in zs["points"].values() for t in row})
+    series = {}
+    for t in tasks:
+        metric = get_task(t).primary_metric
+        series[t] = [100 * ((zs["points"][str(s)].get(t) or {}).get("metrics") or {}).get(metric, float("nan"))
+                     for s in steps]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3.8))
+        for t in tasks:
+            line, = ax.plot(steps, [v - _CHANCE.get(t, 0.0) for v in series[t]], "o-",
+                            label=f"{t} ({get_task(t).primary_metric})")
+        ax.axhline(0.0, color="grey", lw=0.8, ls="--")
+        ax.set_xlabel("pretraining updates")
+        ax.set_ylabel("zero-shot score − chance (points)")
+        ax.set_title("Zero-shot behaviour during pretraining (cf. paper Figure 2 right)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+    except ImportError:
+        pass
+    return [{"step": s, **{t: series[t][i] for t in tasks}} for i, s in enumerate(steps)]
+
+
+def _repo_docs() -> Path:
+    return Path(__file__).resolve().parent.parent / "docs"
+
+
+def write_report(cfg: StudyConfig, out: Path) -> Path:
+    """Write the results report from what ``out`` holds (any subset of stages: missing cells show "–")."""
+    cfg = cfg.resolved()
+    results = _collect(out)
+    log = _read_json(out / "study_log.json") or {"sessions": []}
+    pre = _read_json(out / "pretrain" / "results.json")
+    plan = _read_json(out / "pretrain_plan.json")
+    zs = _read_json(out / "zero_shot.json")
+    docs = Path(cfg.docs_dir) if cfg.docs_dir else _repo_docs()
+    target = docs / "results.md" if cfg.write_docs else out / "report" / "results.md"
+    img_dir = target.parent / "img"
+    lt_png, zs_png = img_dir / "results_layer_transfer.png", img_dir / "results_zero_shot.png"
+    lt = _plot_layer_transfer(out, cfg, results, lt_png)
+    zsc = _plot_zero_shot(zs, zs_png)
+    commands = [s.get("command") for s in log["sessions"] if s.get("command")]
+    machine = (log["sessions"][-1]["machine"] if log["sessions"] else machine_info())
+    run_times = [r.get("wall_time_s") or 0 for by_task in results.values() for rs in by_task.values() for r in rs]
+    stage_times: dict[str, float] = {}
+    for s in log["sessions"]:
+        for k, v in s.get("stages", {}).items():
+            stage_times[k] = stage_times.get(k, 0.0) + v
+
+    L: list[str] = []
+    w = L.append
+    w("# Results: the paper's tables, reproduced in miniature")
+    w("")
+    w("Generated by `gpt1_hf.reproduce.write_report` from the study folder; do not edit by hand. Every number "
+      "below was made by the command(s) in [How this was made](#how-this-was-made).")
+    w("")
+    if cfg.model_name_or_path is None and pre:
+        m = pre["model"]
+        w(f"**What was run.** A {pre['num_parameters'] / 1e6:.1f}M-parameter GPT-1 ({m['n_layer']} layers, "
+          f"{m['n_embd']} wide, {m['n_head']} heads, context {m['n_positions']}, a {pre['tokenizer']['vocab_size']:,}-entry "
+          f"BPE vocabulary trained on the corpus with GPT-1's tokenizer pipeline) pretrained from scratch on "
+          f"{pre['corpus']['documents']} public-domain novels ({pre['corpus']['tokens'] / 1e6:.1f}M tokens) for "
+          f"{pre['global_step']:,} updates of {pre['batch']['tokens_per_update']:,} tokens "
+          f"(**{pre['tokens_seen'] / 1e6:.1f}M tokens seen**, {pre['train_time_s'] / 60:.1f} min, "
+          f"{pre['train_tokens_per_s']:,.0f} tokens/s), then fine-tuned on every task of the paper with its recipe. "
+          f"GPT-1 itself has 117M parameters and saw about 25B tokens (BooksCorpus, 100 epochs of 64 × 512): this "
+          f"study's model is {117 / (pre['num_parameters'] / 1e6):.0f}× smaller and saw "
+          f"{25e9 / max(pre['tokens_seen'], 1):,.0f}× fewer tokens, so the absolute numbers are far below "
+          "the paper's; what it reproduces is the *study*: the same tables, ablations and analyses, computed end to end.")
+    elif cfg.model_name_or_path:
+        w(f"**What was run.** Fine-tuning of `{cfg.model_name_or_path}` on every task of the paper with its recipe.")
+    w("")
+    if results.get("full"):
+        w(f"Fine-tuning: {cfg.num_train_epochs} epochs, batch 32, lr {cfg.learning_rate:g} with linear decay "
+          f"(warmup 0.2%), L3 = L2 + 0.5·L1, classifier dropout 0.1, weight decay 0.01, bf16 autocast; training sets "
+          f"subsampled to {cfg.max_train_examples or 'all'} examples (RACE / Story Cloze: "
+          f"{cfg.mc_max_train_examples or 'all'}), inputs cut to {cfg.max_length} tokens ({cfg.mc_max_length} for "
+          f"multiple choice; the long side is cut, never the extract token or an answer), evaluation on at most "
+          f"{cfg.max_eval_examples or 'all'} dev examples (a fixed random subset, seed 0). CoLA, MRPC, STS-B and RTE: "
+          f"mean ± std over {cfg.seeds} seeds; the other tasks: one seed. Dev-set numbers (the paper reports test "
+          "numbers for most tasks).")
+        w("")
+
+    w("## Table 2 — natural language inference")
+    w("")
+    L.extend(_table([("snli", "SNLI"), ("mnli", "MNLI-m"), ("mnli_mm", "MNLI-mm"), ("scitail", "SciTail"),
+                     ("qnli", "QNLI"), ("rte", "RTE")], results, "full", PAPER["table2"]))
+    w("")
+    w("## Table 3 — question answering and commonsense reasoning")
+    w("")
+    L.extend(_table([("story_cloze", "Story Cloze"), ("race_middle", "RACE-m"), ("race_high", "RACE-h"),
+                     ("race", "RACE")], results, "full", PAPER["table3"]))
+    w("")
+    w("## Table 4 — semantic similarity and classification")
+    w("")
+    L.extend(_table([("cola", "CoLA (mc)"), ("sst2", "SST2 (acc)"), ("mrpc", "MRPC (F1)"), ("stsb", "STSB (pc)"),
+                     ("qqp", "QQP (F1)")], results, "full", PAPER["table4"]))
+    w("")
+    w("(The paper's GLUE score, 72.8, needs the GLUE test server; it is not computed here.)")
+    w("")
+
+    w("## Table 5 — ablations")
+    w("")
+    cols = [("cola", "CoLA"), ("sst2", "SST2"), ("mrpc", "MRPC"), ("stsb", "STSB"), ("qqp", "QQP"),
+            ("mnli_avg", "MNLI"), ("qnli", "QNLI"), ("rte", "RTE")]
+    w("| method | Avg | " + " | ".join(c for _, c in cols) + " |")
+    w("|---|---:|" + "---:|" * len(cols))
+    ablation_means: dict[str, dict[str, float | None]] = {}
+    for variant, label in [("full", "Transformer w/ aux LM (full)"), ("no_pretrain", "Transformer w/o pre-training"),
+                           ("no_aux", "Transformer w/o aux LM")]:
+        p = PAPER["table5"][variant]
+        w(f"| paper: {label} | {p['avg']:.1f} | " + " | ".join(f"{p[_source_task(t) if t == 'mnli_avg' else t]:.1f}"
+                                                              for t, _ in cols) + " |")
+        vals = {t: _scores(results.get(variant, {}).get(_source_task(t), []), t) for t, _ in cols}
+        means = {t: _mean(v) for t, v in vals.items()}
+        ablation_means[variant] = means
+        avg = (statistics.mean(means.values()) if all(v is not None for v in means.values()) else None)
+        w(f"| **ours: {label}** | {'–' if avg is None else f'{avg:.1f}'} | "
+          + " | ".join(_fmt(vals[t]) for t, _ in cols) + " |")
+    p = PAPER["table5"]["lstm"]
+    w(f"| paper: LSTM w/ aux LM | {p['avg']:.1f} | " + " | ".join(
+        f"{p['mnli' if t == 'mnli_avg' else t]:.1f}" for t, _ in cols) + " | ")
+    w("")
+    w("MNLI here is the mean of matched and mismatched accuracy (as the paper's Table 5). The LSTM row is not "
+      "reproduced (this package has no LSTM model).")
+    w("")
+    full_m, np_m = ablation_means.get("full", {}), ablation_means.get("no_pretrain", {})
+    compared = [t for t, _ in cols if full_m.get(t) is not None and np_m.get(t) is not None]
+    if compared:
+        label = dict(cols)
+        wins = [t for t in compared if full_m[t] > np_m[t]]
+        w(f"**Does pretraining help?** The pretrained model beats the no-pretraining ablation on **{len(wins)} of "
+          f"{len(compared)}** tasks ({', '.join(label[t] for t in wins) or 'none'})"
+          + ("; not on " + ", ".join(label[t] for t in compared if t not in wins) + "." if len(wins) < len(compared)
+             else ", i.e. on every task."))
+        w("")
+        noaux = ablation_means.get("no_aux", {})
+        both = [t for t in compared if noaux.get(t) is not None]
+        if both:
+            aux_wins = [t for t in both if full_m[t] > noaux[t]]
+            w(f"**Does the auxiliary LM loss help?** With it, {len(aux_wins)} of {len(both)} tasks score higher "
+              f"({', '.join(label[t] for t in aux_wins) or 'none'}).")
+            w("")
+    w("<!-- DISCUSSION -->")
+    w("")
+
+    w("## Figure 2 (left) — transferring pretrained layers")
+    w("")
+    if lt:
+        w(f"![layer transfer]({os.path.relpath(lt_png, target.parent)})")
+        w("")
+        w("| layers transferred | " + " | ".join(str(p["layers"]) for p in lt) + " |")
+        w("|---|" + "---:|" * len(lt))
+        w(f"| {cfg.layer_transfer_task} dev | " + " | ".join(f"{p['value']:.1f}" for p in lt) + " |")
+        if any(p.get("mismatched") is not None for p in lt):
+            w("| mnli mismatched | " + " | ".join("–" if p.get("mismatched") is None else f"{p['mismatched']:.1f}"
+                                                    for p in lt) + " |")
+        w("")
+        w("0 layers = only the pretrained embeddings are kept; the rest is re-initialised (`--transfer_layers K`). "
+          "One seed.")
+    else:
+        w("Not run.")
+    w("")
+    w("## Figure 2 (right) — zero-shot behaviour over pretraining")
+    w("")
+    if zsc:
+        w(f"![zero-shot]({os.path.relpath(zs_png, target.parent)})")
+        w("")
+        tasks = [k for k in zsc[0] if k != "step"]
+        w("| pretraining updates | " + " | ".join(tasks) + " |")
+        w("|---:|" + "---:|" * len(tasks))
+        for row in zsc:
+            w(f"| {row['step']:,} | " + " | ".join(f"{row[t]:.1f}" for t in tasks) + " |")
+        w("")
+        w(f"The paper's heuristics (`gpt1_hf.zero_shot`, docs/zero_shot.md) on at most {cfg.zero_shot_examples} dev "
+          "examples per task; CoLA's threshold is fit on the same number of training examples. Step 0 is the "
+          "random initialisation. Chance: SST-2 50, CoLA 0 (MCC), RACE 25, Story Cloze 50, WNLI 50.")
+    else:
+        w("Not run.")
+    w("")
+
+    lora = results.get("lora", {}).get(cfg.lora_task or "", [])
+    full_same = [r for r in results.get("full", {}).get(cfg.lora_task or "", []) if r["seed"] == cfg.seed]
+    w("## LoRA vs full fine-tuning")
+    w("")
+    if lora and full_same:
+        lr_, fr = lora[0], full_same[0]
+        metric = lr_["primary_metric"]
+        info = lr_["model"].get("lora") or {}
+        w("| method | trainable parameters | lr | " + f"{cfg.lora_task} {metric}" + " | train time | wall time |")
+        w("|---|---:|---:|---:|---:|---:|")
+        w(f"| full fine-tuning | {fr['model']['num_parameters']:,} (100%) | {fr['config']['learning_rate']:g} | "
+          f"{100 * fr['metrics'][metric]:.1f} | {fr['train_time_s']:.0f} s | {fr['wall_time_s']:.0f} s |")
+        tp, tot = info.get("trainable_parameters"), info.get("total_parameters")
+        share = f" ({100 * tp / tot:.1f}%)" if tp and tot else ""
+        w(f"| LoRA r={info.get('r')}, α={info.get('alpha')} (c_attn, c_proj, c_fc; `score` + special-token rows "
+          f"trained in full) | {tp:,}{share} | {lr_['config']['learning_rate']:g} | "
+          f"{100 * lr_['metrics'][metric]:.1f} | {lr_['train_time_s']:.0f} s | {lr_['wall_time_s']:.0f} s |")
+        w("")
+        w("Same data, seed, epochs and batch; LoRA uses a higher learning rate (adapters start at zero).")
+    else:
+        w("Not run.")
+    w("")
+
+    w("## Budget")
+    w("")
+    if pre:
+        w(f"* Pretraining: {pre['global_step']:,} updates × {pre['batch']['tokens_per_update']:,} tokens = "
+          f"{pre['tokens_seen'] / 1e6:.1f}M tokens in {pre['train_time_s'] / 60:.1f} min "
+          f"(budget {cfg.budget_minutes:g} min; the schedule was sized from "
+          f"{plan['measured_tokens_per_s']:,.0f} tokens/s measured before the run). Held-out perplexity "
+          f"{pre['initial_heldout']['perplexity']:,.0f} → **{pre['final_heldout']['perplexity']:,.1f}** "
+          f"({pre['corpus']['heldout_tokens']:,} held-out tokens).")
+    n_runs = sum(len(rs) for by in results.values() for rs in by.values())
+    w(f"* Fine-tuning: {n_runs} runs, {sum(run_times) / 60:.0f} min of run time in all ({cfg.jobs} at a time).")
+    if stage_times:
+        w("* Wall time per stage (summed over sittings): " + ", ".join(
+            f"{k} {v / 60:.1f} min" for k, v in stage_times.items()) + f"; total **{sum(stage_times.values()) / 60:.0f} "
+          "min**.")
+    w(f"* Machine: {machine['cpu']}, {machine['cores']} cores"
+      + (f", {machine['gpu']}" if machine.get("gpu") else ", no GPU") + f"; torch {machine['torch']}, transformers "
+      f"{machine['transformers']}, python {machine['python']}.")
+    w("")
+    w("## The full-scale study")
+    w("")
+    w("With the real GPT-1 weights the same command runs the paper's scale (no subsampling, 512-token inputs, "
+      "lr 6.25e-5, 3 epochs):")
+    w("")
+    w("```bash")
+    w("python scripts/convert_checkpoint.py --input openai-community/openai-gpt "
+      "--output gpt1-base   # or the original release, see docs/conversion.md")
+    w("python scripts/reproduce.py --preset full --model_name_or_path gpt1-base --data_dir <data> "
+      "--output_dir outputs/study-full --write_docs")
+    w("```")
+    w("")
+    w("<!-- FULLSCALE -->")
+    w("")
+    w("## How this was made")
+    w("")
+    w("```bash")
+    for c in dict.fromkeys(commands):
+        w(c)
+    w("```")
+    w("")
+    w(f"Study folder: `{out}` (per-run `results.json`, the pretraining checkpoints, `zero_shot.json`, "
+      "`study_log.json`). Stages are resumable: rerunning the command skips every finished run.")
+    text = "\n".join(L) + "\n"
+    if target.is_file():  # keep hand-written sections between the markers of an earlier report
+        old = target.read_text()
+        for marker in ("<!-- DISCUSSION -->", "<!-- FULLSCALE -->"):
+            start = old.find(marker)
+            end = old.find(marker + " END")
+            if start != -1 and end != -1:
+                text = text.replace(marker, old[start:end + len(marker + " END")])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    summary = {"table5_means": ablation_means, "layer_transfer": lt, "zero_shot": zsc,
+               "runs": {v: {t: [{"seed": r["seed"], "metrics": r["metrics"], "mnli_mm": r.get("mnli_mm_metrics"),
+                                  "wall_time_s": r.get("wall_time_s")} for r in rs] for t, rs in by.items()}
+                        for v, by in results.items()}}
+    _write_json(out / "report" / "summary.json", summary)
+    return target
+
+
+def config_fields() -> list[str]:
+    return [f.name for f in fields(StudyConfig)]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("run scripts/reproduce.py")
