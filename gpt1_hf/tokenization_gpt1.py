@@ -164,7 +164,9 @@ def _suffix_pattern() -> str:
     """One spaCy suffix (its tokenizer `suffix_search` alternatives), as an Oniguruma alternation in which every
     alternative consumes its first character before any lookbehind."""
     alternatives = [
-        r"\.\.+",
+        # possessive: inside `\g<sfx>*` a greedy `\.\.+` can split a long run of dots in exponentially many ways
+        # (Oniguruma's retry limit on "Jan.5..........Return"); taking every dot at once matches the same texts
+        r"\.\.++",
         "'[sS]",
         _PH["'"] * 2,
         _SUFFIX_CHAR,
@@ -506,7 +508,7 @@ def _spacy_steps(special_cases: dict[str, list[str]] | None = None):
     )
     not_special = "(?<=.)" + _lookbehind([t + "." for t in dotted], negative=True)
     period = (
-        r"(?:(?=\.+" + _SUFFIXES_TO_END + r")|(?!\.)(?:(?<=°[FfCcKk]\.|° [FfCcKk]\.)|(?<=[" + _DOT_AFTER
+        r"(?:(?=\.++" + _SUFFIXES_TO_END + r")|(?!\.)(?:(?<=°[FfCcKk]\.|° [FfCcKk]\.)|(?<=[" + _DOT_AFTER
         + r"]\.)(?<![0-9][" + _UNIT_STEMS + r"]\.)" + no_stem + "|(?<=[" + _UPPER + "][" + _UPPER + r"]\.)" + no_stem
         + ")" + not_special + "(?=" + _SUFFIXES_TO_END + "))"
     )
