@@ -38,7 +38,7 @@ def tiny(tmp_path, corpus, **kw):
                 max_train_examples=24, max_eval_examples=24, mc_max_train_examples=8, mc_max_length=48,
                 max_length=48, num_train_epochs=1, learning_rate=1e-3, zero_shot_tasks=["sst2", "race"],
                 zero_shot_examples=12, zero_shot_points=2, layer_transfer_task="sst2", lora_task="sst2", jobs=1,
-                progress_bar=False, docs_dir=str(tmp_path / "docs"))
+                progress_bar=False, docs_dir=str(tmp_path / "docs"), full_scale_estimate=False)
     args.update(kw)
     return StudyConfig(**args)
 
@@ -109,7 +109,7 @@ def test_report_tables_aggregate_seeds_and_derived_columns(tmp_path):
     _fake_run(out, "no_pretrain", "rte", 0, {"accuracy": 0.52})
     _fake_run(out, "no_pretrain", "mnli", 0, {"accuracy": 0.38}, mm=0.40)
     cfg = StudyConfig(data_dir=str(FIXTURES), output_dir=str(out), model_name_or_path="some/model",
-                      layer_transfer_task=None, lora_task=None)
+                      layer_transfer_task=None, lora_task=None, full_scale_estimate=False)
     text = write_report(cfg, out).read_text()
     table2 = text.split("## Table 2")[1].split("##")[0]
     assert "| ours (this study) | – | 40.0 | 30.0 | – | – | 55.0 ± 7.1 |" in table2
@@ -145,3 +145,18 @@ def test_plan_counts_seeds_and_ablations(tmp_path):
     race = next(r for r in runs if r["task"] == "race")
     assert race["args"]["max_length"] == cfg.mc_max_length and race["args"]["max_train_examples"] == 400
     assert all(r["args"]["from_scratch"] for r in runs if r["variant"] == "no_pretrain")
+
+
+def test_full_scale_estimate_counts_every_sequence(tmp_path):
+    from gpt1_hf.reproduce import FULL_TRAIN_SIZES, full_scale_estimate
+
+    est = full_scale_estimate(str(FIXTURES), sample=4, tokens_per_s={"x": 1000.0})
+    rows = {r["task"]: r for r in est["rows"]}
+    assert set(rows) == set(FULL_TRAIN_SIZES)
+    # similarity pairs are read in both orderings, multiple choice once per choice: more tokens than a single text
+    assert rows["stsb"]["mean_tokens"] > rows["sst2"]["mean_tokens"]
+    assert rows["race"]["mean_tokens"] > 4 * 10
+    assert rows["cola"]["runs"] == 9 and rows["snli"]["runs"] == 1 and rows["sst2"]["runs"] == 3
+    total = sum(r["train_examples"] * r["mean_tokens"] * 3 * r["runs"] for r in est["rows"])
+    assert abs(est["total_tokens"] - total) < 1e-6 * total
+    assert abs(est["hours"]["x"] - total / 1000 / 3600) < 1e-9 * total
