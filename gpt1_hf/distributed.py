@@ -1,15 +1,18 @@
 """Pre-flight checks for multi-process runs (``accelerate launch`` / ``torchrun``), run before any model or data is
 loaded. See docs/distributed.md.
 
-Two mistakes are caught with an error that says what to do instead:
+Three mistakes are caught with an error that says what to do instead:
 
 * **A launch that asks for GPUs on a machine without CUDA.** Accelerate does not refuse such a launch itself: on a
   CPU-only machine ``gpt1_hf.training.create_accelerator`` joins the processes as DDP over gloo (that is how
-  ``configs/multi_cpu.yaml`` works), and Accelerate only enables FSDP and DeepSpeed for accelerator process groups
-  (``accelerate/state.py``: FSDP for ``MULTI_GPU``/``MULTI_XPU``/...; DeepSpeed only when ``cpu`` is false), so an FSDP
-  or DeepSpeed config on a CPU machine would silently train with plain DDP. A config asks for GPUs when it is an FSDP
-  or DeepSpeed config, names explicit ``gpu_ids``, or carries the line ``# gpt1_hf-requires: cuda`` (the GPU configs
-  in ``configs/`` do). The config is the one given to the launcher (``--config_file`` of the ``accelerate launch``
+  ``configs/multi_cpu.yaml`` works). A config asks for GPUs when it is an FSDP or DeepSpeed config, names explicit
+  ``gpu_ids``, or carries the line ``# gpt1_hf-requires: cuda`` (the GPU configs in ``configs/`` do); the script's
+  ``--cpu`` runs such a config's processes on CPUs instead.
+* **DeepSpeed where it cannot run.** Accelerate enables DeepSpeed only when ``cpu`` is false, so a DeepSpeed config
+  on CPU processes would silently train with plain DDP: refused. DeepSpeed without the ``deepspeed`` package:
+  refused before anything is loaded. (FSDP on CPU processes is different: Accelerate ignores it there too, but
+  `gpt1_hf.training.create_accelerator` switches such processes to FSDP2 over gloo, so ``--cpu`` with
+  ``configs/fsdp.yaml`` really shards.) The config is the one given to the launcher (``--config_file`` of the ``accelerate launch``
   process above this one, else Accelerate's default config) or ``config_file=``; the FSDP/DeepSpeed environment that
   ``accelerate launch`` exports (``ACCELERATE_USE_FSDP`` / ``ACCELERATE_USE_DEEPSPEED``) is checked too, so a config
   that cannot be located is still caught.
@@ -45,6 +48,7 @@ __all__ = [
     "check_batch_sizes",
     "preflight",
     "sharded_engines_supported",
+    "deepspeed_available",
     "main",
 ]
 
@@ -214,6 +218,13 @@ def _world_size(environ: Mapping[str, str]) -> int | None:
     return None
 
 
+def deepspeed_available() -> bool:
+    """Whether the ``deepspeed`` package can be imported (it is not a dependency of gpt1_hf)."""
+    import importlib.util
+
+    return importlib.util.find_spec("deepspeed") is not None
+
+
 def sharded_engines_supported() -> bool:
     """Whether `gpt1_hf.training.Trainer` declares FSDP/DeepSpeed support (``Trainer.supports_sharded_engines``): saving
     a model, checkpoint or ``best/`` under FSDP / ZeRO-3 must gather the weights on every process
@@ -230,6 +241,7 @@ def check_launch_environment(
     cuda_available: bool | None = None,
     environ: Mapping[str, str] | None = None,
     locate_config: bool = True,
+    deepspeed_installed: bool | None = None,
 ) -> LaunchInfo:
     """Raise `LaunchConfigError` when the launch asks for something this machine (or ``--cpu``) cannot give.
 
@@ -239,6 +251,7 @@ def check_launch_environment(
         cuda_available: default ``torch.cuda.is_available()``.
         environ: default ``os.environ`` (``ACCELERATE_USE_FSDP`` / ``ACCELERATE_USE_DEEPSPEED`` / ``WORLD_SIZE``).
         locate_config: look for the launcher's config when ``config_file`` is None.
+        deepspeed_installed: default `deepspeed_available()`.
     """
     environ = os.environ if environ is None else environ
     if cuda_available is None:
@@ -264,14 +277,20 @@ def check_launch_environment(
     result = LaunchInfo(config_file=info.config_file if info else None, engine=engine, num_processes=num_processes,
                         requires_cuda=requires_cuda, reason=reason, cuda_available=bool(cuda_available), cpu=cpu)
 
-    if engine in ENGINES_NEEDING_CUDA and (cpu or not cuda_available):
-        label = "FSDP" if engine == "fsdp" else "DeepSpeed"
+    if engine == "deepspeed" and (cpu or not cuda_available):
         why = "--cpu was given" if cpu else "this machine has no CUDA device (torch.cuda.is_available() is False)"
         raise LaunchConfigError(
-            f"{name} asks for {label} ({reason}), but {why}. Accelerate enables {label} only for GPU process groups; "
+            f"{name} asks for DeepSpeed ({reason}), but {why}. Accelerate enables DeepSpeed only for GPU processes; "
             f"on CPU processes it would silently train with plain DDP instead. To run on CPUs use "
-            f"`accelerate launch --config_file {CPU_CONFIG} ...` (DDP over gloo); to use {label}, run on a machine "
-            "with GPUs" + (" without --cpu." if cpu else ".")
+            f"`accelerate launch --config_file {CPU_CONFIG} ...` (DDP over gloo) or `--config_file configs/fsdp.yaml "
+            "... --cpu` (FSDP2 over gloo); to use DeepSpeed, run on a machine with GPUs"
+            + (" without --cpu." if cpu else ".")
+        )
+    if engine == "fsdp" and not cuda_available and not cpu:
+        raise LaunchConfigError(
+            f"{name} asks for FSDP on GPUs ({reason}), but this machine has no CUDA device "
+            "(torch.cuda.is_available() is False). Add --cpu to the script to run FSDP2 over gloo on CPU processes "
+            f"(slow; for testing), or use `accelerate launch --config_file {CPU_CONFIG} ...` (DDP over gloo)."
         )
     if requires_cuda and not cuda_available and not cpu:
         raise LaunchConfigError(
@@ -280,13 +299,18 @@ def check_launch_environment(
             f"{CPU_CONFIG} ...` to run {num_processes if num_processes > 1 else 'several'} processes on the CPUs "
             "(DDP over gloo), or add --cpu to the script to run this config's processes on the CPU."
         )
+    if engine == "deepspeed" and not (deepspeed_available() if deepspeed_installed is None else deepspeed_installed):
+        raise LaunchConfigError(
+            f"{name} asks for DeepSpeed, but the deepspeed package is not installed (`import deepspeed` fails; it is "
+            "not a dependency of gpt1_hf): `pip install deepspeed` on the GPU machines, or use configs/fsdp.yaml "
+            "(FSDP2, no extra package) or configs/ddp_gpu.yaml."
+        )
     if engine in ENGINES_NEEDING_CUDA and not sharded_engines_supported():
         label = "FSDP" if engine == "fsdp" else "DeepSpeed"
         raise LaunchConfigError(
-            f"{name} asks for {label}, which gpt1_hf's training loop does not support yet: saving the model, "
-            "checkpoints and best/ happens on the main process only, which under FSDP / ZeRO-3 needs the weights "
-            "gathered on every process first (accelerator.get_state_dict) -- without it the run deadlocks at its "
-            f"first save. Use configs/ddp_gpu.yaml (DDP) meanwhile; see docs/distributed.md."
+            f"{name} asks for {label}, which this gpt1_hf training loop does not support "
+            "(Trainer.supports_sharded_engines is False): saving under FSDP / ZeRO-3 needs the weights gathered on "
+            "every process first (accelerator.get_state_dict). Use configs/ddp_gpu.yaml; see docs/distributed.md."
         )
     return result
 
@@ -316,11 +340,12 @@ def preflight(
     config_file: str | None = None,
     cuda_available: bool | None = None,
     environ: Mapping[str, str] | None = None,
+    deepspeed_installed: bool | None = None,
 ):
     """Both checks, before any model or data is loaded. Returns ``(LaunchInfo, BatchConfig or None)``; raises
     `LaunchConfigError` / ValueError. Without batch sizes only the launch is checked."""
     info = check_launch_environment(cpu=cpu, config_file=config_file, cuda_available=cuda_available,
-                                    environ=environ)
+                                    environ=environ, deepspeed_installed=deepspeed_installed)
     batch = None
     if per_device_batch_size is not None or global_batch_size is not None:
         batch = check_batch_sizes(per_device_batch_size, global_batch_size, gradient_accumulation_steps,

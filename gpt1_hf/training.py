@@ -32,6 +32,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import math
@@ -78,6 +79,8 @@ TRAINER_STATE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 RNG_FILE = "rng_state.pt"
+DEEPSPEED_DIR = "deepspeed"  # DeepSpeed's engine checkpoint (optimizer partitions) inside a checkpoint folder
+DEEPSPEED_TAG = "engine"
 BEST_DIR = "best"
 
 
@@ -341,12 +344,39 @@ def create_accelerator(mixed_precision: str | None = None, cpu: bool = False):
     if mixed_precision is None:  # resolved here: an existing state of an earlier run must not leak its setting
         mixed_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower() or "no"
     try:
-        return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+        acc = Accelerator(mixed_precision=mixed_precision, cpu=cpu)
     except ValueError as e:
         if "already been initialized" not in str(e) or PartialState().num_processes > 1:
             raise
         AcceleratorState._reset_state()
-        return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+        acc = Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+    _enable_fsdp_on_cpu_processes(acc, mixed_precision)
+    return acc
+
+
+def _enable_fsdp_on_cpu_processes(acc, mixed_precision: str) -> None:
+    """FSDP over gloo on CPU processes, for an FSDP launch (``ACCELERATE_USE_FSDP=true``, e.g. ``accelerate launch
+    --config_file configs/fsdp.yaml``) whose processes came up as ``MULTI_CPU`` (``--cpu``, or no CUDA).
+
+    Accelerate enables FSDP only for accelerator process groups (``accelerate/state.py``): on CPU processes it
+    ignores the FSDP request and the processes would train as plain DDP. PyTorch's FSDP2 (``fully_shard``) runs on a
+    CPU device mesh over gloo, and so does Accelerate's FSDP2 code path once the state says FSDP, so the state is
+    switched here, with the `FullyShardedDataParallelPlugin` the launcher's ``FSDP_*`` environment describes (what
+    Accelerate would have built on GPUs). `gpt1_hf.distributed.preflight` only lets this happen with ``--cpu``."""
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").strip().lower() not in ("1", "true", "yes"):
+        return
+    if acc.distributed_type != DistributedType.MULTI_CPU:
+        return
+    plugin = FullyShardedDataParallelPlugin()
+    if mixed_precision not in (None, "no"):
+        plugin.set_mixed_precision(mixed_precision)
+    # PartialState too: every later AcceleratorState() copies PartialState's fields over its own
+    PartialState().distributed_type = acc.state.distributed_type = DistributedType.FSDP
+    acc.state.fsdp_plugin = plugin
+    logger.info("FSDP%s over gloo on %d CPU processes", plugin.fsdp_version, acc.num_processes)
 
 
 # ======================================================================================================================
@@ -417,9 +447,9 @@ def save_directory_atomically(final_dir: str | os.PathLike, write_fn: Callable[[
 
 
 def _is_complete_checkpoint(path: Path) -> bool:
-    return all((path / name).is_file() for name in (TRAINER_STATE, OPTIMIZER_FILE, SCHEDULER_FILE, RNG_FILE)) and (
+    return all((path / name).is_file() for name in (TRAINER_STATE, SCHEDULER_FILE, RNG_FILE)) and (
         (path / "model.safetensors").is_file() or (path / "model.safetensors.index.json").is_file()
-    )
+    ) and ((path / OPTIMIZER_FILE).is_file() or (path / DEEPSPEED_DIR).is_dir())
 
 
 def find_checkpoint(output_dir: str | os.PathLike, which: str = "latest") -> Path | None:
@@ -483,7 +513,7 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _load_model_weights(model: torch.nn.Module, folder: Path) -> None:
+def _read_model_weights(folder: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     files = (
@@ -495,12 +525,62 @@ def _load_model_weights(model: torch.nn.Module, folder: Path) -> None:
     state = {}
     for f in files:
         state.update(load_file(str(f)))
+    return state
+
+
+def _load_model_weights(model: torch.nn.Module, folder: Path) -> None:
+    state = _read_model_weights(folder)
     missing, unexpected = model.load_state_dict(state, strict=False)
     # tied parameters (lm_head.weight = tokens_embed.weight) are stored once by save_pretrained
     tied = {n for n, p in model.named_parameters(remove_duplicate=False)} - {n for n, _ in model.named_parameters()}
     missing = [k for k in missing if k not in tied]
     if missing or unexpected:
         raise ValueError(f"checkpoint {folder} does not match the model: missing {missing}, unexpected {unexpected}")
+
+
+def _meta_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` whose parameters are on the meta device (no memory; buffers are copied): the plain module
+    structure the sharded engines' gathered weights are loaded into for `save_pretrained`."""
+    memo = {}
+    for p in model.parameters():  # shared parameters appear once: the copy shares them too
+        memo[id(p)] = torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+    return copy.deepcopy(model, memo)
+
+
+def _parameters_to_meta(model: torch.nn.Module) -> None:
+    for module in model.modules():
+        for name, p in list(module._parameters.items()):
+            if p is not None and p.device.type != "meta":
+                module._parameters[name] = torch.nn.Parameter(torch.empty_like(p, device="meta"),
+                                                              requires_grad=p.requires_grad)
+
+
+def _tied_parameter_groups(model: torch.nn.Module) -> list[list[str]]:
+    """Names that share one parameter (``lm_head.weight`` / ``transformer.tokens_embed.weight``), in module order."""
+    groups: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(p), []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def _load_into_skeleton(skeleton: torch.nn.Module, state: dict, tied_groups: list[list[str]]) -> torch.nn.Module:
+    """Put a full state dict into the meta copy (tensors assigned, not copied), re-tie shared parameters, check that
+    every parameter got a value."""
+    # keep the model's dtypes (DeepSpeed ZeRO-3 gathers its 16-bit copy of the weights)
+    dtypes = {name: t.dtype for name, t in skeleton.state_dict().items()}
+    state = {k: v.to(dtypes[k]) if torch.is_tensor(v) and v.is_floating_point() and k in dtypes
+             and dtypes[k].is_floating_point else v for k, v in state.items()}
+    skeleton.load_state_dict(state, strict=False, assign=True)
+    for names in tied_groups:
+        source = next((n for n in names if n in state), names[0])
+        param = skeleton.get_parameter(source)
+        for name in names:
+            owner, _, attr = name.rpartition(".")
+            setattr(skeleton.get_submodule(owner) if owner else skeleton, attr, param)
+    on_meta = [n for n, p in skeleton.named_parameters() if p.device.type == "meta"]
+    if on_meta:
+        raise RuntimeError(f"the gathered state dict lacks {on_meta[:8]} ({len(on_meta)} tensors)")
+    return skeleton
 
 
 def predict_logits(model, dataset, collate_fn: Callable, accelerator, batch_size: int = 32,
@@ -544,6 +624,12 @@ def _default_loss(model, batch):
 class Trainer:
     """The training loop (see the module docstring).
 
+    Engines: one process, DDP, FSDP (1 or 2) and DeepSpeed, as the `Accelerator` says. Under the sharded engines
+    (FSDP, DeepSpeed) every save gathers the full weights on all processes (``accelerator.get_state_dict``, a
+    collective) and the main process writes them as a normal ``save_pretrained`` folder; the optimizer state of a
+    checkpoint is the full (gathered) one under FSDP and DeepSpeed's own engine checkpoint under DeepSpeed
+    (docs/distributed.md).
+
     Args:
         model: a `PreTrainedModel` (saved with `save_pretrained` in checkpoints and ``best/``).
         args: `TrainingArguments`.
@@ -571,6 +657,8 @@ class Trainer:
         callbacks: Iterable[Callable[[Trainer], None]] = (),
         accelerator=None,
     ):
+        from accelerate.utils import DistributedType
+
         self.args = args
         self.accelerator = accelerator or create_accelerator(args.mixed_precision, args.cpu)
         acc = self.accelerator
@@ -610,12 +698,46 @@ class Trainer:
                 model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
             else:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.engine = {DistributedType.FSDP: "fsdp", DistributedType.DEEPSPEED: "deepspeed"}.get(
+            acc.distributed_type, "ddp")
+        # sharded engines: the plain module structure (parameters on the meta device, no memory) that the gathered
+        # weights are loaded into for saving, and the names that share one parameter (lm_head = tokens_embed)
+        self._skeleton = _meta_copy(model) if self.sharded else None
+        self._tied_groups = _tied_parameter_groups(model)
+        if self.engine == "deepspeed":
+            self._configure_deepspeed()
         model.to(acc.device)
         optimizer = build_optimizer(model, args)
         self.scheduler = build_lr_scheduler(optimizer, args.lr_scheduler_type, self.warmup_steps, total)
         if args.torch_compile:
             model.compile()
         self.model, self.optimizer = acc.prepare(model, optimizer)
+
+    #: gpt1_hf.distributed.preflight lets FSDP / DeepSpeed launches through only when this is True
+    supports_sharded_engines = True
+
+    @property
+    def sharded(self) -> bool:
+        """FSDP or DeepSpeed: the weights/optimizer state may be split over the processes."""
+        return self.engine in ("fsdp", "deepspeed")
+
+    def _configure_deepspeed(self) -> None:
+        """Fill the batch entries DeepSpeed needs before ``accelerator.prepare(model, optimizer)``: without a
+        dataloader Accelerate cannot resolve ``"auto"`` for ``train_micro_batch_size_per_gpu`` (and fails). Not run
+        here (no DeepSpeed install); see docs/distributed.md."""
+        if self.batch.gradient_accumulation_steps > 1:
+            raise ValueError(
+                f"global batch {self.batch.global_batch_size} = per_device {self.batch.per_device_batch_size} x "
+                f"{self.batch.num_processes} processes x {self.batch.gradient_accumulation_steps} accumulation: the "
+                "loop does not accumulate gradients under DeepSpeed (the engine steps at every backward); use "
+                f"per_device_batch_size={self.batch.global_batch_size // self.batch.num_processes}."
+            )
+        acc = self.accelerator
+        config = acc.state.deepspeed_plugin.deepspeed_config
+        config["train_micro_batch_size_per_gpu"] = self.batch.per_device_batch_size
+        config["gradient_accumulation_steps"] = self.batch.gradient_accumulation_steps
+        config["train_batch_size"] = self.batch.global_batch_size
+        acc.gradient_accumulation_steps = self.batch.gradient_accumulation_steps
 
     # ------------------------------------------------------------------------------------------------------------------
     @property
@@ -899,10 +1021,11 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------------------------
     # Saving and loading
     # ------------------------------------------------------------------------------------------------------------------
-    def _write_model(self, folder: Path) -> None:
+    def _write_model(self, folder: Path, model=None) -> None:
         from transformers.utils import logging as hf_logging
 
-        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        if model is None:
+            model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
         bars = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()  # no "Writing model shards" bar inside the training bar
         try:
@@ -913,20 +1036,66 @@ class Trainer:
         if self.save_fn is not None:
             self.save_fn(folder)
 
+    def _gather_plain_model(self):
+        """The model to save, called on EVERY process. Without a sharded engine: the unwrapped model. Under FSDP /
+        DeepSpeed the full weights are gathered (``accelerator.get_state_dict``: a collective every process must
+        join, or the run deadlocks) into a plain copy of the model, returned on the main process (None elsewhere)."""
+        acc = self.accelerator
+        if not self.sharded:
+            return acc.unwrap_model(self.model, keep_torch_compile=False)
+        state = acc.get_state_dict(self.model)
+        if not acc.is_main_process:
+            return None
+        return _load_into_skeleton(self._skeleton, state, self._tied_groups)
+
+    def _release_plain_model(self) -> None:
+        if self.sharded and self._skeleton is not None:
+            _parameters_to_meta(self._skeleton)  # drop the gathered weights (re-tied at the next load)
+
     def save_model(self, folder: str | os.PathLike, extra: dict | None = None) -> None:
-        """Save the (unwrapped) model + ``save_fn`` files to ``folder`` atomically (main process only)."""
+        """Save the (unwrapped) model + ``save_fn`` files to ``folder`` atomically. Call it on every process: under
+        FSDP / DeepSpeed the weights are gathered from all of them; only the main process writes."""
         folder = Path(folder)
+        model = self._gather_plain_model()
         if self.is_main_process:
             def write(tmp: Path):
-                self._write_model(tmp)
+                self._write_model(tmp, model)
                 if extra is not None:
                     (tmp / "training_info.json").write_text(json.dumps(extra, indent=2, default=str))
 
             save_directory_atomically(folder, write)
+        self._release_plain_model()
         self.accelerator.wait_for_everyone()
 
+    def _fsdp_info(self) -> dict:
+        """What FSDP did to the model (recorded in trainer_state.json): version, wrapped units, sharded tensors."""
+        plugin = self.accelerator.state.fsdp_plugin
+        try:
+            from torch.distributed.fsdp import FSDPModule
+        except ImportError:  # older PyTorch: FSDP1 only
+            FSDPModule = ()  # noqa: N806
+        units = [name for name, m in self.model.named_modules()
+                 if (FSDPModule and isinstance(m, FSDPModule)) or type(m).__name__ == "FullyShardedDataParallel"]
+        sharded = sum(1 for p in self.model.parameters() if type(p).__name__ == "DTensor"
+                      or type(getattr(p, "data", None)).__name__ == "DTensor")
+        return {"version": getattr(plugin, "fsdp_version", None), "units": units, "sharded_parameters": sharded,
+                "processes": self.accelerator.num_processes}
+
+    def _optimizer_state_for_checkpoint(self):
+        """The optimizer state the main process writes (collective under FSDP: every process calls this)."""
+        if self.engine == "fsdp":
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+            # parameter names as keys, full (gathered) tensors, on the main process's CPU
+            return get_optimizer_state_dict(self.model, self.optimizer.optimizer,
+                                            options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if self.engine == "deepspeed":
+            return None  # DeepSpeed's engine checkpoint (every process writes its partition)
+        return self.optimizer.state_dict()
+
     def save_checkpoint(self) -> Path:
-        """Write ``checkpoints/step-NNNNNNNN`` atomically, then point ``checkpoints/latest`` at it, then prune."""
+        """Write ``checkpoints/step-NNNNNNNN`` atomically, then point ``checkpoints/latest`` at it, then prune.
+        Call it on every process (the sharded engines gather weights and optimizer state from all of them)."""
         from accelerate.utils import gather_object
 
         acc, state = self.accelerator, self.state
@@ -934,16 +1103,35 @@ class Trainer:
         root = self.output_dir / CHECKPOINTS_DIR
         name = f"step-{state.global_step:08d}"
         final = root / name
+        model = self._gather_plain_model()
+        optimizer_state = self._optimizer_state_for_checkpoint()
+        engine_dir = None
+        if self.engine == "deepspeed":
+            # DeepSpeed writes its (partitioned) optimizer state from every process, into a folder the main process
+            # then moves into the checkpoint before the atomic rename
+            engine_dir = root / f".tmp-{name}-{DEEPSPEED_DIR}"
+            if self.is_main_process:
+                shutil.rmtree(engine_dir, ignore_errors=True)
+                root.mkdir(parents=True, exist_ok=True)
+            acc.wait_for_everyone()
+            self.model.save_checkpoint(str(engine_dir), tag=DEEPSPEED_TAG)
+            acc.wait_for_everyone()
+        fsdp_info = self._fsdp_info() if self.engine == "fsdp" else None
         if self.is_main_process:
             trainer_state = {
                 **asdict(state),
                 "batch_config": asdict(self.batch),
+                "engine": self.engine,
+                **({"fsdp": fsdp_info} if fsdp_info else {}),
                 "training_arguments": self.args.to_dict(),
             }
 
             def write(tmp: Path):
-                self._write_model(tmp)
-                torch.save(self.optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+                self._write_model(tmp, model)
+                if engine_dir is not None:
+                    os.replace(engine_dir, tmp / DEEPSPEED_DIR)
+                else:
+                    torch.save(optimizer_state, tmp / OPTIMIZER_FILE)
                 torch.save(self.scheduler.state_dict(), tmp / SCHEDULER_FILE)
                 torch.save(rng_states, tmp / RNG_FILE)
                 # written last: a folder with trainer_state.json is complete
@@ -952,6 +1140,8 @@ class Trainer:
             save_directory_atomically(final, write)
             write_text_atomically(root / LATEST_POINTER, name)
             self._prune_checkpoints(root, keep=name)
+        optimizer_state = None  # free the gathered copy before waiting
+        self._release_plain_model()
         acc.wait_for_everyone()
         return final
 
@@ -967,7 +1157,7 @@ class Trainer:
             shutil.rmtree(path, ignore_errors=True)
 
     def load_checkpoint(self, folder: str | os.PathLike) -> None:
-        """Restore model, optimizer, scheduler, RNG states and progress from a checkpoint folder."""
+        """Restore model, optimizer, scheduler, RNG states and progress from a checkpoint folder (every process)."""
         folder = Path(folder)
         acc = self.accelerator
         saved = json.loads((folder / TRAINER_STATE).read_text())
@@ -985,8 +1175,24 @@ class Trainer:
                 f"checkpoint {folder} belongs to a run of {saved['total_steps']} updates, this run plans "
                 f"{self.total_steps}: use the same epochs / max_steps / dataset to resume."
             )
-        _load_model_weights(acc.unwrap_model(self.model, keep_torch_compile=False), folder)
-        self.optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
+        saved_engine = saved.get("engine", "ddp")
+        if saved_engine != self.engine:
+            raise ValueError(
+                f"checkpoint {folder} was written under {saved_engine}, this run uses {self.engine}: the optimizer "
+                "state is stored differently per engine; resume with the same kind of launch (the model weights in "
+                "the checkpoint folder load anywhere with from_pretrained)."
+            )
+        if self.engine == "fsdp":
+            self._load_fsdp_checkpoint(folder)
+        elif self.engine == "deepspeed":
+            load_dir, _ = self.model.load_checkpoint(str(folder / DEEPSPEED_DIR), tag=DEEPSPEED_TAG,
+                                                     load_optimizer_states=True, load_lr_scheduler_states=False)
+            if load_dir is None:
+                raise FileNotFoundError(f"DeepSpeed could not load {folder / DEEPSPEED_DIR}")
+        else:
+            _load_model_weights(acc.unwrap_model(self.model, keep_torch_compile=False), folder)
+            self.optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, map_location="cpu",
+                                                      weights_only=True))
         self.scheduler.load_state_dict(torch.load(folder / SCHEDULER_FILE, map_location="cpu", weights_only=True))
         rng_states = torch.load(folder / RNG_FILE, map_location="cpu", weights_only=True)
         if len(rng_states) != acc.num_processes:
@@ -998,6 +1204,37 @@ class Trainer:
             logger.info("resumed from %s (step %d, epoch %d, micro-batch %d)", folder, self.state.global_step,
                         self.state.epoch, self.state.batch_in_epoch)
 
+    def _load_fsdp_checkpoint(self, folder: Path) -> None:
+        """The main process reads the full weights and optimizer state; PyTorch's distributed state-dict API
+        broadcasts them and each process keeps its shards."""
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+        weights, optimizer_state = {}, {}
+        if self.is_main_process:
+            weights = _read_model_weights(folder)
+            for names in self._tied_groups:  # save_pretrained stores a tied parameter once
+                present = [n for n in names if n in weights]
+                for n in names:
+                    if present and n not in weights:
+                        weights[n] = weights[present[0]]
+            optimizer_state = torch.load(folder / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+        set_model_state_dict(self.model, weights, options=options)
+        set_optimizer_state_dict(self.model, self.optimizer.optimizer, optimizer_state, options=options)
+
     def finalize_model(self):
-        """The trained model without Accelerate's wrappers (DDP, autocast hooks)."""
-        return self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False, keep_torch_compile=False)
+        """The trained model without Accelerate's wrappers (DDP, autocast hooks). Call it on every process. Under
+        FSDP / DeepSpeed the full weights are gathered (a collective) into a plain copy of the model on the CPU of the
+        main process; the other processes get that copy without weights (parameters on the meta device): only the
+        main process saves."""
+        if not self.sharded:
+            return self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False, keep_torch_compile=False)
+        model = self._gather_plain_model()
+        if model is None:
+            return _meta_copy(self._skeleton)
+        self._skeleton = _meta_copy(model)  # the returned model is the caller's; later saves fill a fresh copy
+        return model

@@ -3,21 +3,21 @@
 * 2 processes (`accelerate launch --config_file configs/multi_cpu.yaml scripts/finetune.py`) fine-tune a tiny GPT-1 on
   the SST-2 fixture; the trained weights and the evaluation metrics (15 dev examples: not divisible by 2, so
   `gather_for_metrics` must drop the padded tail) equal those of one process with the same global batch.
-* FSDP: `configs/fsdp.yaml` is launched with 2 CPU processes. Accelerate never enables FSDP on CPU (the processes come
-  up as MULTI_CPU -- asserted), so the worker below switches Accelerate's state to FSDP after the fact and runs the same
-  `scripts/finetune.py`: Accelerate's own FSDP2 code path wraps every GPT1Block, trains and evaluates over gloo, and
-  the weights/metrics equal the single-process run. Saving is stubbed in that worker: the training loop saves on the
-  main process only, which under FSDP deadlocks (see docs/distributed.md).
+* FSDP: `configs/fsdp.yaml` launched with 2 processes and the script's `--cpu` runs FSDP2 over gloo
+  (`gpt1_hf.training.create_accelerator` switches the CPU processes, which Accelerate leaves as MULTI_CPU, to FSDP).
+  `scripts/finetune.py` unchanged: checkpoints, best/ and the final folder are saved from weights gathered on every
+  process; weights/metrics equal the single-process run; a resumed run ends bitwise equal to the uninterrupted one.
+  `scripts/pretrain.py` with the shipped bf16 and gradient accumulation: loss goes down, the folder loads.
 * The FSDP / DeepSpeed / DDP configs parse with Accelerate's own launcher code and give the expected plugins.
-* Pre-flight errors (gpt1_hf.distributed): GPU configs on a machine without CUDA, batch sizes that do not divide.
-
-This file is also the FSDP worker script (``python tests/test_distributed.py fsdp-worker ...``).
+* Pre-flight errors (gpt1_hf.distributed): GPU configs on a machine without CUDA, DeepSpeed on CPU or not installed,
+  batch sizes that do not divide.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,93 +45,6 @@ def _cli(args: dict) -> list[str]:
         else:
             out += [f"--{key}", str(value)]
     return out
-
-
-# ======================================================================================================================
-# FSDP worker (runs under `accelerate launch --config_file configs/fsdp.yaml`, one copy per process)
-# ======================================================================================================================
-
-
-def _fsdp_worker(argv: list[str]) -> int:
-    """scripts/finetune.py under Accelerate's FSDP code path on CPU processes; writes fsdp_report.json and the
-    gathered weights to <output_dir>."""
-    import torch
-    from accelerate.state import PartialState
-    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
-
-    import gpt1_hf.distributed as distributed
-    import gpt1_hf.training as training
-
-    fsdp_env = {k: v for k, v in os.environ.items() if k.startswith("FSDP_") or k == "ACCELERATE_USE_FSDP"}
-    report: dict = {"fsdp_env": fsdp_env}
-    original_create = training.create_accelerator
-
-    # the pre-flight check exists to refuse exactly this launch (FSDP without CUDA): bypass it here
-    def no_check(*args, cpu=False, **kwargs):
-        return distributed.LaunchInfo(config_file=None, engine="fsdp", num_processes=int(os.environ["WORLD_SIZE"]),
-                                      requires_cuda=True, reason=None, cuda_available=False, cpu=cpu)
-
-    for module in (distributed, training, sys.modules.get("gpt1_hf.finetuning")):
-        if module is not None and hasattr(module, "check_launch_environment"):
-            module.check_launch_environment = no_check
-
-    def create_fsdp_accelerator(mixed_precision=None, cpu=False):
-        acc = original_create(mixed_precision, cpu)
-        report["distributed_type_from_accelerate"] = str(acc.distributed_type)
-        # Accelerate only turns ACCELERATE_USE_FSDP into FSDP for accelerator process groups (accelerate/state.py);
-        # on CPU the processes are MULTI_CPU. Switch to FSDP with the plugin the launcher's FSDP_* environment gives.
-        # (PartialState too: every later AcceleratorState() copies PartialState's fields over its own)
-        PartialState().distributed_type = acc.state.distributed_type = DistributedType.FSDP
-        acc.state.fsdp_plugin = FullyShardedDataParallelPlugin()
-        return acc
-
-    training.create_accelerator = create_fsdp_accelerator
-    trainers = []
-    original_init = training.Trainer.__init__
-
-    def init(self, *args, **kwargs):
-        original_init(self, *args, **kwargs)
-        trainers.append(self)
-
-    training.Trainer.__init__ = init
-    # the loop saves on the main process only: under FSDP that deadlocks (the other ranks never join the gather)
-    training.Trainer.save_model = lambda self, folder, extra=None: self.accelerator.wait_for_everyone()
-    training.Trainer.save_checkpoint = lambda self: self.accelerator.wait_for_everyone()
-
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import finetune as finetune_script
-
-    finetune_script.main(argv)
-
-    trainer = trainers[0]
-    acc = trainer.accelerator
-    from torch.distributed.fsdp import FSDPModule
-
-    model = trainer.model
-    report["distributed_type"] = str(acc.distributed_type)
-    report["fsdp_version"] = acc.state.fsdp_plugin.fsdp_version
-    report["fsdp_units"] = [name for name, m in model.named_modules() if isinstance(m, FSDPModule)]
-    report["sharded_params"] = sorted(
-        name for name, p in model.named_parameters() if type(p).__name__ == "DTensor" or
-        type(getattr(p, "data", None)).__name__ == "DTensor"
-    )
-    report["world_size"] = acc.num_processes
-    state = acc.get_state_dict(model)  # collective: every process
-    if acc.is_main_process:
-        from safetensors.torch import save_file
-
-        out = Path(argv[argv.index("--output_dir") + 1])
-        report["state_dict_types"] = sorted({type(v).__name__ for v in state.values()})
-        (out / "fsdp_report.json").write_text(json.dumps(report, indent=2))
-        save_file({k: v.detach().clone().contiguous() for k, v in state.items()}, str(out / "fsdp_weights.safetensors"))
-        (out / "fsdp_report.json").write_text(json.dumps(report, indent=2))
-    acc.wait_for_everyone()
-    torch.distributed.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "fsdp-worker":
-    sys.exit(_fsdp_worker(sys.argv[2:]))
 
 
 # ======================================================================================================================
@@ -205,16 +118,22 @@ def ddp_run(model_dir, tmp_path_factory):
     return out, json.loads((out / "results.json").read_text())
 
 
+def _fsdp_finetune(model_dir: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    """configs/fsdp.yaml as shipped, with the CPU overrides: 2 processes, fp32, and the script's --cpu (FSDP2 over
+    gloo on CPU processes, see gpt1_hf.training.create_accelerator)."""
+    return _launch(_accelerate("fsdp.yaml", "--num_processes", "2", "--mixed_precision", "no",
+                               str(ROOT / "scripts" / "finetune.py"), "--cpu",
+                               "--model_name_or_path", str(model_dir), "--output_dir", str(out),
+                               "--per_device_batch_size", "2", "--no_progress_bar", *_cli(FINETUNE_ARGS), *extra))
+
+
 @pytest.fixture(scope="module")
 def fsdp_run(model_dir, tmp_path_factory):
+    """2 CPU processes under configs/fsdp.yaml, scripts/finetune.py unchanged: checkpoints after each epoch, best/ and
+    the final model, all saved through the gathering path."""
     out = tmp_path_factory.mktemp("fsdp")
-    proc = _launch(_accelerate("fsdp.yaml", "--num_processes", "2", "--mixed_precision", "no",
-                               str(Path(__file__).resolve()), "fsdp-worker",
-                               "--model_name_or_path", str(model_dir), "--output_dir", str(out),
-                               "--per_device_batch_size", "2", "--no_progress_bar", "--no_save_model",
-                               *_cli(FINETUNE_ARGS)))
-    _check(proc)
-    return out, json.loads((out / "results.json").read_text()), json.loads((out / "fsdp_report.json").read_text())
+    _check(_fsdp_finetune(model_dir, out))
+    return out, json.loads((out / "results.json").read_text())
 
 
 def _assert_same_weights(reference: dict, other: dict, initial: dict) -> None:
@@ -268,26 +187,105 @@ def test_two_processes_match_single_process(model_dir, single_run, ddp_run):
     assert (ddp_dir / "checkpoints" / "latest").is_file()
 
 
+def _assert_fsdp_checkpoint(folder: Path) -> dict:
+    """A complete checkpoint written under FSDP2 that sharded every GPT1Block over 2 processes."""
+    from gpt1_hf.training import find_checkpoint
+
+    assert find_checkpoint(folder.parent.parent, str(folder)) == folder
+    state = json.loads((folder / "trainer_state.json").read_text())
+    assert state["engine"] == "fsdp"
+    fsdp = state["fsdp"]
+    assert fsdp["version"] == 2 and fsdp["processes"] == 2 and fsdp["sharded_parameters"] > 0
+    # the wrap unit is the GPT-1 block (never split inside); the root holds the rest
+    assert "" in fsdp["units"] and {"transformer.h.0", "transformer.h.1"} <= set(fsdp["units"])
+    assert not [u for u in fsdp["units"] if u.startswith("transformer.h.") and u.count(".") > 2]
+    # optimizer state: full (gathered) tensors keyed by parameter name
+    optim = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
+    assert "transformer.h.0.attn.c_attn.weight" in optim["state"]
+    return state
+
+
 @pytest.mark.slow
-def test_fsdp_on_cpu_wraps_gpt1_blocks_and_matches_single_process(model_dir, single_run, fsdp_run):
+def test_fsdp_finetune_saves_resumes_and_matches_single_process(model_dir, single_run, fsdp_run, tmp_path):
+    """configs/fsdp.yaml on 2 CPU processes (FSDP2 over gloo): the final folder, best/ and every checkpoint are written
+    by the main process from weights gathered on all processes; they equal the single-process run with the same
+    global batch; the final folder loads with AutoModelForSequenceClassification; a run resumed from the epoch-1
+    checkpoint (weights + full optimizer state broadcast and re-sharded) ends bitwise equal to the uninterrupted one."""
+    from transformers import AutoModelForSequenceClassification
+
     ref_dir, ref = single_run
-    out, fsdp, report = fsdp_run
-    # what `accelerate launch --config_file configs/fsdp.yaml` exports, and what Accelerate makes of it on CPU
-    assert report["fsdp_env"]["ACCELERATE_USE_FSDP"] == "true"
-    assert report["fsdp_env"]["FSDP_TRANSFORMER_CLS_TO_WRAP"] == "GPT1Block"
-    assert report["distributed_type_from_accelerate"] == "DistributedType.MULTI_CPU"  # FSDP is ignored on CPU
-    assert report["distributed_type"] == "DistributedType.FSDP" and report["fsdp_version"] == 2
-    assert report["world_size"] == 2
-    # the wrap unit is the GPT-1 block (never split inside); the root holds the rest. (Accelerate >= 1.1x also carves
-    # the tied tokens_embed + lm_head into one extra group of their own.)
-    units = report["fsdp_units"]
-    assert "" in units and {"transformer.h.0", "transformer.h.1"} <= set(units)
-    assert not [u for u in units if u.startswith("transformer.h.") and u.count(".") > 2]
-    assert "transformer.h.0.attn.c_attn.weight" in report["sharded_params"]
+    out, fsdp = fsdp_run
     assert fsdp["batch"] == {"per_device": 2, "processes": 2, "gradient_accumulation_steps": 1, "global": 4}
-    _assert_same_weights(_weights(ref_dir / "model.safetensors"), _weights(out / "fsdp_weights.safetensors"),
-                         _weights(model_dir / "model.safetensors"))
+    assert fsdp["global_step"] == ref["global_step"] == 10 and fsdp["examples_seen"] == ref["examples_seen"] == 40
+    initial = _weights(model_dir / "model.safetensors")
+    final = _weights(out / "model.safetensors")
+    assert sorted(final) == sorted(_weights(ref_dir / "model.safetensors"))  # same tensors (tied lm_head once)
+    _assert_same_weights(_weights(ref_dir / "model.safetensors"), final, initial)
     _assert_same_metrics(ref, fsdp)
+    # checkpoints after each epoch (steps 5 and 10): complete, FSDP, same weights as the single-process ones
+    for step in (5, 10):
+        name = f"step-{step:08d}"
+        _assert_fsdp_checkpoint(out / "checkpoints" / name)
+        _assert_same_weights(_weights(ref_dir / "checkpoints" / name / "model.safetensors"),
+                             _weights(out / "checkpoints" / name / "model.safetensors"), initial)
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step-00000010"
+    assert (out / "best" / "model.safetensors").is_file()
+    assert not [p.name for p in out.rglob(".tmp*")]  # atomic saves left nothing behind
+    # the final folder is a normal gpt1 folder
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    for name, tensor in model.state_dict().items():
+        if name in final:
+            torch.testing.assert_close(tensor, final[name], rtol=0, atol=0)
+
+    # resume from the epoch-1 checkpoint in a fresh output folder: the same end, bitwise
+    resumed = tmp_path / "resumed"
+    shutil.copytree(out / "checkpoints" / "step-00000005", resumed / "checkpoints" / "step-00000005")
+    (resumed / "checkpoints" / "latest").write_text("step-00000005")
+    _check(_fsdp_finetune(model_dir, resumed, "--resume_from_checkpoint", "latest"))
+    again = json.loads((resumed / "results.json").read_text())
+    assert again["global_step"] == 10 and again["metrics"] == fsdp["metrics"]
+    for name, tensor in final.items():
+        assert torch.equal(_weights(resumed / "model.safetensors")[name], tensor), name
+
+
+@pytest.mark.slow
+def test_fsdp_pretraining_bf16_with_accumulation(tmp_path):
+    """scripts/pretrain.py under configs/fsdp.yaml as shipped (bf16) on 2 CPU processes, 2 micro-batches per update
+    (accumulation under FSDP2: no gradient sync but the last): the held-out loss goes down (bf16 FSDP numerics differ
+    from one process, so no weight comparison), the periodic checkpoints are FSDP ones, and the final folder loads with
+    AutoModelForCausalLM, lm_head tied to the token embedding."""
+    import random
+
+    from transformers import AutoModelForCausalLM
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    rng = random.Random(0)
+    words = ["anna", "ben", "sees", "likes", "a cat", "the ball", "near the lake", "in the garden"]
+    for i in range(3):
+        (corpus / f"book_{i}.txt").write_text("\n".join(
+            " ".join(f"{rng.choice(words[:2])} {rng.choice(words[2:4])} {rng.choice(words[4:6])} "
+                     f"{rng.choice(words[6:])}." for _ in range(6)) for _ in range(25)))
+    out = tmp_path / "out"
+    proc = _launch(_accelerate("fsdp.yaml", "--num_processes", "2", str(ROOT / "scripts" / "pretrain.py"), "--cpu",
+                               "--train_files", str(corpus), "--train_tokenizer", "--vocab_size", "120", "--n_ctx",
+                               "32", "--n_embd", "32", "--n_layer", "2", "--n_head", "4", "--global_batch_size", "8",
+                               "--per_device_batch_size", "2", "--learning_rate", "3e-3", "--max_steps", "8",
+                               "--eval_every_steps", "4", "--save_every_steps", "4", "--validation_ratio", "0.1",
+                               "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache"), "--no_progress_bar",
+                               "--no_plot", "--seed", "0", "--dropout", "0"))
+    _check(proc)
+    results = json.loads((out / "results.json").read_text())
+    assert results["batch"]["processes"] == 2 and results["batch"]["gradient_accumulation_steps"] == 2
+    assert results["global_step"] == 8
+    assert results["final_heldout"]["loss"] < results["initial_heldout"]["loss"] - 0.2
+    for step in (4, 8):
+        _assert_fsdp_checkpoint(out / "checkpoints" / f"step-{step:08d}")
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.lm_head.weight is model.transformer.tokens_embed.weight
+    weights = _weights(out / "model.safetensors")
+    assert "lm_head.weight" not in weights  # stored once, as save_pretrained does for a plain model
+    torch.testing.assert_close(model.transformer.tokens_embed.weight, weights["transformer.tokens_embed.weight"])
 
 
 @pytest.mark.slow
@@ -444,29 +442,74 @@ def test_gpu_config_without_cuda_names_config_and_fix():
     assert check_launch_environment(config_file=cfg, cuda_available=True, environ={}).engine == "ddp"
 
 
-@pytest.mark.parametrize("config, env_name, label", [("fsdp.yaml", "ACCELERATE_USE_FSDP", "FSDP"),
-                                                     ("deepspeed_zero3.yaml", "ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])
-def test_sharded_engines_refused_on_cpu(config, env_name, label):
+def test_deepspeed_refused_on_cpu():
+    """Accelerate never enables DeepSpeed for CPU processes: the run would silently be DDP."""
     from gpt1_hf.distributed import LaunchConfigError, check_launch_environment
 
     for kwargs in (dict(cuda_available=False), dict(cuda_available=True, cpu=True)):
-        with pytest.raises(LaunchConfigError, match=f"asks for {label}.*silently train with plain DDP"):
-            check_launch_environment(config_file=str(CONFIGS / config), environ={}, **kwargs)
+        with pytest.raises(LaunchConfigError, match="asks for DeepSpeed.*silently train with plain DDP"):
+            check_launch_environment(config_file=str(CONFIGS / "deepspeed_zero3.yaml"), environ={},
+                                     deepspeed_installed=True, **kwargs)
     # from the launcher's environment alone (config not found, e.g. a custom launcher)
-    with pytest.raises(LaunchConfigError, match=f"{env_name}=true"):
-        check_launch_environment(environ={env_name: "true", "WORLD_SIZE": "2"}, cuda_available=False,
-                                 locate_config=False)
+    with pytest.raises(LaunchConfigError, match="ACCELERATE_USE_DEEPSPEED=true"):
+        check_launch_environment(environ={"ACCELERATE_USE_DEEPSPEED": "true", "WORLD_SIZE": "2"},
+                                 cuda_available=False, locate_config=False)
 
 
-def test_sharded_engines_on_gpu_need_trainer_support():
-    from gpt1_hf.distributed import LaunchConfigError, check_launch_environment, sharded_engines_supported
+def test_fsdp_on_cpu_needs_the_cpu_flag():
+    """Without CUDA, configs/fsdp.yaml needs the script's --cpu (then FSDP2 runs over gloo, see the launch tests)."""
+    from gpt1_hf.distributed import LaunchConfigError, check_launch_environment
 
     cfg = str(CONFIGS / "fsdp.yaml")
-    if sharded_engines_supported():
-        assert check_launch_environment(config_file=cfg, cuda_available=True, environ={}).engine == "fsdp"
-    else:
-        with pytest.raises(LaunchConfigError, match="does not support yet.*get_state_dict"):
-            check_launch_environment(config_file=cfg, cuda_available=True, environ={})
+    with pytest.raises(LaunchConfigError, match="asks for FSDP on GPUs.*Add --cpu.*configs/multi_cpu.yaml"):
+        check_launch_environment(config_file=cfg, cuda_available=False, environ={})
+    with pytest.raises(LaunchConfigError, match="ACCELERATE_USE_FSDP=true.*Add --cpu"):
+        check_launch_environment(environ={"ACCELERATE_USE_FSDP": "true", "WORLD_SIZE": "2"}, cuda_available=False,
+                                 locate_config=False)
+    for kwargs in (dict(cuda_available=False), dict(cuda_available=True)):
+        info = check_launch_environment(config_file=cfg, cpu=True, environ={"WORLD_SIZE": "2"}, **kwargs)
+        assert (info.engine, info.num_processes) == ("fsdp", 2)
+
+
+def test_sharded_engines_accepted_on_gpu_deepspeed_only_when_installed():
+    from gpt1_hf.distributed import LaunchConfigError, check_launch_environment, sharded_engines_supported
+
+    assert sharded_engines_supported()
+    assert check_launch_environment(config_file=str(CONFIGS / "fsdp.yaml"), cuda_available=True,
+                                    environ={}).engine == "fsdp"
+    for stage in (2, 3):
+        cfg = str(CONFIGS / f"deepspeed_zero{stage}.yaml")
+        with pytest.raises(LaunchConfigError, match="deepspeed package is not installed.*pip install deepspeed"):
+            check_launch_environment(config_file=cfg, cuda_available=True, environ={}, deepspeed_installed=False)
+        info = check_launch_environment(config_file=cfg, cuda_available=True, environ={}, deepspeed_installed=True)
+        assert info.engine == "deepspeed"
+
+
+def test_trainer_fills_deepspeed_batch_entries(monkeypatch):
+    """What the Trainer writes into the DeepSpeed config before accelerator.prepare (Accelerate cannot resolve the
+    "auto" micro-batch without a dataloader). DeepSpeed itself is not run here."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DeepSpeedPlugin
+
+    from gpt1_hf.training import Trainer, resolve_batch_config
+
+    monkeypatch.chdir(ROOT)
+    _, env = _launch_env("deepspeed_zero2.yaml")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    plugin = DeepSpeedPlugin()
+    assert plugin.is_auto("train_micro_batch_size_per_gpu")
+    acc = SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=plugin), gradient_accumulation_steps=1)
+    fake = SimpleNamespace(accelerator=acc, batch=resolve_batch_config(4, 32, 8))
+    Trainer._configure_deepspeed(fake)
+    cfg = plugin.deepspeed_config
+    assert (cfg["train_micro_batch_size_per_gpu"], cfg["gradient_accumulation_steps"], cfg["train_batch_size"]) == \
+        (4, 1, 32)
+    assert not plugin.is_auto("train_micro_batch_size_per_gpu")
+    fake.batch = resolve_batch_config(2, 32, 8)  # accumulation 2: the loop does not accumulate under DeepSpeed
+    with pytest.raises(ValueError, match="per_device_batch_size=4"):
+        Trainer._configure_deepspeed(fake)
 
 
 def test_batch_sizes_checked_with_the_launch_process_count():
@@ -486,13 +529,14 @@ def test_batch_sizes_checked_with_the_launch_process_count():
                   environ={"WORLD_SIZE": "2"})
 
 
-def test_deepspeed_with_accumulation_refused(monkeypatch):
+def test_deepspeed_with_accumulation_refused():
     import gpt1_hf.training as training
     from gpt1_hf.distributed import LaunchConfigError, preflight
 
-    monkeypatch.setattr(training.Trainer, "supports_sharded_engines", True, raising=False)
+    assert training.Trainer.supports_sharded_engines
     cfg = str(CONFIGS / "deepspeed_zero2.yaml")
-    info, batch = preflight(4, 32, config_file=cfg, cuda_available=True, environ={"WORLD_SIZE": "8"})
+    info, batch = preflight(4, 32, config_file=cfg, cuda_available=True, environ={"WORLD_SIZE": "8"},
+                            deepspeed_installed=True)
     assert info.engine == "deepspeed" and batch.gradient_accumulation_steps == 1
     with pytest.raises(LaunchConfigError, match="--per_device_batch_size 4"):
-        preflight(2, 32, config_file=cfg, cuda_available=True, environ={"WORLD_SIZE": "8"})
+        preflight(2, 32, config_file=cfg, cuda_available=True, environ={"WORLD_SIZE": "8"}, deepspeed_installed=True)
