@@ -436,6 +436,10 @@ def case_classify(spec: dict) -> dict:
 def case_generate(spec: dict) -> dict:
     impl, precision, new, device = spec["impl"], spec["precision"], spec["new_tokens"], _device(spec)
     model = build_model(impl, "lm", spec["config"]).to(device).eval()
+    if spec.get("fast_paths_off"):
+        from gpt1_hf.modeling_gpt1 import FAST_PATHS
+
+        FAST_PATHS.update({name: False for name in spec["fast_paths_off"]})
     prompt = torch.randint(0, 40478, (1, spec["prompt"]), generator=torch.Generator().manual_seed(1)).to(device)
     kwargs = dict(max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=40481)
     if impl == "ours":
@@ -532,7 +536,114 @@ def case_tokenizer(spec: dict) -> dict:
                                    "speedup_vs_oracle")}
 
 
-CASES = {"peak": case_peak, "train": case_train, "ablation": case_ablation, "classify": case_classify, "generate": case_generate,
+PROFILE_GROUPS = (  # (group, substrings of aten op names), first match wins; the rest is "other"
+    ("matmul (mm/addmm/bmm/linear)", ("mm", "matmul", "linear", "mkldnn", "baddbmm")),
+    ("softmax / log-softmax / cross-entropy", ("softmax", "nll_loss", "cross_entropy", "logsumexp")),
+    ("GELU", ("gelu",)),
+    ("dropout (random numbers, masks)", ("dropout", "bernoulli", "random_", "uniform", "ge", "rand")),
+    ("layer norm", ("layer_norm",)),
+    ("copies / dtype casts", ("copy_", "_to_copy", "clone", "contiguous", "cat", "stack", "fill_", "zero_")),
+    ("fused AdamW", ("adam",)),
+    ("elementwise (mul/add/div/where/...)", ("mul", "add", "div", "sub", "where", "masked_fill", "sum", "neg", "exp",
+                                             "tanh", "pow", "sqrt", "max", "scatter", "gather")),
+)
+
+
+def case_profile(spec: dict) -> dict:
+    """torch.profiler of one LM training step (after warm-up): top aten ops by self CPU time, and their grouping."""
+    from torch.profiler import ProfilerActivity, profile
+
+    impl, precision, device = spec.get("impl", "ours"), spec.get("precision", "bf16"), _device(spec)
+    torch.manual_seed(0)
+    model = build_model(impl, "lm", spec.get("config", "full")).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=6.25e-5, weight_decay=0.01, fused=True)
+    inputs = _train_batch(impl, "lm", spec.get("batch", 1), spec.get("seq", 512), 1,
+                          build_config(spec.get("config", "full")), device)
+
+    def step():
+        with _autocast(precision, device):
+            loss = model(**inputs).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(spec.get("warmup", 2)):
+        step()
+    plain = [_timed(step, device) for _ in range(spec.get("steps", 2))]
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        wall = _timed(step, device)
+    events = [e for e in prof.key_averages() if e.key.startswith("aten::") or "adam" in e.key.lower()]
+    total = sum(e.self_cpu_time_total for e in prof.key_averages())
+    top = sorted(events, key=lambda e: -e.self_cpu_time_total)[: spec.get("top", 20)]
+    groups: dict[str, float] = {}
+    for e in prof.key_averages():
+        name = e.key.lower().removeprefix("aten::")
+        group = "other (python, autograd, small ops)"
+        for label, keys in PROFILE_GROUPS:
+            if any(name == k or name.startswith(k) or name.endswith(k) or f"_{k}" in name or f"{k}_" in name
+                   for k in keys):
+                group = label
+                break
+        groups[group] = groups.get(group, 0.0) + e.self_cpu_time_total
+    return {"plain_step_s": plain, "profiled_step_s": wall, "self_cpu_total_us": total,
+            "top": [{"op": e.key, "calls": e.count, "self_cpu_us": e.self_cpu_time_total} for e in top],
+            "groups_us": dict(sorted(groups.items(), key=lambda kv: -kv[1]))}
+
+
+def case_decode(spec: dict) -> dict:
+    """What bounds batch-1 fp32 generation: the time of one pass that only reads every weight (a matrix-vector product
+    with each weight matrix of the model, the LM head included), the memory bandwidth that implies, our per-token time
+    with the KV cache, and the baseline's per-token time without one (a forward over the whole sequence, last logits
+    only vs all logits) at several lengths."""
+    device = _device(spec)
+    torch.manual_seed(0)
+    model = build_model("ours", "lm", "full").to(device).eval()
+    weights = [p for p in model.parameters() if p.dim() == 2]  # token embedding (= LM head), position embedding, linears
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    vectors = {p.shape[1]: torch.randn(1, p.shape[1], device=device) for p in weights}
+
+    def matvec_pass():
+        with torch.inference_mode():
+            for p in weights:
+                vectors[p.shape[1]] @ p.t()
+
+    def sum_pass():
+        with torch.inference_mode():
+            for p in model.parameters():
+                p.sum()
+
+    reps = spec.get("reps", 7)
+    for _ in range(2):
+        matvec_pass()
+    matvec = statistics.median(_timed(matvec_pass, device) for _ in range(reps))
+    sum_s = statistics.median(_timed(sum_pass, device) for _ in range(reps))
+    big = torch.randn(2**27, device=device)  # 512 MiB, larger than any cache
+    out = torch.empty_like(big)
+    copy_s = statistics.median(_timed(lambda: out.copy_(big), device) for _ in range(reps))
+    # ours: one cached decoding step (1 new token after a prompt), timed directly on the model
+    prompt = torch.randint(0, 40478, (1, spec.get("prompt", 32)), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        past = model(prompt, use_cache=True).past_key_values
+        token = prompt[:, -1:]
+        decode = []
+        for _ in range(reps + 1):
+            start = time.perf_counter()
+            model(token, past_key_values=past, use_cache=True)
+            decode.append(time.perf_counter() - start)
+            past.crop(-1)  # drop the token just added
+    base = build_model("baseline", "lm", "full").to(device).eval()
+    no_cache = {}
+    with torch.inference_mode():
+        for length in spec.get("lengths", [32, 96, 160]):
+            ids = torch.randint(0, 40478, (1, length), generator=torch.Generator().manual_seed(2))
+            base(ids)
+            no_cache[length] = statistics.median(_timed(lambda ids=ids: base(ids), device) for _ in range(3))
+    return {"weight_bytes": weight_bytes, "matvec_pass_s": matvec, "sum_pass_s": sum_s,
+            "copy_gbs": 2 * big.numel() * 4 / copy_s / 1e9, "decode_step_s": statistics.median(decode[1:]),
+            "baseline_forward_s": no_cache}
+
+
+CASES = {"peak": case_peak, "profile": case_profile, "decode": case_decode, "train": case_train, "ablation": case_ablation, "classify": case_classify, "generate": case_generate,
          "finetune": case_finetune, "tokenizer": case_tokenizer}
 
 

@@ -5,6 +5,8 @@ and tokenizer throughput (issue #6). Prints a markdown report; --write_docs also
     python scripts/benchmark.py --quick        # ~2-3 minutes, smaller workloads
     python scripts/benchmark.py --compile      # adds torch.compile rows (compilation takes minutes on CPU)
     python scripts/benchmark.py --write_docs   # also updates the generated part of docs/benchmarks.md
+    python scripts/benchmark.py --only compile --write_docs  # only the torch.compile rows (+ the eager openai-gpt
+                                               # reference they are compared to), into their own generated block
 
 Every case runs in its own process (`gpt1_hf.benchmarking`); ours and the baseline run interleaved (ours, baseline,
 ours, baseline, ...) so that load from other processes hits both; reported numbers are medians over all measured
@@ -30,6 +32,8 @@ DOCS = REPO / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- BEGIN GENERATED: scripts/benchmark.py --write_docs -->", "<!-- END GENERATED -->"
 BEGIN_GPU = "<!-- BEGIN GENERATED (GPU): scripts/benchmark.py --device cuda --write_docs -->"
 END_GPU = "<!-- END GENERATED (GPU) -->"
+BEGIN_COMPILE = "<!-- BEGIN GENERATED (compile): scripts/benchmark.py --only compile --write_docs -->"
+END_COMPILE = "<!-- END GENERATED (compile) -->"
 ABLATION = ["fast_dropout", "dropout_attention", "attention_recompute", "fused_lm_loss", "gelu_kernel", "no_train_logits"]
 
 
@@ -135,9 +139,19 @@ def main(argv=None) -> int:
                         help="LM batch at 512 tokens (default 1 on CPU, 16 on a GPU; multiple choice: batch // 4)")
     parser.add_argument("--peak_tflops", type=float, default=None,
                         help="bf16 peak for MFU instead of the measured one (e.g. 989 for an H100/H200 SXM, dense)")
+    parser.add_argument("--only", choices=["compile", "profile", "decode"], default=None,
+                        help="compile: run only the torch.compile rows (ours and openai-gpt, LM full bf16) and the "
+                             "eager openai-gpt reference, and write them into their own generated block; profile: "
+                             "torch.profiler of one LM full bf16 training step (ours, openai-gpt) and the batch-1 "
+                             "decoding bounds, printed as markdown (docs: 'Where the time goes'); decode: only the decoding bounds")
+    parser.add_argument("--compile_steps", type=int, default=3, help="timed steps per torch.compile case (--only)")
     args = parser.parse_args(argv)
     command = "python scripts/benchmark.py" + "".join(
         f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    if args.only == "compile":
+        return main_compile(args, command)
+    if args.only in ("profile", "decode"):
+        return main_profile(args, command)
     cases = plan(args)
     raw = []
     t0 = time.perf_counter()
@@ -201,6 +215,119 @@ def main(argv=None) -> int:
     print(report)
     if args.write_docs:
         write_docs(report, args.device)
+    return 0
+
+
+def main_profile(args, command) -> int:
+    """Where the time of one LM full 1x512 bf16 training step goes (torch.profiler, self CPU time by op group and the
+    top ops), for ours and openai-gpt; and what bounds batch-1 fp32 decoding (a weight-reading pass vs our cached step
+    vs the baseline's uncached forward)."""
+    t0, load_before = time.perf_counter(), load_average()
+    results = {impl: run_case({"case": "profile", "impl": impl, "precision": "bf16", "device": args.device}, timeout=600)
+               for impl in (("ours", "baseline") if args.only == "profile" else ())}
+    decode = run_case({"case": "decode", "device": args.device}, timeout=600)
+    lines = [f"Command: `{command}` ({(time.perf_counter() - t0) / 60:.1f} min); load average before "
+             f"{fmt_load(load_before)}, after {fmt_load(load_average())}", ""]
+    if not results:
+        pass
+    elif any("error" in r for r in results.values()):
+        lines += [f"profile failed: {r['error'][-300:]}" for r in results.values() if "error" in r]
+    else:
+        names = {"ours": "gpt1_hf", "baseline": "openai-gpt"}
+        lines += ["| op group (self CPU time) | " + " | ".join(f"{names[i]} ms | share" for i in results) + " |",
+                  "|---|" + "---:|---:|" * len(results)]
+        groups = list(dict.fromkeys(g for r in results.values() for g in r["groups_us"]))
+        for g in groups:
+            cells = []
+            for r in results.values():
+                us = r["groups_us"].get(g, 0.0)
+                cells.append(f"{us / 1e3:,.0f} | {100 * us / r['self_cpu_total_us']:.0f}%")
+            lines.append(f"| {g} | " + " | ".join(cells) + " |")
+        lines.append("| **total self CPU** | " + " | ".join(
+            f"**{r['self_cpu_total_us'] / 1e3:,.0f}** | 100%" for r in results.values()) + " |")
+        lines.append("| step wall time: unprofiled (median) / profiled | " + " | ".join(
+            f"{1e3 * median(r['plain_step_s']):,.0f} / {1e3 * r['profiled_step_s']:,.0f} | " for r in results.values())
+            + " |")
+        for impl, r in results.items():
+            lines += ["", f"Top ops, {names[impl]} (self CPU ms, calls):", "",
+                      ", ".join(f"`{t['op']}` {t['self_cpu_us'] / 1e3:,.0f} ({t['calls']})" for t in r["top"][:14])]
+    lines.append("")
+    if "error" in decode:
+        lines.append(f"decode bounds failed: {decode['error'][-300:]}")
+    else:
+        mb = decode["weight_bytes"] / 1e6
+        lines += ["| batch-1 fp32 decoding (full config) | ms | implied |", "|---|---:|---:|",
+                  f"| read every weight once: x @ W for each weight matrix (embedding = LM head included, {mb:,.0f} MB "
+                  f"of fp32 parameters) | {1e3 * decode['matvec_pass_s']:.1f} | "
+                  f"{decode['weight_bytes'] / decode['matvec_pass_s'] / 1e9:.1f} GB/s |",
+                  f"| read every weight once: p.sum() | {1e3 * decode['sum_pass_s']:.1f} | "
+                  f"{decode['weight_bytes'] / decode['sum_pass_s'] / 1e9:.1f} GB/s |",
+                  f"| 512 MiB tensor copy (read + write) | | {decode['copy_gbs']:.1f} GB/s |",
+                  f"| gpt1_hf: one cached decoding step (1 token, prompt 32) | {1e3 * decode['decode_step_s']:.1f} | "
+                  f"{1e3 / (1e3 * decode['decode_step_s']):.0f} tok/s |"]
+        for length, s in decode["baseline_forward_s"].items():
+            lines.append(f"| openai-gpt without cache: one forward over {length} tokens (= one new token) | "
+                         f"{1e3 * s:.1f} | {s / decode['decode_step_s']:.1f}× our cached step |")
+    print("\n".join(lines))
+    return 0
+
+
+def main_compile(args, command) -> int:
+    """Only the torch.compile training rows: LM full 1x512 bf16 autocast, ours and openai-gpt compiled, plus eager
+    openai-gpt (the reference of the >= 3x target) and eager ours, measured in this run (one process per case)."""
+    t0 = time.perf_counter()
+    raw = []
+
+    def log(name, spec, r):
+        raw.append(r)
+        status = r.get("error", "")[:300] if "error" in r else f"{r.get('process_s', 0):.0f}s"
+        print(f"[{time.perf_counter() - t0:6.0f}s] {name} -> {status}", file=sys.stderr, flush=True)
+
+    load_before, info = load_average(), machine_info()
+    batch = args.batch or (16 if args.device != "cpu" else 1)
+    base = {"config": "full", "batch": batch, "seq": 512, "task": "lm", "precision": "bf16", "device": args.device}
+    peak = run_case({"case": "peak", "reps": 5, "ceiling": False, "device": args.device})
+    log("peak", {}, peak)
+    rows = []
+    for row, spec in (("eager", {**base, "steps": 3, "warmup": 1, "memory": False}),
+                      ("torch.compile", {**base, "steps": args.compile_steps, "warmup": 2, "compile": True,
+                                         "memory": False})):
+        for impl in ("ours", "baseline"):
+            r = run_case({"case": "train", **spec, "impl": impl}, timeout=480)
+            log(f"{row} {impl}", spec, r)
+            rows.append((row, impl, spec, r))
+    load_after = load_average()
+    if args.json:
+        Path(args.json).write_text(json.dumps(raw, indent=1))
+    bf16_peak = args.peak_tflops or peak.get("bf16_tflops", float("nan"))
+    fpt = flops_per_token(CONFIGS["full"], 512)
+    ref = next((tok_s(r) for row, impl, _, r in rows if row == "eager" and impl == "baseline"), float("nan"))
+    lines = [
+        f"Command: `{command}` ({(time.perf_counter() - t0) / 60:.1f} min)  ",
+        f"Machine: {info['cpu']}, {info['cores']} cores (torch threads: {info['torch_threads']}, AMX-bf16: "
+        f"{info['amx_bf16']}); torch {info['torch']}, transformers {info['transformers']}, python {info['python']}  ",
+        f"Load average (1/5/15 min) before: {fmt_load(load_before)}, after: {fmt_load(load_after)}  ",
+        f"Measured bf16 matmul peak in this run: {bf16_peak:.2f} TFLOP/s",
+        "",
+        f"### torch.compile training step (LM full 12×768, {batch}×512, bf16 autocast, fused AdamW not compiled)",
+        "",
+        "| case | model | tok/s | vs eager openai-gpt (this run) | MFU | compile + warm-up | target |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for row, impl, spec, r in rows:
+        a = tok_s(r)
+        who = "gpt1_hf" if impl == "ours" else "openai-gpt"
+        target = f"≥ 3×: {verdict(a / ref, 3.0)}" if row == "torch.compile" and impl == "ours" else ""
+        err = f" (failed: {r['error'].strip().splitlines()[-1][:160]})" if "error" in r else ""
+        warm = f"{r['warmup_s']:.0f} s ({spec['warmup']} steps)" if "warmup_s" in r else ""
+        lines.append(f"| {row}{err} | {who} | {fmt(a)} | {a / ref:.2f}× | {fmt(100 * a * fpt / (bf16_peak * 1e12), 1, '%')}"
+                     f" | {warm} | {target} |")
+    lines += ["", f"Median of {args.compile_steps} timed steps after the warm-up (compiled) / 3 (eager), one process "
+              "per case; MFU as in the tables above."]
+    report = "\n".join(lines)
+    print(report)
+    if args.write_docs:
+        write_docs(report, "compile")
     return 0
 
 
@@ -369,13 +496,16 @@ def fmt_load(load):
 
 def write_docs(report: str, device: str = "cpu") -> None:
     """Replace the generated block of `device` (CPU, or the GPU section) in docs/benchmarks.md; the rest is kept."""
-    begin, end = (BEGIN, END) if device == "cpu" else (BEGIN_GPU, END_GPU)
+    begin, end = {"cpu": (BEGIN, END), "compile": (BEGIN_COMPILE, END_COMPILE)}.get(device, (BEGIN_GPU, END_GPU))
     block = f"{begin}\n{report}\n{end}"
     text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
     if begin in text:
         head, rest = text.split(begin, 1)
         tail = rest.split(end, 1)[1] if end in rest else ""
         text = head + block + tail
+    elif device == "compile" and END in text:  # right after the main CPU block
+        head, tail = text.split(END, 1)
+        text = head + END + "\n\n" + block + tail
     else:
         text = text.rstrip("\n") + f"\n\n{block}\n"
     DOCS.write_text(text)
