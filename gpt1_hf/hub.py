@@ -15,11 +15,24 @@
 
 The folder loads with ``trust_remote_code=True`` where `gpt1_hf` is not installed. `push_to_hub` builds it and calls
 ``HfApi().create_repo`` + ``upload_folder`` (the only network step).
+
+A LoRA adapter folder (``finetune(lora=True)``: ``adapter_config.json`` + ``adapter_model.safetensors``, no
+``config.json``) is exported the same way, minus the base model, which is *not* uploaded:
+
+* the adapter files, the tokenizer files and ``tokenization_gpt1.py`` (so ``AutoTokenizer`` and PEFT's
+  ``AutoPeftModel...``, which loads the adapter repo's tokenizer, work with ``trust_remote_code=True``);
+* ``adapter_config.json`` with ``base_model_name_or_path`` set to the base model's Hub id (``base_model=`` argument,
+  else the run's ``model_name_or_path`` when that is a Hub id); a base that is a local folder is kept as is and the
+  card says that the base has to be uploaded and named by the user;
+* ``README.md`` from the same template, with ``library_name: peft``, ``base_model``, tags ``peft``/``lora`` and the
+  same ``model-index``; its "How to use" code block shows ``PeftModel.from_pretrained`` on the gpt1 head (and
+  ``AutoPeftModelForSequenceClassification`` for a sequence-classification adapter).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from importlib import resources
@@ -222,9 +235,10 @@ def _ensure_auto_maps(folder: Path) -> None:
     from .modeling_gpt1 import GPT1_AUTO_MAP
 
     cfg_path = folder / "config.json"
-    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    cfg["auto_map"] = {**(cfg.get("auto_map") or {}), **GPT1_AUTO_MAP}
-    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if cfg_path.is_file():  # an adapter folder has none
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        cfg["auto_map"] = {**(cfg.get("auto_map") or {}), **GPT1_AUTO_MAP}
+        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     tok_path = folder / "tokenizer_config.json"
     if tok_path.is_file():
         tok = json.loads(tok_path.read_text(encoding="utf-8"))
@@ -242,9 +256,14 @@ def build_hub_folder(
     results: dict | None = None,
     description: str | None = None,
     template: str | None = None,
+    base_model: str | None = None,
 ) -> Path:
-    """Assemble the upload folder (see module docstring) from a saved model folder; returns ``folder``."""
+    """Assemble the upload folder (see module docstring) from a saved model folder or a LoRA adapter folder; returns
+    ``folder``. ``base_model``: the Hub id of the base model to name in the card's metadata (and, for an adapter, in
+    ``adapter_config.json``); default: the run's ``model_name_or_path`` when that is a Hub id."""
     model_dir, folder = Path(model_dir), Path(folder)
+    if not (model_dir / "config.json").is_file() and (model_dir / "adapter_config.json").is_file():
+        return _build_adapter_folder(model_dir, folder, repo_id, results, description, template, base_model)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir} has no config.json: not a saved model folder")
     if not any(model_dir.glob("*.safetensors")):
@@ -268,9 +287,10 @@ def build_hub_folder(
     arch = (cfg.get("architectures") or ["GPT1Model"])[0]
     auto_class = _AUTO_CLASS.get(arch, "AutoModel")
     model_name = repo_id.split("/")[-1]
-    base_model = (results.get("config") or {}).get("model_name_or_path")
-    if base_model and Path(str(base_model)).exists():
-        base_model = None  # a local folder is not a Hub reference
+    if base_model is None:
+        base_model = (results.get("config") or {}).get("model_name_or_path")
+        if base_model and not _is_hub_id(base_model):
+            base_model = None  # a local folder is not a Hub reference
     card_data = build_card_data(auto_class, results, model_name, base_model=base_model)
     if description is None:
         if results.get("task"):
@@ -298,6 +318,164 @@ def build_hub_folder(
     return folder
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+_USAGE_BLOCK = re.compile(r"(## How to use[^\n]*\n\s*)```python\n.*?\n```", re.DOTALL)
+
+
+def _is_hub_id(name: str | None) -> bool:
+    """``owner/name`` (or ``name``) that is not an existing local path."""
+    name = str(name or "")
+    return bool(_HUB_ID.fullmatch(name)) and not Path(name).exists() and ".." not in name
+
+
+def _adapter_head(adapter_cfg: dict, results: dict) -> str:
+    """The gpt1 head class the adapter was trained on: PEFT records SEQ_CLS; multiple choice has no task type."""
+    if adapter_cfg.get("task_type") == "SEQ_CLS":
+        return "GPT1ForSequenceClassification"
+    if results.get("task"):
+        from .tasks import get_task
+
+        if get_task(results["task"]).kind != "multiple_choice":
+            return "GPT1ForSequenceClassification"
+    return "GPT1ForMultipleChoice"
+
+
+def _adapter_num_labels(folder: Path) -> int | None:
+    """Rows of the saved ``score`` layer (the head is saved in full: ``modules_to_save``)."""
+    from safetensors import safe_open
+
+    path = folder / "adapter_model.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        for key in f.keys():
+            if key.endswith("score.weight"):
+                return int(f.get_slice(key).get_shape()[0])
+    return None
+
+
+def _adapter_usage(head: str, repo_id: str, base: str, num_labels: int | None) -> str:
+    auto_head = _AUTO_CLASS[head]
+    labels = f", num_labels={num_labels}" if head == "GPT1ForSequenceClassification" and num_labels else ""
+    lines = [
+        "```python",
+        f"from peft import PeftModel{', AutoPeftModelForSequenceClassification' if auto_head.endswith('Classification') else ''}",
+        f"from transformers import AutoTokenizer, {auto_head}",
+        "",
+        f'base = "{base}"  # the base GPT-1 model (not part of this repository)',
+        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}", trust_remote_code=True)',
+        f"# the gpt1 head on the base model (with gpt1-hf installed: gpt1_hf.{head}.from_pretrained(base{labels}))",
+        f"model = {auto_head}.from_pretrained(base, trust_remote_code=True{labels})",
+        f'model = PeftModel.from_pretrained(model, "{repo_id}")',
+        "merged = model.merge_and_unload()  # optional: a plain gpt1 model with the adapters merged in",
+    ]
+    if auto_head.endswith("Classification"):
+        lines += [
+            "",
+            "# or in one call (reads the base from adapter_config.json's base_model_name_or_path)",
+            f'model = AutoPeftModelForSequenceClassification.from_pretrained("{repo_id}", trust_remote_code=True{labels})',
+        ]
+    return "\n".join(lines + ["```"])
+
+
+def _build_adapter_folder(model_dir: Path, folder: Path, repo_id: str, results: dict | None,
+                          description: str | None, template: str | None, base_model: str | None) -> Path:
+    """`build_hub_folder` for a PEFT LoRA adapter folder (see the module docstring)."""
+    if not (model_dir / "adapter_model.safetensors").is_file():
+        raise FileNotFoundError(f"{model_dir} has adapter_config.json but no adapter_model.safetensors")
+    if not (model_dir / "tokenizer_config.json").is_file():
+        raise FileNotFoundError(f"{model_dir} has no tokenizer (tokenizer_config.json); save the tokenizer with it")
+    if results is None and (model_dir / "results.json").is_file():
+        results = json.loads((model_dir / "results.json").read_text(encoding="utf-8"))
+    results = results or {}
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in model_dir.iterdir():
+        if item.is_file() and item.name not in _SKIP and not item.name.startswith("."):
+            shutil.copy2(item, folder / item.name)
+    if not (folder / "tokenization_gpt1.py").is_file():  # AutoTokenizer's auto_map points at it
+        shutil.copy2(Path(__file__).resolve().parent / "tokenization_gpt1.py", folder / "tokenization_gpt1.py")
+    _ensure_auto_maps(folder)
+
+    adapter_path = folder / "adapter_config.json"
+    adapter_cfg = json.loads(adapter_path.read_text(encoding="utf-8"))
+    trained_on = (results.get("config") or {}).get("model_name_or_path") or adapter_cfg.get("base_model_name_or_path")
+    if base_model is None and _is_hub_id(trained_on):
+        base_model = trained_on
+    if base_model is not None:
+        if not _is_hub_id(base_model):
+            raise ValueError(f"base_model={base_model!r} is not a Hub model id (owner/name)")
+        adapter_cfg["base_model_name_or_path"] = base_model  # what AutoPeftModel... loads
+        adapter_path.write_text(json.dumps(adapter_cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    head = _adapter_head(adapter_cfg, results)
+    num_labels = _adapter_num_labels(folder)
+    model_name = repo_id.split("/")[-1]
+    card_data = build_card_data(_AUTO_CLASS[head], results, model_name, base_model=base_model)
+    card_data.library_name = "peft"
+    card_data.tags = list(card_data.tags or []) + ["peft", "lora"]
+    if description is None:
+        if results.get("task"):
+            description = (f"A LoRA adapter ([PEFT](https://github.com/huggingface/peft)) for GPT-1 fine-tuned on "
+                           f"**{results['task']}** ({results.get('task_kind')} task) with the paper's recipe (§3.3 "
+                           "input transformation, a linear head on the extract token's final state, "
+                           "L3 = L2 + λ·L1).")
+        else:
+            description = "A LoRA adapter ([PEFT](https://github.com/huggingface/peft)) for a GPT-1 head."
+        description += " Loading it needs `peft` (`pip install peft`) on top of `transformers`."
+        lora = (results.get("model") or {}).get("lora") or {}
+        rows = [
+            ("head", f"`{head}`" + (f" ({num_labels} labels)" if head.endswith("Classification") else "")),
+            ("rank r / alpha / dropout", f"{adapter_cfg.get('r')} / {adapter_cfg.get('lora_alpha')} / "
+                                         f"{adapter_cfg.get('lora_dropout')}"),
+            ("target modules", ", ".join(f"`{t}`" for t in (adapter_cfg.get("target_modules") or []))
+             if not isinstance(adapter_cfg.get("target_modules"), str) else f"`{adapter_cfg['target_modules']}`"),
+            ("trained in full", "`score` (modules_to_save)"),
+            ("trainable token rows", ", ".join(str(i) for ids in (adapter_cfg.get("trainable_token_indices") or {})
+                                               .values() for i in ids) or "none"),
+        ]
+        if lora.get("trainable_parameters"):
+            rows.append(("trainable / total parameters",
+                         f"{lora['trainable_parameters']:,} / {lora['total_parameters']:,}"))
+        description += "\n\n" + "\n".join(["| adapter | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
+        if base_model is not None:
+            description += (f"\n\nThis repository holds only the adapter; the base model is "
+                            f"[{base_model}](https://huggingface.co/{base_model}), loaded with "
+                            "`trust_remote_code=True`.")
+            if results.get("task"):
+                description += (f" Fine-tuning loaded it with `gpt1_hf.convert.load_as_gpt1(base, {head}, "
+                                f"seed={results.get('seed')})`: for a gpt1-format repository that is the "
+                                "`from_pretrained` below; for a transformers `openai-gpt` checkpoint (such as "
+                                "`openai-community/openai-gpt`) it is a conversion whose four special-token rows are "
+                                "initialised from that seed, so load the base with that call (`pip install gpt1-hf`) "
+                                "and then `PeftModel.from_pretrained(model, repo)`.")
+        else:
+            description += (f"\n\nThis repository holds only the adapter. The base model was a **local folder** "
+                            f"(`{trained_on}`), not a Hub model: upload it (a gpt1 model folder with `push_to_hub`) "
+                            "and use its id as `base` below (and as `base_model_name_or_path` in "
+                            "`adapter_config.json` for `AutoPeftModel...`).")
+        mcfg = (results.get("model") or {}).get("config") or {}
+        if mcfg:
+            description += (f"\n\nBase architecture: {mcfg.get('n_layer')} layers, {mcfg.get('n_embd')}-dimensional "
+                            f"states, {mcfg.get('n_head')} heads, {mcfg.get('n_positions')} positions, a vocabulary "
+                            f"of {mcfg.get('vocab_size')} tokens (BPE + `_start_`, `_delimiter_`, `_classify_`, "
+                            "`<pad>`).")
+    usage = _adapter_usage(head, repo_id, base_model or "<base model Hub id>", num_labels)
+    text = template if template is not None else load_model_card_template()
+    if not _USAGE_BLOCK.search(text):  # a template without the usual "How to use" block: put the usage in the text
+        description += "\n\n### How to use the adapter\n\n" + usage
+    card = render_model_card(
+        text,
+        yaml_metadata=card_data.to_yaml(),
+        model_name=model_name,
+        description=description,
+        auto_class=_AUTO_CLASS[head],
+        repo_id=repo_id,
+        training=_training_section(results),
+        results=_results_section(results),
+    )
+    card = _USAGE_BLOCK.sub(lambda m: m.group(1) + usage, card, count=1)
+    (folder / "README.md").write_text(card, encoding="utf-8")
+    return folder
+
+
 def push_to_hub(
     model_dir: str | Path,
     repo_id: str,
@@ -306,13 +484,16 @@ def push_to_hub(
     token: str | None = None,
     commit_message: str = "Upload GPT-1 model (gpt1-hf)",
     description: str | None = None,
+    base_model: str | None = None,
 ) -> str:
-    """Build the upload folder in a temporary directory and upload it to ``repo_id``; returns the repo URL."""
+    """Build the upload folder (`build_hub_folder`: a saved model folder or a LoRA adapter folder) in a temporary
+    directory and upload it to ``repo_id``; returns the repo URL."""
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = build_hub_folder(model_dir, Path(tmp) / "upload", repo_id, results=results, description=description)
+        folder = build_hub_folder(model_dir, Path(tmp) / "upload", repo_id, results=results, description=description,
+                                  base_model=base_model)
         url = api.create_repo(repo_id, private=private, exist_ok=True)
         api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message=commit_message)
     return str(url)

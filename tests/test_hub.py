@@ -200,3 +200,144 @@ def test_push_to_hub_up_to_the_network_call(finetuned, tmp_path, monkeypatch):
 def test_build_folder_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no config.json"):
         build_hub_folder(tmp_path, tmp_path / "x", "a/b")
+
+
+def test_build_adapter_folder_errors(tmp_path):
+    (tmp_path / "adapter_config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="no adapter_model.safetensors"):
+        build_hub_folder(tmp_path, tmp_path / "x", "a/b")
+
+
+# --- LoRA adapters (finetune(lora=True) saves a PEFT adapter folder: no config.json, no full weights) ---
+
+@pytest.fixture(scope="module")
+def lora_finetuned(finetuned):
+    """`finetune(lora=True, push_to_hub=True)` on the tiny base of `finetuned`, with the Hub API faked: the adapter
+    output folder, its results and the (fake) API calls of the push."""
+    import huggingface_hub
+
+    pytest.importorskip("peft")
+    root, _ = finetuned
+    FakeApi.calls = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(huggingface_hub, "HfApi", FakeApi)
+        results = finetune(task="sst2", model_name_or_path=str(root / "lm"), data_dir=str(FIXTURES / "sst2"),
+                           output_dir=str(root / "lora"), num_train_epochs=1, global_batch_size=4, max_length=48,
+                           learning_rate=1e-3, progress_bar=False, predict_splits=[], lora=True, lora_r=2,
+                           push_to_hub=True, hub_model_id="someone/gpt1-tiny-sst2-lora")
+    return root, results, list(FakeApi.calls)
+
+
+def test_push_lora_adapter_up_to_the_network_call(lora_finetuned, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    root, results, calls = lora_finetuned
+    # finetune(lora=True, push_to_hub=True) got to the upload (it used to fail: "no config.json")
+    assert results["hub_url"] == "https://huggingface.co/someone/gpt1-tiny-sst2-lora"
+    assert calls[0] == ("create_repo", "someone/gpt1-tiny-sst2-lora", False, True)
+    kind, repo, files = calls[1]
+    assert kind == "upload_folder" and set(files) == {
+        "README.md", "adapter_config.json", "adapter_model.safetensors", "tokenization_gpt1.py", "tokenizer.json",
+        "tokenizer_config.json"}
+    # push_to_hub on the saved adapter folder, naming the base's Hub id
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    FakeApi.calls = []
+    url = push_to_hub(root / "lora", "someone/adapter", base_model="someone/gpt1-tiny", token="hf_fake")
+    assert url == "https://huggingface.co/someone/adapter"
+    assert [c[0] for c in FakeApi.calls] == ["create_repo", "upload_folder"]
+    assert "adapter_model.safetensors" in FakeApi.calls[1][2] and "config.json" not in FakeApi.calls[1][2]
+
+
+def test_lora_adapter_card(lora_finetuned, tmp_path):
+    from huggingface_hub import ModelCard
+
+    root, results, _ = lora_finetuned
+    repo = "someone/gpt1-tiny-sst2-lora"
+    # a local base: no base_model in the metadata, the card says so, adapter_config.json keeps the local path
+    folder = build_hub_folder(root / "lora", tmp_path / "local_base", repo)
+    text = (folder / "README.md").read_text()
+    assert "{{" not in text and "}}" not in text
+    meta, body = front_matter(text)
+    assert meta["library_name"] == "peft" and "base_model" not in meta
+    assert {"peft", "lora", "gpt1", "sst2"} <= set(meta["tags"]) and meta["pipeline_tag"] == "text-classification"
+    entry = meta["model-index"][0]["results"][0]
+    assert entry["dataset"]["type"] == "nyu-mll/glue" and entry["dataset"]["config"] == "sst2"
+    assert entry["metrics"][0]["type"] == "accuracy"
+    assert entry["metrics"][0]["value"] == pytest.approx(results["metrics"]["accuracy"])
+    assert f"**local folder** (`{root / 'lm'}`)" in body and '<base model Hub id>' in body
+    assert f'PeftModel.from_pretrained(model, "{repo}")' in body
+    assert "AutoModelForSequenceClassification.from_pretrained(base, trust_remote_code=True, num_labels=2)" in body
+    assert f'AutoPeftModelForSequenceClassification.from_pretrained("{repo}", trust_remote_code=True' in body
+    assert body.count("```python") == 1 and "| rank r / alpha / dropout | 2 / 16 / 0.05 |" in body
+    assert "radford2018improving" in body  # the repository template
+    assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == str(root / "lm")
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.library_name == "peft" and card.data.eval_results[0].metric_type == "accuracy"
+
+    # a Hub base (argument, or the run's model_name_or_path when it is a Hub id): metadata + adapter_config.json
+    for kwargs, res in (({"base_model": "someone/gpt1-tiny"}, None),
+                        ({}, {**results, "config": {**results["config"], "model_name_or_path": "someone/gpt1-tiny"}})):
+        out = build_hub_folder(root / "lora", tmp_path / f"hub_base{len(kwargs)}", repo, results=res, **kwargs)
+        meta, body = front_matter((out / "README.md").read_text())
+        assert meta["base_model"] == "someone/gpt1-tiny" and meta["library_name"] == "peft"
+        assert 'base = "someone/gpt1-tiny"' in body and "local folder" not in body
+        assert f"load_as_gpt1(base, GPT1ForSequenceClassification, seed={results['seed']})" in body
+        assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == "someone/gpt1-tiny"
+        assert ModelCard.load(out / "README.md").data.base_model == "someone/gpt1-tiny"
+    with pytest.raises(ValueError, match="not a Hub model id"):
+        build_hub_folder(root / "lora", tmp_path / "bad", repo, base_model=str(root / "lm"))
+
+
+def test_lora_adapter_folder_loads_like_the_trained_adapter(lora_finetuned, tmp_path):
+    """PeftModel.from_pretrained(head.from_pretrained(base), built folder) == the trained adapter; so do
+    AutoPeftModelForSequenceClassification (base from adapter_config.json) + AutoTokenizer (remote code) and the
+    merged model."""
+    from peft import AutoPeftModelForSequenceClassification, PeftModel
+    from transformers import AutoTokenizer
+
+    root, _, _ = lora_finetuned
+    folder = build_hub_folder(root / "lora", tmp_path / "upload", "someone/gpt1-tiny-sst2-lora")
+    tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+    enc = tok(["a charming and affecting film", "dull , lifeless"], padding=True, return_tensors="pt")
+    trained = PeftModel.from_pretrained(GPT1ForSequenceClassification.from_pretrained(root / "lm", num_labels=2),
+                                        root / "lora").eval()
+    loaded = PeftModel.from_pretrained(GPT1ForSequenceClassification.from_pretrained(root / "lm", num_labels=2),
+                                       folder).eval()
+    auto = AutoPeftModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True, num_labels=2).eval()
+    with torch.no_grad():
+        ref = trained(**enc).logits
+        plain = GPT1ForSequenceClassification.from_pretrained(root / "lm", num_labels=2).eval()(**enc).logits
+        assert not torch.allclose(ref, plain)  # the adapter (and its trained head) matter
+        torch.testing.assert_close(loaded(**enc).logits, ref)
+        torch.testing.assert_close(auto(**enc).logits, ref)
+        torch.testing.assert_close(loaded.merge_and_unload()(**enc).logits, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_multiple_choice_adapter_card_and_load(finetuned, tmp_path):
+    """A multiple-choice adapter (no PEFT task type): the card shows the gpt1 multiple-choice head + PeftModel and no
+    AutoPeftModel...ForSequenceClassification; the built folder loads."""
+    from peft import PeftModel
+
+    from gpt1_hf import GPT1ForMultipleChoice
+    from gpt1_hf.lora import apply_lora
+    from gpt1_hf.tokenization_gpt1 import GPT1Tokenizer
+
+    root, _ = finetuned
+    model = apply_lora(GPT1ForMultipleChoice.from_pretrained(root / "lm"), r=2)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_()
+    model.save_pretrained(tmp_path / "mc")
+    GPT1Tokenizer.from_pretrained(root / "lm").save_pretrained(tmp_path / "mc")
+    folder = build_hub_folder(tmp_path / "mc", tmp_path / "upload", "someone/mc-lora", base_model="someone/gpt1-tiny")
+    meta, body = front_matter((folder / "README.md").read_text())
+    assert meta["library_name"] == "peft" and meta["base_model"] == "someone/gpt1-tiny" and "model-index" not in meta
+    assert meta["pipeline_tag"] == "multiple-choice"
+    assert "AutoModelForMultipleChoice.from_pretrained(base, trust_remote_code=True)" in body
+    assert 'PeftModel.from_pretrained(model, "someone/mc-lora")' in body and "AutoPeftModel" not in body
+    ids = torch.randint(0, 100, (2, 3, 8))
+    ids[..., -1] = model.config.clf_token_id
+    loaded = PeftModel.from_pretrained(GPT1ForMultipleChoice.from_pretrained(root / "lm"), folder).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, model.eval()(input_ids=ids).logits)
