@@ -151,6 +151,7 @@ class FinetuneArguments:
     save_model: bool = True
     push_to_hub: bool = False
     hub_model_id: str | None = None
+    hub_base_model: str | None = None  # LoRA: the base model's Hub id for the adapter's card / adapter_config.json
     hub_private: bool = False
     hub_token: str | None = None
     progress_bar: bool = True
@@ -590,7 +591,7 @@ def finetune(args: FinetuneArguments | None = None, tokenizer=None, **kwargs) ->
 
             repo = args.hub_model_id or output_dir.name
             results["hub_url"] = push_to_hub(output_dir, repo, results=results, private=args.hub_private,
-                                             token=args.hub_token)
+                                             token=args.hub_token, base_model=args.hub_base_model)
     acc.wait_for_everyone()
     results["wall_time_s"] = results["wall_time_s"] or time.perf_counter() - start
     return results

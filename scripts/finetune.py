@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("Hugging Face Hub")
     g.add_argument("--push_to_hub", action="store_true")
     g.add_argument("--hub_model_id", default=None)
+    g.add_argument("--hub_base_model", default=None,
+                   help="with --lora: the Hub id of the base model, named in the adapter's card and adapter_config.json "
+                        "(default: --model_name_or_path when it is a Hub id)")
     g.add_argument("--hub_private", action="store_true")
     g.add_argument("--hub_token", default=None)
     return p
@@ -149,6 +152,7 @@ def arguments_from_cli(argv=None):
         save_model=not ns.no_save_model,
         push_to_hub=ns.push_to_hub,
         hub_model_id=ns.hub_model_id,
+        hub_base_model=ns.hub_base_model,
         hub_private=ns.hub_private,
         hub_token=ns.hub_token,
         progress_bar=not ns.no_progress_bar,
