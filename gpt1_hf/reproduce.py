@@ -970,10 +970,11 @@ def write_report(cfg: StudyConfig, out: Path) -> Path:
     if target.is_file():  # keep hand-written sections between the markers of an earlier report
         old = target.read_text()
         for marker in ("<!-- DISCUSSION -->", "<!-- FULLSCALE -->"):
+            closing = marker.replace("<!-- ", "<!-- /")  # hand-written text lives between <!-- X --> and <!-- /X -->
             start = old.find(marker)
-            end = old.find(marker + " END")
+            end = old.find(closing)
             if start != -1 and end != -1:
-                text = text.replace(marker, old[start:end + len(marker + " END")])
+                text = text.replace(marker, old[start:end + len(closing)])
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text)
     summary = {"table5_means": ablation_means, "layer_transfer": lt, "zero_shot": zsc,

@@ -160,3 +160,16 @@ def test_full_scale_estimate_counts_every_sequence(tmp_path):
     total = sum(r["train_examples"] * r["mean_tokens"] * 3 * r["runs"] for r in est["rows"])
     assert abs(est["total_tokens"] - total) < 1e-6 * total
     assert abs(est["hours"]["x"] - total / 1000 / 3600) < 1e-9 * total
+
+
+def test_report_keeps_hand_written_discussion(tmp_path):
+    out = tmp_path / "study"
+    _fake_run(out, "full", "rte", 0, {"accuracy": 0.5})
+    cfg = StudyConfig(data_dir=str(FIXTURES), output_dir=str(out), model_name_or_path="some/model",
+                      layer_transfer_task=None, lora_task=None, full_scale_estimate=False)
+    target = write_report(cfg, out)
+    text = target.read_text().replace("<!-- DISCUSSION -->", "<!-- DISCUSSION -->\nWhy RTE is hard.\n<!-- /DISCUSSION -->")
+    target.write_text(text)
+    _fake_run(out, "full", "rte", 1, {"accuracy": 0.7})
+    again = write_report(cfg, out).read_text()
+    assert again.count("Why RTE is hard.") == 1 and "60.0 ± 14.1" in again
