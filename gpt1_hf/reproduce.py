@@ -607,6 +607,7 @@ def _plot_layer_transfer(out: Path, cfg: StudyConfig, results, path: Path) -> li
         if any(p.get("mismatched") is not None for p in pts):
             ax.plot([p["layers"] for p in pts], [p.get("mismatched") for p in pts], "s--", label="mnli mismatched")
         ax.set_xlabel("# of pretrained layers transferred")
+        ax.set_xticks([p["layers"] for p in pts])
         ax.set_ylabel(f"{metric} (%)")
         ax.set_title("Layer transfer (cf. paper Figure 2 left)")
         ax.grid(alpha=0.3)
