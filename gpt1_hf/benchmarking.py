@@ -333,16 +333,14 @@ def case_train(spec: dict) -> dict:
             "tensor_peak_mib": tensor_memory, "fused_adamw": fused}
 
 
-def case_ablation(spec: dict) -> dict:
-    """Our LM training step with fast paths switched off, all variants in one process, interleaved step by step."""
-    from gpt1_hf.modeling_gpt1 import FAST_PATHS
-
-    device, precision = _device(spec), spec["precision"]
+def _lm_train_step(impl: str, spec: dict, device: torch.device):
+    """One LM training step (forward + backward + fused AdamW + zero_grad) of ``spec``'s config (default full),
+    batch x seq (default 1 x 512) and precision (default bf16), as a closure over a freshly built model."""
+    precision, config = spec.get("precision", "bf16"), spec.get("config", "full")
     torch.manual_seed(0)
-    model = build_model("ours", "lm", spec["config"]).to(device).train()
+    model = build_model(impl, "lm", config).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=6.25e-5, weight_decay=0.01, fused=True)
-    inputs = _train_batch("ours", "lm", spec["batch"], spec["seq"], 1, build_config(spec["config"]), device)
-    defaults = dict(FAST_PATHS)
+    inputs = _train_batch(impl, "lm", spec.get("batch", 1), spec.get("seq", 512), 1, build_config(config), device)
 
     def step():
         with _autocast(precision, device):
@@ -350,6 +348,17 @@ def case_ablation(spec: dict) -> dict:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def case_ablation(spec: dict) -> dict:
+    """Our LM training step with fast paths switched off, all variants in one process, interleaved step by step."""
+    from gpt1_hf.modeling_gpt1 import FAST_PATHS
+
+    device = _device(spec)
+    step = _lm_train_step("ours", spec, device)
+    defaults = dict(FAST_PATHS)
 
     times = {name: [] for name, _ in spec["variants"]}
     for round_ in range(spec["rounds"] + 1):  # round 0: warm-up
@@ -553,19 +562,8 @@ def case_profile(spec: dict) -> dict:
     """torch.profiler of one LM training step (after warm-up): top aten ops by self CPU time, and their grouping."""
     from torch.profiler import ProfilerActivity, profile
 
-    impl, precision, device = spec.get("impl", "ours"), spec.get("precision", "bf16"), _device(spec)
-    torch.manual_seed(0)
-    model = build_model(impl, "lm", spec.get("config", "full")).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=6.25e-5, weight_decay=0.01, fused=True)
-    inputs = _train_batch(impl, "lm", spec.get("batch", 1), spec.get("seq", 512), 1,
-                          build_config(spec.get("config", "full")), device)
-
-    def step():
-        with _autocast(precision, device):
-            loss = model(**inputs).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    device = _device(spec)
+    step = _lm_train_step(spec.get("impl", "ours"), spec, device)
 
     for _ in range(spec.get("warmup", 2)):
         step()

@@ -268,15 +268,7 @@ def build_hub_folder(
         raise FileNotFoundError(f"{model_dir} has no config.json: not a saved model folder")
     if not any(model_dir.glob("*.safetensors")):
         raise FileNotFoundError(f"{model_dir} has no safetensors weights")
-    if not (model_dir / "tokenizer_config.json").is_file():
-        raise FileNotFoundError(f"{model_dir} has no tokenizer (tokenizer_config.json); save the tokenizer with it")
-    if results is None and (model_dir / "results.json").is_file():
-        results = json.loads((model_dir / "results.json").read_text(encoding="utf-8"))
-    results = results or {}
-    folder.mkdir(parents=True, exist_ok=True)
-    for item in model_dir.iterdir():
-        if item.is_file() and item.name not in _SKIP and not item.name.startswith("."):
-            shutil.copy2(item, folder / item.name)
+    results = _copy_run_folder(model_dir, folder, results)
     package = Path(__file__).resolve().parent
     for name in CODE_FILES:
         if not (folder / name).is_file():
@@ -376,11 +368,8 @@ def _adapter_usage(head: str, repo_id: str, base: str, num_labels: int | None) -
     return "\n".join(lines + ["```"])
 
 
-def _build_adapter_folder(model_dir: Path, folder: Path, repo_id: str, results: dict | None,
-                          description: str | None, template: str | None, base_model: str | None) -> Path:
-    """`build_hub_folder` for a PEFT LoRA adapter folder (see the module docstring)."""
-    if not (model_dir / "adapter_model.safetensors").is_file():
-        raise FileNotFoundError(f"{model_dir} has adapter_config.json but no adapter_model.safetensors")
+def _copy_run_folder(model_dir: Path, folder: Path, results: dict | None) -> dict:
+    """Copy a saved run (model or adapter + tokenizer) into ``folder``; return ``results`` or the run's results.json."""
     if not (model_dir / "tokenizer_config.json").is_file():
         raise FileNotFoundError(f"{model_dir} has no tokenizer (tokenizer_config.json); save the tokenizer with it")
     if results is None and (model_dir / "results.json").is_file():
@@ -390,6 +379,15 @@ def _build_adapter_folder(model_dir: Path, folder: Path, repo_id: str, results: 
     for item in model_dir.iterdir():
         if item.is_file() and item.name not in _SKIP and not item.name.startswith("."):
             shutil.copy2(item, folder / item.name)
+    return results
+
+
+def _build_adapter_folder(model_dir: Path, folder: Path, repo_id: str, results: dict | None,
+                          description: str | None, template: str | None, base_model: str | None) -> Path:
+    """`build_hub_folder` for a PEFT LoRA adapter folder (see the module docstring)."""
+    if not (model_dir / "adapter_model.safetensors").is_file():
+        raise FileNotFoundError(f"{model_dir} has adapter_config.json but no adapter_model.safetensors")
+    results = _copy_run_folder(model_dir, folder, results)
     if not (folder / "tokenization_gpt1.py").is_file():  # AutoTokenizer's auto_map points at it
         shutil.copy2(Path(__file__).resolve().parent / "tokenization_gpt1.py", folder / "tokenization_gpt1.py")
     _ensure_auto_maps(folder)
