@@ -763,16 +763,54 @@ def build_normalizer(special_cases: dict[str, list[str]] | None = None) -> norma
     )
     replace("  +", " ")
     steps.append(normalizers.Strip())
-    # S: spaCy's English tokenizer, as spaces inserted into the text. The leading space marks the first piece's start
-    # (and keeps zero-width insertions away from position 0, where tokenizers 0.2x mis-aligns them).
-    steps.append(normalizers.Prepend(" "))
-    for pattern, content, _ in _spacy_steps(special_cases):
-        replace(pattern, content)
-    for char, placeholder in _PH.items():
-        steps.append(normalizers.Replace(placeholder, char))
+    steps += _chunk_steps(special_cases)
+    return normalizers.Sequence(steps)
+
+
+def _chunk_steps(special_cases: dict[str, list[str]] | None = None) -> list[normalizers.Normalizer]:
+    """S (spaCy's English tokenizer, as spaces inserted into the text) + lowercase, on standardized text. spaCy
+    tokenizes every space-separated chunk on its own, and so do these steps: their result for a text is the
+    concatenation of their results for its chunks (what `build_chunk_normalizer` and `GPT1Tokenizer._ids` use)."""
+    # The leading space marks the first piece's start (and keeps zero-width insertions away from position 0, where
+    # tokenizers 0.2x mis-aligns them).
+    steps: list[normalizers.Normalizer] = [normalizers.Prepend(" ")]
+    steps += [normalizers.Replace(Regex(pattern), content) for pattern, content, _ in _spacy_steps(special_cases)]
+    steps += [normalizers.Replace(placeholder, char) for char, placeholder in _PH.items()]
     # .lower(), after the (case-sensitive) splitting, like the original
     steps.append(normalizers.Lowercase())
-    return normalizers.Sequence(steps)
+    return steps
+
+
+def build_chunk_normalizer(special_cases: dict[str, list[str]] | None = None) -> normalizers.Normalizer:
+    """The spaCy + lowercase part of `build_normalizer` alone, for one chunk of standardized text (see `_ids`)."""
+    return normalizers.Sequence(_chunk_steps(special_cases))
+
+
+# text_standardize of the original (openai/finetune-transformer-lm, text_utils.py), in Python `re` like the original,
+# applied to a whole batch at once (texts joined by NUL, which `fix_text` removes and none of these patterns touch).
+# The runs of `_ISOLATED_SINGLE` characters are split character by character here (each character surrounded by
+# spaces), which is what spaCy then does to them (they are all spaCy prefixes); runs of `_ISOLATED_RUN` stay whole.
+_STANDARDIZE_REPLACE = (("—", "-"), ("–", "-"), ("―", "-"), ("…", "..."), ("´", "'"))
+_STANDARDIZE_SINGLE = tuple((c, f" {c} ") for c in _ISOLATED_SINGLE)
+_STANDARDIZE_RUN = re.compile("|".join(re.escape(c) + "+" for c in _ISOLATED_RUN))
+_STANDARDIZE_NEWLINE = re.compile(r"\s*\n\s*")
+_STANDARDIZE_OTHER_SPACE = re.compile(r"[^\S\n ]")  # what `[^\S\n]+` -> " " leaves to do once runs of " " are skipped
+_SEPARATOR = "\x00"
+
+
+def _standardize_joined(text: str) -> str:
+    """`text_standardize` up to its final strip, without collapsing runs of spaces (the chunking skips them)."""
+    if not text.isascii():
+        for char, replacement in _STANDARDIZE_REPLACE:
+            if char in text:
+                text = text.replace(char, replacement)
+    for char, replacement in _STANDARDIZE_SINGLE:
+        if char in text:
+            text = text.replace(char, replacement)
+    text = _STANDARDIZE_RUN.sub(lambda match: " " + match.group() + " ", text)
+    if "\n" in text:
+        text = _STANDARDIZE_NEWLINE.sub(" \n ", text)
+    return _STANDARDIZE_OTHER_SPACE.sub(" ", text)
 
 
 def build_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
@@ -938,8 +976,9 @@ class GPT1Tokenizer(TokenizersBackend):
             unk_token = by_id.get(0, "<unk>")
         unk_token = str(unk_token)
         self._special_names = (start_token, delimiter_token, classify_token, pad_token)
-        self._piece_cache: dict[str, list[int]] = {}  # encode_batch_ids: BPE ids of each normalized piece
+        self._chunk_cache: dict[str, list[int]] = {}  # `_ids`: the BPE ids of each chunk of standardized text
         self._tokenizer = build_backend_tokenizer(vocab, merges, unk_token, list(self._special_names))
+        self._chunk_normalizer = build_chunk_normalizer()
         kwargs.pop("post_processor", None)  # ours is rebuilt above
         # the original never reads special tokens from the text: "_start_" or "<unk>" in a text are plain text
         kwargs.setdefault("split_special_tokens", True)
@@ -1097,25 +1136,40 @@ class GPT1Tokenizer(TokenizersBackend):
         ).tokens()
 
     def _ids(self, texts: list[str]) -> list[list[int]]:
-        """BPE ids (no special tokens) of texts already through `fix_text`: the Rust normalizer on each text, then
-        the BPE once per distinct piece (a per-tokenizer cache, like the original's), which skips the generic
-        `tokenizers.Encoding` machinery (it costs more than the normalizer itself)."""
-        normalize = self._tokenizer.normalizer.normalize_str
-        model = self._tokenizer.model
-        cache = self._piece_cache
+        """BPE ids (no special tokens) of texts already through `fix_text`, the way spaCy works: text_standardize on
+        the whole batch at once (Python `re`, as the original), then each space-separated chunk is looked up in a
+        per-tokenizer cache of its ids; a chunk seen for the first time goes through the Rust spaCy steps
+        (`build_chunk_normalizer`) and the BPE. Same ids as the full Rust pipeline (``tokenizer.json``), which it
+        skips together with the generic `tokenizers.Encoding` machinery (they cost more than the lookups)."""
+        if not texts:
+            return []
+        cache = self._chunk_cache
         if len(cache) > 1_000_000:
             cache.clear()
+        joined = _SEPARATOR.join(texts)
+        if joined.count(_SEPARATOR) != max(len(texts) - 1, 0):  # a NUL inside a text (not through fix_text)
+            return [self._ids([text])[0] if _SEPARATOR not in text else self._rust_ids(text) for text in texts]
+        get = cache.get
         result = []
-        for text in texts:
+        for original, text in zip(texts, _standardize_joined(joined).split(_SEPARATOR), strict=True):
+            if "°" in original:  # the one rule that looks across chunks: "30°C." -> fix_text "30 ° C." -> "C", "."
+                result.append(self._rust_ids(original))
+                continue
             out: list[int] = []
-            for piece in normalize(text).split(" "):
-                if piece:
-                    hit = cache.get(piece)
+            for chunk in text.strip().split(" "):
+                if chunk:
+                    hit = get(chunk)
                     if hit is None:
-                        hit = cache[piece] = [token.id for token in model.tokenize(piece)]
+                        hit = cache[chunk] = self._rust_ids(chunk, chunk=True)
                     out += hit
             result.append(out)
         return result
+
+    def _rust_ids(self, text: str, chunk: bool = False) -> list[int]:
+        """BPE ids of one text (or one standardized chunk) through the Rust normalizer and the BPE model."""
+        normalize = (self._chunk_normalizer if chunk else self._tokenizer.normalizer).normalize_str
+        model = self._tokenizer.model
+        return [token.id for piece in normalize(text).split(" ") if piece for token in model.tokenize(piece)]
 
     def encode_batch_ids(self, texts, add_special_tokens: bool = True) -> list[list[int]]:
         """Ids only (no masks, truncation or padding), for data pipelines: ``texts`` are strings or ``(a, b)``
@@ -1200,4 +1254,11 @@ class GPT1Tokenizer(TokenizersBackend):
 # `save_pretrained` copies this file and writes the AutoTokenizer auto_map (remote code) without a registration call.
 GPT1Tokenizer._auto_class = "AutoTokenizer"
 
-__all__ = ["GPT1Tokenizer", "build_backend_tokenizer", "build_normalizer", "build_pre_tokenizer", "fix_text"]
+__all__ = [
+    "GPT1Tokenizer",
+    "build_backend_tokenizer",
+    "build_chunk_normalizer",
+    "build_normalizer",
+    "build_pre_tokenizer",
+    "fix_text",
+]

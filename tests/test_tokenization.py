@@ -173,6 +173,33 @@ def test_fast_path_matches_the_generic_path(tok, options):
             assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b, key
 
 
+EDGE_TEXTS = [
+    "",
+    " ",
+    "\n",
+    "  a\n\n b\t c \r\n",
+    "x\x00y",  # a NUL (fix_text removes it; _ids must not take it for the batch separator)
+    "a  ** b???!! c--d ~~e~ f//g || h__i",
+    "Café — naïve… ´s and “quotes”",
+    "\u00a0non-breaking\u2009thin\u3000ideographic spaces",
+    "Mr. Smith's U.S. trip... at 5:30 p.m.; e.g. 10km.",
+    fix_text("It was 30°C. and 86 °F. outside"),  # spaCy's "°C." suffix rule spans the chunks fix_text makes
+]
+
+
+def test_chunk_cache_path_matches_the_rust_pipeline(tok):
+    """`_ids` (Python text_standardize on the joined batch + per-chunk cache + Rust spaCy steps) gives the same ids
+    as the full Rust normalizer of tokenizer.json, text by text, in one batch, and with a warm cache."""
+    texts = [fix_text(t) for t in fixture_sentences()] + EDGE_TEXTS
+    reference = [tok._rust_ids(t) for t in texts]
+    fresh = GPT1Tokenizer(vocab_file=VOCAB, merges_file=MERGES)
+    assert fresh._ids(texts) == reference  # cold cache, one batch
+    assert fresh._ids(texts) == reference  # warm cache
+    assert [fresh._ids([t])[0] for t in texts] == reference
+    assert fresh._ids([]) == []
+    assert fresh._ids(["a", "", "b"])[1] == []
+
+
 def test_encode_batch_ids(tok):
     texts = ["The cat sat.", "A café — nice", "Iraqâ€™s"]
     assert tok.encode_batch_ids(texts) == tok(texts)["input_ids"]
