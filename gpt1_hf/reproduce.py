@@ -23,8 +23,13 @@ separate sittings with ``stages=[...]``):
     ``<output_dir>/report/results.md`` (and, with ``write_docs``, ``docs/results.md`` + ``docs/img/results_*.png``):
     tables laid out like the paper's, the paper's numbers beside ours, the figures, budget, sizes and wall times.
 
-Presets (`PRESETS`): ``cpu`` (the default) is the miniature study that fits about two hours of a 2-core CPU;
-``full`` is the paper's scale (needs ``model_name_or_path``, no subsampling, 512-token inputs, lr 6.25e-5).
+Presets (`PRESETS`): ``cpu`` (the default without ``model_name_or_path``) is the miniature study that fits about two
+hours of a 2-core CPU; ``full`` (the default with ``model_name_or_path``) is the paper's scale (needs
+``model_name_or_path``, no subsampling, 512-token inputs, lr 6.25e-5).
+
+Wall times: every stage's elapsed time is written to ``study_log.json`` while it runs (after each run and every
+``HEARTBEAT_S`` seconds), so a killed sitting's time is kept; the pretraining budget is a total over sittings (a
+resumed pretraining gets what earlier sittings left of it).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import os
 import platform
 import statistics
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, fields
@@ -49,7 +55,7 @@ STAGES = ("pretrain", "zero_shot", "finetune", "layer_transfer", "lora", "report
 
 #: The paper's numbers (Radford et al. 2018), in percent; MNLI in Table 5 is the mean of matched and mismatched.
 PAPER: dict[str, dict[str, float]] = {
-    "table2": {"snli": 89.9, "mnli": 82.1, "mnli_mm": 81.4, "scitail": 88.3, "qnli": 88.1, "rte": 56.0},
+    "table2": {"mnli": 82.1, "mnli_mm": 81.4, "snli": 89.9, "scitail": 88.3, "qnli": 88.1, "rte": 56.0},
     "table3": {"story_cloze": 86.5, "race_middle": 62.9, "race_high": 57.4, "race": 59.0},
     "table4": {"cola": 45.4, "sst2": 91.3, "mrpc": 82.3, "stsb": 82.0, "qqp": 70.3, "glue": 72.8},
     "table5": {
@@ -69,8 +75,14 @@ PAPER: dict[str, dict[str, float]] = {
 TABLE_TASKS = ("snli", "mnli", "scitail", "qnli", "rte", "story_cloze", "race", "cola", "sst2", "mrpc", "stsb", "qqp")
 #: Table 5 (ablations) covers these eight GLUE tasks.
 ABLATION_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
-#: The paper's small datasets: run with several seeds.
-SMALL_TASKS = ("cola", "mrpc", "stsb", "rte")
+#: The paper's small datasets (Story Cloze: 1,497 training examples, fewer than RTE): run with several seeds.
+SMALL_TASKS = ("cola", "mrpc", "stsb", "rte", "story_cloze")
+#: The stages made of fine-tuning runs (`plan_runs`).
+RUN_STAGES = ("finetune", "layer_transfer", "lora")
+#: How the report names the tasks in prose.
+TASK_NAMES = {"cola": "CoLA", "mrpc": "MRPC", "stsb": "STS-B", "rte": "RTE", "story_cloze": "Story Cloze",
+              "sst2": "SST-2", "qqp": "QQP", "mnli": "MNLI", "qnli": "QNLI", "snli": "SNLI", "scitail": "SciTail",
+              "race": "RACE"}
 VARIANTS = {
     "full": "pretrained, aux LM (λ = 0.5)",
     "no_pretrain": "no pretraining (random init), aux LM (λ = 0.5)",
@@ -93,7 +105,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 class StudyConfig:
     data_dir: str  # the root holding <task>/ folders (the layout of shared/data), also passed to every task loader
     output_dir: str = "outputs/study"
-    preset: str = "cpu"
+    preset: str | None = None  # None: "full" when model_name_or_path is given, else "cpu"
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     tasks: list[str] = field(default_factory=lambda: list(TABLE_TASKS))
     ablation_tasks: list[str] = field(default_factory=lambda: list(ABLATION_TASKS))
@@ -137,9 +149,10 @@ class StudyConfig:
     progress_bar: bool = True
 
     def resolved(self) -> StudyConfig:
-        """A copy with every None taken from the preset."""
-        if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; choose from {sorted(PRESETS)}")
+        """A copy with every None taken from the preset (no preset: "full" with a given model, else "cpu")."""
+        preset = self.preset if self.preset is not None else ("full" if self.model_name_or_path else "cpu")
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
         unknown = set(self.stages) - set(STAGES)
         if unknown:
             raise ValueError(f"unknown stages {sorted(unknown)}; the stages are {list(STAGES)}")
@@ -149,7 +162,8 @@ class StudyConfig:
             if t is not None:
                 get_task(t)  # raises with the list of known tasks
         values = asdict(self)
-        for k, v in PRESETS[self.preset].items():
+        values["preset"] = preset
+        for k, v in PRESETS[preset].items():
             if values.get(k) is None:
                 values[k] = v
         out = StudyConfig(**values)
@@ -207,7 +221,18 @@ def measure_pretrain_throughput(cfg: StudyConfig, vocab_size: int, steps: int = 
     return x.numel() / statistics.median(times)
 
 
-def stage_pretrain(cfg: StudyConfig, out: Path) -> dict:
+def pretrain_time_left(cfg: StudyConfig, spent_s: float = 0.0) -> float:
+    """Seconds of the pretraining safety stop (``max_time``) for a sitting after `spent_s` seconds of earlier ones.
+
+    ``max_time`` counts one invocation only; the study's budget (``budget_minutes``, with 15% slack over the schedule
+    sized to it) is a total, so a resumed pretraining gets what is left of it (at least one second: the loop then
+    stops after one update, saves and finishes with the latest weights).
+    """
+    return max(1.0, cfg.budget_minutes * 60 * 1.15 - spent_s)
+
+
+def stage_pretrain(cfg: StudyConfig, out: Path, spent_s: float = 0.0) -> dict:
+    """The pretraining stage; `spent_s`: pretraining wall time of earlier sittings (from ``study_log.json``)."""
     from .pretraining import PretrainArguments, pretrain
 
     folder = out / "pretrain"
@@ -228,6 +253,10 @@ def stage_pretrain(cfg: StudyConfig, out: Path) -> dict:
                 "budget_minutes": cfg.budget_minutes, "save_every_steps": max(1, max_steps // cfg.zero_shot_points)}
         _write_json(plan_path, plan)
         logger.info("pretrain plan: %s", plan)
+    max_time = pretrain_time_left(cfg, spent_s)
+    if spent_s:
+        logger.info("pretrain: %.1f min spent in earlier sittings, %.1f min left of the budget", spent_s / 60,
+                    max_time / 60)
     args = PretrainArguments(
         train_files=corpus,
         tokenizer_name_or_path=cfg.tokenizer_name_or_path,
@@ -238,7 +267,7 @@ def stage_pretrain(cfg: StudyConfig, out: Path) -> dict:
         warmup_ratio=cfg.pretrain_warmup_ratio,
         global_batch_size=cfg.pretrain_batch_size,
         max_steps=plan["max_steps"],
-        max_time=cfg.budget_minutes * 60 * 1.15,  # a safety stop only; the schedule is sized to end before it
+        max_time=max_time,  # a safety stop only; the schedule is sized to end before it
         mixed_precision=cfg.mixed_precision,
         seed=cfg.seed,
         output_dir=str(folder),
@@ -266,7 +295,12 @@ def _pretrain_checkpoints(out: Path) -> list[tuple[int, Path]]:
     return found
 
 
-def stage_zero_shot(cfg: StudyConfig, out: Path) -> dict:
+#: The key of the given model (``model_name_or_path``) in ``zero_shot.json``: its number of updates is unknown here.
+#: Older study folders stored it as step "-1".
+GIVEN = "given"
+
+
+def stage_zero_shot(cfg: StudyConfig, out: Path, on_progress=None) -> dict:
     import torch
 
     from .configuration_gpt1 import GPT1Config
@@ -276,9 +310,11 @@ def stage_zero_shot(cfg: StudyConfig, out: Path) -> dict:
 
     path = out / "zero_shot.json"
     results = _read_json(path) or {"points": {}}
+    if "-1" in results["points"]:  # written before the given model had its own key
+        results["points"][GIVEN] = results["points"].pop("-1")
     model_dir = _pretrained_path(cfg, out)
     tokenizer = load_tokenizer(cfg.tokenizer_name_or_path, model_dir)
-    points: list[tuple[int, Any]] = [(0, None)]  # step 0: the random initialisation
+    points: list[tuple[int | str, Any]] = [(0, None)]  # step 0: the random initialisation
     if cfg.model_name_or_path is None:
         every = (_read_json(out / "pretrain_plan.json") or {}).get("save_every_steps") or 1
         # the planned, evenly spaced checkpoints (the loop also saves one at each epoch end: not used here)
@@ -287,7 +323,8 @@ def stage_zero_shot(cfg: StudyConfig, out: Path) -> dict:
         if final.get("global_step") and final["global_step"] not in [s for s, _ in points]:
             points.append((int(final["global_step"]), Path(model_dir)))
     else:
-        points.append((-1, model_dir))  # the given model (its number of updates is unknown here)
+        points.append((GIVEN, model_dir))  # the given model (its number of updates is unknown here)
+        results["given_model"] = cfg.model_name_or_path
     for step, folder in points:
         key = str(step)
         if key in results["points"]:
@@ -311,6 +348,8 @@ def stage_zero_shot(cfg: StudyConfig, out: Path) -> dict:
         results["points"][key] = row
         _write_json(path, results)
         logger.info("zero-shot at step %s: %s", step, {t: v["metrics"] for t, v in row.items()})
+        if on_progress is not None:
+            on_progress()
     return results
 
 
@@ -336,9 +375,10 @@ def _task_args(cfg: StudyConfig, task: str) -> dict[str, Any]:
     )
 
 
-def plan_runs(cfg: StudyConfig, out: Path, stage: str) -> list[dict[str, Any]]:
+def plan_runs(cfg: StudyConfig, out: Path, stage: str, n_layer: int | None = None) -> list[dict[str, Any]]:
     """The fine-tuning runs of one stage: dicts with ``name``, ``variant``, ``task``, ``seed`` and ``args``
-    (`FinetuneArguments` fields)."""
+    (`FinetuneArguments` fields). `n_layer`: blocks of the pretrained model, for ``layer_transfer`` (default: read
+    from ``model_name_or_path``'s config, or ``cfg.n_layer``)."""
     model = _pretrained_path(cfg, out)
     runs = []
 
@@ -368,7 +408,8 @@ def plan_runs(cfg: StudyConfig, out: Path, stage: str) -> list[dict[str, Any]]:
     elif stage == "layer_transfer" and cfg.layer_transfer_task:
         from transformers import AutoConfig
 
-        n_layer = AutoConfig.from_pretrained(model).num_hidden_layers if cfg.model_name_or_path else cfg.n_layer
+        if n_layer is None:
+            n_layer = AutoConfig.from_pretrained(model).num_hidden_layers if cfg.model_name_or_path else cfg.n_layer
         for k in range(n_layer):  # K = n_layer is the "full" run of the same task and seed
             add(f"transfer{k}", cfg.layer_transfer_task, cfg.seed, transfer_layers=k)
     elif stage == "lora" and cfg.lora_task:
@@ -410,7 +451,8 @@ def _is_done(run: dict[str, Any]) -> bool:
     return run["task"] != "mnli" or (out_dir / "eval_mnli_mm.json").is_file()
 
 
-def run_finetuning(cfg: StudyConfig, out: Path, stage: str) -> list[dict[str, Any]]:
+def run_finetuning(cfg: StudyConfig, out: Path, stage: str, on_progress=None) -> list[dict[str, Any]]:
+    """The runs of `stage` not finished yet; `on_progress()` is called after each run."""
     runs = plan_runs(cfg, out, stage)
     todo = [r for r in runs if not _is_done(r)]
     logger.info("%s: %d runs, %d to do", stage, len(runs), len(todo))
@@ -428,6 +470,8 @@ def run_finetuning(cfg: StudyConfig, out: Path, stage: str) -> list[dict[str, An
         for r in todo:
             summaries.append(_run_one(r, threads))
             _log_run(summaries[-1], bar)
+            if on_progress is not None:
+                on_progress()
     else:
         import multiprocessing as mp
 
@@ -436,6 +480,8 @@ def run_finetuning(cfg: StudyConfig, out: Path, stage: str) -> list[dict[str, An
             for f in as_completed(futures):
                 summaries.append(f.result())
                 _log_run(summaries[-1], bar)
+                if on_progress is not None:
+                    on_progress()
     if bar is not None:
         bar.close()
     failed = [s for s in summaries if not s["ok"]]
@@ -476,6 +522,59 @@ def machine_info() -> dict[str, Any]:
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
+#: Seconds between two writes of the running stage's elapsed time to ``study_log.json`` (besides one after each run).
+HEARTBEAT_S = 30.0
+
+
+class _StageClock:
+    """Keeps ``session["stages"][stage]`` (seconds so far) in ``study_log.json`` up to date while a stage runs: on
+    `tick` (called after each run) and every `interval` seconds from a background thread, so the time of a stage
+    that is killed is kept (up to the last write) and the report's "summed over sittings" covers it."""
+
+    def __init__(self, log: dict, session: dict, path: Path, interval: float | None = None):
+        self.log, self.session, self.path = log, session, path
+        self.interval = HEARTBEAT_S if interval is None else interval
+        self._lock = threading.Lock()
+        self._stage: str | None = None
+        self._t0 = 0.0
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, stage: str) -> None:
+        with self._lock:
+            self._stage, self._t0 = stage, time.perf_counter()
+        self.tick()
+        if self._thread is None and self.interval > 0:
+            self._thread = threading.Thread(target=self._beat, name="study-stage-clock", daemon=True)
+            self._thread.start()
+
+    def tick(self) -> None:
+        with self._lock:
+            if self._stage is not None:
+                self.session["stages"][self._stage] = time.perf_counter() - self._t0
+            _write_json(self.path, self.log)
+
+    def stop(self) -> None:
+        """The running stage has finished: record its final time."""
+        self.tick()
+        with self._lock:
+            self._stage = None
+
+    def close(self) -> None:
+        """End the heartbeat; a stage still running (an exception, Ctrl-C) gets its time so far recorded."""
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.stop()
+
+    def _beat(self) -> None:
+        while not self._done.wait(self.interval):
+            try:
+                self.tick()
+            except OSError as e:  # a full disk must not kill the study from this thread
+                logger.warning("could not update the study log: %s", e)
+
+
 def run_study(cfg: StudyConfig, command: str | None = None) -> Path:
     """Run the stages of `cfg` (see module docstring); returns the path of the written report."""
     cfg = cfg.resolved()
@@ -483,28 +582,33 @@ def run_study(cfg: StudyConfig, command: str | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "study_log.json"
     log = _read_json(log_path) or {"sessions": []}
+    # pretraining wall time of earlier sittings: the budget is a total, not one per sitting
+    pretrain_spent = sum(s.get("stages", {}).get("pretrain", 0.0) for s in log["sessions"])
     session = {"command": command, "config": asdict(cfg), "machine": machine_info(), "stages": {},
                "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     log["sessions"].append(session)
     _write_json(out / "study_config.json", asdict(cfg))
     report = None
-    for stage in STAGES:
-        if stage not in cfg.stages:
-            continue
-        if stage == "pretrain" and cfg.model_name_or_path is not None:
-            continue
-        t = time.perf_counter()
-        logger.info("=== stage %s ===", stage)
-        if stage == "pretrain":
-            stage_pretrain(cfg, out)
-        elif stage == "zero_shot":
-            stage_zero_shot(cfg, out)
-        elif stage in ("finetune", "layer_transfer", "lora"):
-            run_finetuning(cfg, out, stage)
-        elif stage == "report":
-            report = write_report(cfg, out)
-        session["stages"][stage] = time.perf_counter() - t
-        _write_json(log_path, log)
+    clock = _StageClock(log, session, log_path)
+    try:
+        for stage in STAGES:
+            if stage not in cfg.stages:
+                continue
+            if stage == "pretrain" and cfg.model_name_or_path is not None:
+                continue
+            logger.info("=== stage %s ===", stage)
+            clock.start(stage)
+            if stage == "pretrain":
+                stage_pretrain(cfg, out, spent_s=pretrain_spent)
+            elif stage == "zero_shot":
+                stage_zero_shot(cfg, out, on_progress=clock.tick)
+            elif stage in RUN_STAGES:
+                run_finetuning(cfg, out, stage, on_progress=clock.tick)
+            elif stage == "report":
+                report = write_report(cfg, out)
+            clock.stop()
+    finally:
+        clock.close()
     return report or out / "report" / "results.md"
 
 
@@ -557,6 +661,12 @@ def _fmt(vals: list[float]) -> str:
 
 def _mean(vals):
     return statistics.mean(vals) if vals else None
+
+
+def _names(tasks) -> str:
+    """"CoLA, MRPC and RTE"."""
+    names = [TASK_NAMES.get(t, t) for t in tasks]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _source_task(task: str) -> str:
@@ -625,41 +735,52 @@ def _plot_layer_transfer(out: Path, cfg: StudyConfig, results, path: Path) -> li
 _CHANCE = {"sst2": 50.0, "cola": 0.0, "race": 25.0, "story_cloze": 50.0, "wnli": 50.0}
 
 
-def _plot_zero_shot(zs: dict | None, path: Path) -> list[dict] | None:
+def _plot_zero_shot(zs: dict | None, path: Path) -> tuple[list[dict] | None, bool]:
+    """The zero-shot rows (pretraining steps in order, then the given model, step ``GIVEN``) and whether the curve
+    over pretraining was drawn: only with pretraining checkpoints (steps > 0); the given model, whose number of
+    updates is unknown, is never placed on the pretraining axis."""
     if not zs or not zs.get("points"):
-        return None
+        return None, False
     from .tasks import get_task
 
-    steps = sorted(int(s) for s in zs["points"])
-    tasks = sorted({t for row in zs["points"].values() for t in row})
+    points = dict(zs["points"])
+    if "-1" in points:  # older folders stored the given model as step -1
+        points.setdefault(GIVEN, points.pop("-1"))
+    steps: list[int | str] = sorted(int(s) for s in points if s != GIVEN)
+    if GIVEN in points:
+        steps.append(GIVEN)
+    tasks = sorted({t for row in points.values() for t in row})
     series = {}
     for t in tasks:
         metric = get_task(t).primary_metric
-        series[t] = [100 * ((zs["points"][str(s)].get(t) or {}).get("metrics") or {}).get(metric, float("nan"))
+        series[t] = [100 * ((points[str(s)].get(t) or {}).get("metrics") or {}).get(metric, float("nan"))
                      for s in steps]
-    try:
-        import matplotlib
+    curve = [i for i, s in enumerate(steps) if s != GIVEN]
+    plotted = any(steps[i] != 0 for i in curve)
+    if plotted:
+        try:
+            import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(6, 3.8))
-        for t in tasks:
-            line, = ax.plot(steps, [v - _CHANCE.get(t, 0.0) for v in series[t]], "o-",
-                            label=f"{t} ({get_task(t).primary_metric})")
-        ax.axhline(0.0, color="grey", lw=0.8, ls="--")
-        ax.set_xlabel("pretraining updates")
-        ax.set_ylabel("zero-shot score − chance (points)")
-        ax.set_title("Zero-shot behaviour during pretraining (cf. paper Figure 2 right)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-    except ImportError:
-        pass
-    return [{"step": s, **{t: series[t][i] for t in tasks}} for i, s in enumerate(steps)]
+            fig, ax = plt.subplots(figsize=(6, 3.8))
+            for t in tasks:
+                ax.plot([steps[i] for i in curve], [series[t][i] - _CHANCE.get(t, 0.0) for i in curve], "o-",
+                        label=f"{t} ({get_task(t).primary_metric})")
+            ax.axhline(0.0, color="grey", lw=0.8, ls="--")
+            ax.set_xlabel("pretraining updates")
+            ax.set_ylabel("zero-shot score − chance (points)")
+            ax.set_title("Zero-shot behaviour during pretraining (cf. paper Figure 2 right)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+            fig.tight_layout()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path, dpi=120)
+            plt.close(fig)
+        except ImportError:
+            plotted = False
+    return [{"step": s, **{t: series[t][i] for t in tasks}} for i, s in enumerate(steps)], plotted
 
 
 #: Official training-set sizes (examples; RACE: questions) of the paper's tasks, for the full-scale estimate.
@@ -668,35 +789,69 @@ FULL_TRAIN_SIZES = {"snli": 549_367, "mnli": 392_702, "qnli": 104_743, "rte": 2_
                     "stsb": 5_749, "qqp": 363_846}
 
 
-def full_scale_estimate(data_dir: str, sample: int = 300, max_length: int = 512, epochs: int = 3, seeds: int = 3,
-                        ablations: bool = True, tokens_per_s: dict[str, float] | None = None) -> dict[str, Any]:
+#: The model and depth of the full-scale study's estimate (GPT-1: 12 blocks).
+FULL_SCALE_MODEL = "openai-community/openai-gpt"
+FULL_SCALE_N_LAYER = 12
+
+
+def full_scale_config(data_dir: str) -> StudyConfig:
+    """The full-scale command of the report (``--model_name_or_path <GPT-1>``, every other option at its default)."""
+    return StudyConfig(data_dir=data_dir, preset="full", model_name_or_path=FULL_SCALE_MODEL).resolved()
+
+
+def full_scale_estimate(data_dir: str, sample: int = 300, cfg: StudyConfig | None = None,
+                        n_layer: int = FULL_SCALE_N_LAYER,
+                        tokens_per_s: dict[str, float] | None = None) -> dict[str, Any]:
     """Tokens the full-scale study trains on, from GPT-1's BPE lengths of `sample` training examples per task.
 
-    Counts every sequence a model reads (both orderings of a similarity pair, every choice), times the official
-    training-set size, epochs, and the runs of the study (seeds of the small tasks, Table 5 ablations). Dividing by a
-    training throughput (tokens/s) gives the time.
+    The runs are those `plan_runs` makes for every fine-tuning stage (finetune: the tasks × their seeds + the Table 5
+    ablations; layer_transfer: K = 0 .. n_layer - 1 blocks of its task, K = n_layer being the finetune run; lora) of
+    `cfg` (default: `full_scale_config`), each counted with its own length cut, epochs and training-set size (the
+    official size, or the run's subsample). Counts every sequence a model reads (both orderings of a similarity pair,
+    every choice). A LoRA run reads the same tokens as full fine-tuning and is counted at its cost (an upper bound).
+    Dividing by a training throughput (tokens/s) gives the time.
     """
     from .data import encode_dataset, load_task_split
     from .finetuning import load_tokenizer
 
+    cfg = (cfg or full_scale_config(data_dir)).resolved()
+    out = Path(cfg.output_dir)
+    by_stage = {stage: plan_runs(cfg, out, stage, n_layer=n_layer) for stage in RUN_STAGES}
     tokenizer = load_tokenizer(None, None)  # GPT-1's original BPE (bundled)
-    rows = []
-    for task in TABLE_TASKS:
-        ds = load_task_split(task, "train", data_dir=data_dir, max_examples=sample, seed=0)
-        enc, _ = encode_dataset(ds, task, tokenizer, max_length=max_length)
+    means: dict[tuple[str, int], float] = {}
 
-        def count(x):
-            return sum(count(y) for y in x) if x and isinstance(x[0], list) else len(x)
+    def mean_tokens(task: str, max_length: int) -> float:
+        if (task, max_length) not in means:
+            ds = load_task_split(task, "train", data_dir=data_dir, max_examples=sample, seed=0)
+            enc, _ = encode_dataset(ds, task, tokenizer, max_length=max_length)
 
-        mean = sum(count(ids) for ids in enc["input_ids"]) / len(enc)
-        n_runs = seeds if task in SMALL_TASKS else 1
-        if ablations and task in ABLATION_TASKS:
-            n_runs *= 3
-        tokens = FULL_TRAIN_SIZES[task] * mean * epochs * n_runs
-        rows.append({"task": task, "train_examples": FULL_TRAIN_SIZES[task], "mean_tokens": mean, "runs": n_runs,
-                     "tokens": tokens})
-    total = sum(r["tokens"] for r in rows)
-    return {"rows": rows, "total_tokens": total, "sample": sample, "epochs": epochs,
+            def count(x):
+                return sum(count(y) for y in x) if x and isinstance(x[0], list) else len(x)
+
+            means[(task, max_length)] = sum(count(ids) for ids in enc["input_ids"]) / len(enc)
+        return means[(task, max_length)]
+
+    rows: dict[str, dict[str, Any]] = {}
+    for stage, runs in by_stage.items():
+        for run in runs:
+            task, a = run["task"], run["args"]
+            n = FULL_TRAIN_SIZES[task] if a.get("max_train_examples") is None else min(FULL_TRAIN_SIZES[task],
+                                                                                         a["max_train_examples"])
+            mean = mean_tokens(task, a["max_length"])
+            row = rows.setdefault(task, {"task": task, "train_examples": n, "mean_tokens": mean, "runs": 0,
+                                         "tokens": 0.0, "runs_by_stage": {}})
+            row["runs"] += 1
+            row["runs_by_stage"][stage] = row["runs_by_stage"].get(stage, 0) + 1
+            row["tokens"] += n * mean * a["num_train_epochs"]
+    order = [*cfg.tasks, *(t for t in rows if t not in cfg.tasks)]
+    rows_list = [rows[t] for t in order if t in rows]
+    total = sum(r["tokens"] for r in rows_list)
+    seeds_of = {t: len({r["seed"] for r in by_stage["finetune"] if r["task"] == t and r["variant"] == "full"})
+                for t in dict.fromkeys([*cfg.small_tasks, *cfg.tasks]) if t in cfg.tasks}
+    return {"rows": rows_list, "total_tokens": total, "sample": sample, "epochs": cfg.num_train_epochs,
+            "runs": {stage: len(runs) for stage, runs in by_stage.items()},
+            "multi_seed": {t: n for t, n in seeds_of.items() if n > 1}, "ablations": cfg.ablations,
+            "layer_transfer_task": cfg.layer_transfer_task, "n_layer": n_layer, "lora_task": cfg.lora_task,
             "hours": {k: total / v / 3600 for k, v in (tokens_per_s or {}).items()}}
 
 
@@ -704,17 +859,21 @@ def _full_scale(cfg: StudyConfig, out: Path) -> dict[str, Any] | None:
     """`full_scale_estimate` + the measured full-config training throughput, computed once per study folder."""
     path = out / "full_scale_estimate.json"
     cached = _read_json(path)
-    if cached is not None:
+    if cached is not None and "runs" in cached:
         return cached
+    # none yet, or one written before the estimate counted every stage's runs: recount (keeping its measurement)
     try:
         est = full_scale_estimate(cfg.data_dir)
     except (FileNotFoundError, ValueError) as e:  # a data folder without every task
         logger.warning("no full-scale estimate: %s", e)
         return None
-    full = StudyConfig(**{**asdict(cfg), "n_layer": 12, "n_embd": 768, "n_head": 12, "n_ctx": 128,
-                          "mixed_precision": "bf16"})
-    est["measured"] = {"tokens_per_s": measure_pretrain_throughput(full, 40482, steps=3, warmup=1, batch_size=8),
-                       "batch": 8, "n_ctx": 128, "config": "12x768"}
+    if cached is not None and cached.get("measured"):
+        est["measured"] = cached["measured"]
+    else:
+        full = StudyConfig(**{**asdict(cfg), "n_layer": 12, "n_embd": 768, "n_head": 12, "n_ctx": 128,
+                              "mixed_precision": "bf16"})
+        est["measured"] = {"tokens_per_s": measure_pretrain_throughput(full, 40482, steps=3, warmup=1, batch_size=8),
+                           "batch": 8, "n_ctx": 128, "config": "12x768"}
     _write_json(path, est)
     return est
 
@@ -736,7 +895,8 @@ def write_report(cfg: StudyConfig, out: Path) -> Path:
     img_dir = target.parent / "img"
     lt_png, zs_png = img_dir / "results_layer_transfer.png", img_dir / "results_zero_shot.png"
     lt = _plot_layer_transfer(out, cfg, results, lt_png)
-    zsc = _plot_zero_shot(zs, zs_png)
+    zsc, zs_plotted = _plot_zero_shot(zs, zs_png)
+    given = (zs or {}).get("given_model") or cfg.model_name_or_path
     commands = [s.get("command") for s in log["sessions"] if s.get("command")]
     machine = (log["sessions"][-1]["machine"] if log["sessions"] else machine_info())
     run_times = [r.get("wall_time_s") or 0 for by_task in results.values() for rs in by_task.values() for r in rs]
@@ -769,19 +929,24 @@ def write_report(cfg: StudyConfig, out: Path) -> Path:
         w(f"**What was run.** Fine-tuning of `{cfg.model_name_or_path}` on every task of the paper with its recipe.")
     w("")
     if results.get("full"):
+        # the tasks that did run several seeds (read from the runs, not the config: an older folder may differ)
+        seeds_of = {t: len({r["seed"] for r in rs}) for t, rs in results["full"].items()}
+        multi = [t for t in dict.fromkeys([*cfg.small_tasks, *seeds_of]) if seeds_of.get(t, 0) > 1]
+        n_seeds = "/".join(str(n) for n in sorted({seeds_of[t] for t in multi}))
         w(f"Fine-tuning: {cfg.num_train_epochs} epochs, batch 32, lr {cfg.learning_rate:g} with linear decay "
           f"(warmup 0.2%), L3 = L2 + 0.5·L1, classifier dropout 0.1, weight decay 0.01, bf16 autocast; training sets "
           f"subsampled to {cfg.max_train_examples or 'all'} examples (RACE / Story Cloze: "
           f"{cfg.mc_max_train_examples or 'all'}), inputs cut to {cfg.max_length} tokens ({cfg.mc_max_length} for "
           f"multiple choice; the long side is cut, never the extract token or an answer), evaluation on at most "
-          f"{cfg.max_eval_examples or 'all'} dev examples (a fixed random subset, seed 0). CoLA, MRPC, STS-B and RTE: "
-          f"mean ± std over {cfg.seeds} seeds; the other tasks: one seed. Dev-set numbers (the paper reports test "
-          "numbers for most tasks).")
+          f"{cfg.max_eval_examples or 'all'} dev examples (a fixed random subset, seed 0). "
+          + (f"{_names(multi)}: mean ± std over {n_seeds} seeds; the other tasks: one seed. " if multi else
+             "One seed per task. ")
+          + "Dev-set numbers (the paper reports test numbers for most tasks).")
         w("")
 
     w("## Table 2 — natural language inference")
     w("")
-    L.extend(_table([("snli", "SNLI"), ("mnli", "MNLI-m"), ("mnli_mm", "MNLI-mm"), ("scitail", "SciTail"),
+    L.extend(_table([("mnli", "MNLI-m"), ("mnli_mm", "MNLI-mm"), ("snli", "SNLI"), ("scitail", "SciTail"),
                      ("qnli", "QNLI"), ("rte", "RTE")], results, "full", PAPER["table2"]))
     w("")
     w("## Table 3 — question answering and commonsense reasoning")
@@ -791,8 +956,9 @@ def write_report(cfg: StudyConfig, out: Path) -> Path:
     w("")
     w("## Table 4 — semantic similarity and classification")
     w("")
+    # GLUE: the paper's score needs the test server; ours is never computed, so its cell is always "–"
     L.extend(_table([("cola", "CoLA (mc)"), ("sst2", "SST2 (acc)"), ("mrpc", "MRPC (F1)"), ("stsb", "STSB (pc)"),
-                     ("qqp", "QQP (F1)")], results, "full", PAPER["table4"]))
+                     ("qqp", "QQP (F1)"), ("glue", "GLUE")], results, "full", PAPER["table4"]))
     w("")
     w("(The paper's GLUE score, 72.8, needs the GLUE test server; it is not computed here.)")
     w("")
@@ -862,17 +1028,28 @@ def write_report(cfg: StudyConfig, out: Path) -> Path:
     w("## Figure 2 (right) — zero-shot behaviour over pretraining")
     w("")
     if zsc:
-        w(f"![zero-shot]({os.path.relpath(zs_png, target.parent)})")
-        w("")
+        if zs_plotted:
+            w(f"![zero-shot]({os.path.relpath(zs_png, target.parent)})")
+            w("")
         tasks = [k for k in zsc[0] if k != "step"]
         w("| pretraining updates | " + " | ".join(tasks) + " |")
         w("|---:|" + "---:|" * len(tasks))
         for row in zsc:
-            w(f"| {row['step']:,} | " + " | ".join(f"{row[t]:.1f}" for t in tasks) + " |")
+            if row["step"] == GIVEN:
+                label = f"given model (`{given}`)" if given else "given model"
+            else:
+                label = f"{row['step']:,}"
+            w(f"| {label} | " + " | ".join(f"{row[t]:.1f}" for t in tasks) + " |")
         w("")
+        given_note = ""
+        if any(row["step"] == GIVEN for row in zsc):
+            given_note = (" (of the given model's configuration); \"given model\" is the given model itself, whose "
+                          "number of pretraining updates is not known here")
+            if not zs_plotted:
+                given_note += ", so there is no curve over pretraining"
         w(f"The paper's heuristics (`gpt1_hf.zero_shot`, docs/zero_shot.md) on at most {cfg.zero_shot_examples} dev "
           "examples per task; CoLA's threshold is fit on the same number of training examples. Step 0 is the "
-          "random initialisation. Chance: SST-2 50, CoLA 0 (MCC), RACE 25, Story Cloze 50, WNLI 50.")
+          f"random initialisation{given_note}. Chance: SST-2 50, CoLA 0 (MCC), RACE 25, Story Cloze 50, WNLI 50.")
     else:
         w("Not run.")
     w("")
@@ -935,9 +1112,23 @@ def write_report(cfg: StudyConfig, out: Path) -> Path:
     if est:
         tps = est["measured"]["tokens_per_s"]
         race = sum(r["tokens"] for r in est["rows"] if r["task"] == "race")
+        n = est["runs"]
+        seeds = est["multi_seed"]
+        parts = [f"{n['finetune']} fine-tuning runs ("
+                 + (f"{'/'.join(str(k) for k in sorted(set(seeds.values())))} seeds for {_names(seeds)}; "
+                    if seeds else "one seed per task; ")
+                 + ("the two Table 5 ablations on the GLUE tasks)" if est["ablations"] else "no ablations)")]
+        if n.get("layer_transfer"):
+            lt_task = TASK_NAMES.get(est["layer_transfer_task"], est["layer_transfer_task"])
+            parts.append(f"{n['layer_transfer']} layer-transfer runs of {lt_task} (K = 0–{est['n_layer'] - 1} "
+                         f"pretrained blocks; K = {est['n_layer']} is its fine-tuning run)")
+        if n.get("lora"):
+            parts.append(f"{n['lora']} LoRA run of {TASK_NAMES.get(est['lora_task'], est['lora_task'])}, counted "
+                         "at the cost of full fine-tuning")
         w(f"What it costs, estimated from the tokens it trains on (GPT-1 BPE lengths of {est['sample']} training "
-          f"examples per task × the official training-set sizes × {est['epochs']} epochs × the runs: 3 seeds for "
-          "CoLA, MRPC, STS-B and RTE, and the two Table 5 ablations on the GLUE tasks):")
+          f"examples per task × the official training-set sizes × {est['epochs']} epochs × every run the command "
+          f"plans, {sum(n.values())} in all: " + ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "")
+          + parts[-1] + "):")
         w("")
         w("| task | training examples | mean tokens read per example | runs | tokens trained on |")
         w("|---|---:|---:|---:|---:|")

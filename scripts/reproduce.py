@@ -5,9 +5,10 @@ Miniature study on a 2-core CPU (about two hours; pretraining gets --budget_minu
 
     python scripts/reproduce.py --data_dir ../shared/data --output_dir outputs/study --budget_minutes 30 --write_docs
 
-Full-scale study with the real GPT-1 weights (no subsampling, 512-token inputs, the paper's lr):
+Full-scale study with the real GPT-1 weights (no subsampling, 512-token inputs, the paper's lr); a given
+--model_name_or_path selects --preset full unless --preset is given:
 
-    python scripts/reproduce.py --preset full --model_name_or_path gpt1-base --data_dir <data> --write_docs
+    python scripts/reproduce.py --model_name_or_path gpt1-base --data_dir <data> --write_docs
 
 Stages (--stages, default all): pretrain, zero_shot, finetune, layer_transfer, lora, report. Every stage skips the
 work it finds finished in --output_dir, so rerunning the same command after a kill continues where it stopped.
@@ -31,12 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_dir", required=True, help="root with one folder per task (the layout of shared/data)")
     p.add_argument("--output_dir", default="outputs/study")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
-                   help="cpu: the miniature study (default); full: the paper's scale (needs --model_name_or_path)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="cpu: the miniature study (the default without --model_name_or_path); full: the paper's "
+                        "scale (needs --model_name_or_path; the default with it)")
     p.add_argument("--stages", type=_list, default=list(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     p.add_argument("--tasks", type=_list, default=None, help="comma-separated tasks for Tables 2-4")
     p.add_argument("--model_name_or_path", default=None,
-                   help="a real pretrained GPT-1 (gpt1 folder, openai-gpt checkpoint or Hub id): skips pretraining")
+                   help="a real pretrained GPT-1 (gpt1 folder, openai-gpt checkpoint or Hub id): skips pretraining "
+                        "and selects --preset full unless --preset is given")
     p.add_argument("--tokenizer", dest="tokenizer_name_or_path", default=None)
     g = p.add_argument_group("pretraining (preset values when not given)")
     g.add_argument("--corpus", nargs="*", default=None, help="files/folders (default: <data_dir>/pretrain_corpus)")
@@ -58,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mc_max_length", type=int, default=None)
     g.add_argument("--learning_rate", type=float, default=None)
     g.add_argument("--num_train_epochs", type=int, default=None)
-    g.add_argument("--seeds", type=int, default=None, help="seeds of the small tasks (CoLA, MRPC, STS-B, RTE)")
+    g.add_argument("--seeds", type=int, default=None,
+                   help="seeds of the small tasks (CoLA, MRPC, STS-B, RTE, Story Cloze)")
     g.add_argument("--no_ablations", dest="ablations", action="store_false")
     g.add_argument("--layer_transfer_task", default="mnli", help="'' to skip")
     g.add_argument("--lora_task", default="sst2", help="'' to skip")
@@ -69,15 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    from gpt1_hf.reproduce import StudyConfig, run_study
+def config_from_args(ns: argparse.Namespace):
+    """The `StudyConfig` of parsed arguments (no --preset: StudyConfig picks full with a model, else cpu)."""
+    from gpt1_hf.reproduce import StudyConfig
 
-    ns = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     values = {k: v for k, v in vars(ns).items() if v is not None}
     for k in ("layer_transfer_task", "lora_task"):
         values[k] = values.get(k) or None
-    cfg = StudyConfig(**values)
+    return StudyConfig(**values)
+
+
+def main(argv=None) -> int:
+    from gpt1_hf.reproduce import run_study
+
+    ns = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = config_from_args(ns)
     command = "python scripts/reproduce.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None
                                                                                    else sys.argv[1:]))
     report = run_study(cfg, command=command)
