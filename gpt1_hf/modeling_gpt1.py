@@ -11,7 +11,7 @@ Where the paper's equations live:
          P(u) = softmax(h_n W_e^T)              GPT1LMHeadModel (lm_head tied to W_e)
     (1)  L1 = Σ_i log P(u_i | u_<i)             next_token_loss (mean over the non-pad target tokens)
     (3)  P(y | x) = softmax(h_l^m W_y)          pool_at_extract_token + GPT1ForSequenceClassification.score
-    (4)  L2 = Σ log P(y | x)                    classification_loss
+    (4)  L2 = Σ log P(y | x)                    class_index_loss (classification_loss adds regression, multi-label)
     (5)  L3 = L2 + λ·L1   (λ = config.aux_lm_weight = 0.5)   add_aux_lm_loss
     §3.3 input transformations: the extract token `_classify_` ends every sequence; similarity tasks feed both
          orderings, (batch, 2, seq), and add the two pooled vectors; multiple choice feeds (batch, choices, seq)
@@ -33,6 +33,7 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, ModelOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.utils import can_return_tuple
 
 from .configuration_gpt1 import GPT1Config
 
@@ -117,7 +118,8 @@ class GPT1Dropout(nn.Dropout):
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
-    """mean_i CE(h_i W^T, t_i) without the (rows x vocab) logits of the whole batch; see `linear_cross_entropy`."""
+    """mean_i CE(h_i W^T, t_i) (0 for no rows) without the (rows x vocab) logits of the whole batch; see
+    `linear_cross_entropy`."""
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, chunk_size: int, compute_dtype: torch.dtype):
@@ -153,9 +155,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     dw = dw_c.to(torch.float32) if dw is None else dw.add_(dw_c)
                     del dw_c
         ctx.grads = (dh, dw)
-        ctx.n = n
+        ctx.n = max(n, 1)  # no rows (no target token in the batch): a zero loss, not 0/0
         ctx.hidden_dtype = hidden.dtype
-        return total / n
+        return total / ctx.n
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -176,7 +178,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
 
 def linear_cross_entropy(hidden, weight, targets, chunk_size: int = 1024):
-    """F.cross_entropy(F.linear(hidden, weight).float(), targets) for the LM head, in chunks of `chunk_size` rows.
+    """F.cross_entropy(F.linear(hidden, weight).float(), targets) for the LM head, in chunks of `chunk_size` rows
+    (0, not NaN, for no rows).
 
     hidden: (rows, H); weight: (vocab, H); targets: (rows,). Matmuls run in the autocast dtype when autocast is on
     (the dtype of `hidden` otherwise), log-softmax in fp32. The gradient of each chunk is computed right away and kept
@@ -433,15 +436,31 @@ class GPT1Model(GPT1PreTrainedModel):
     def set_input_embeddings(self, new_embeddings):
         self.tokens_embed = new_embeddings
 
-    def check_inputs(self, input_ids, past_length: int, seq_length: int):
-        """Bad input fails loudly here instead of becoming an index error deep inside an embedding."""
+    def check_inputs(self, input_ids, attention_mask, position_ids, batch: int, past_length: int, seq_length: int):
+        """Bad input fails loudly here instead of becoming an index error deep inside an embedding (or a mask that
+        broadcasts silently)."""
         if past_length + seq_length > self.config.n_positions:
             raise ValueError(
                 f"Sequence length {past_length + seq_length} exceeds the model's n_positions={self.config.n_positions}"
                 " (GPT-1 has learned position embeddings for that many positions only). Truncate the input, e.g. "
                 f"tokenizer(..., truncation=True, max_length={self.config.n_positions})."
             )
-        if input_ids is not None and not torch.compiler.is_compiling() and input_ids.numel() > 0:
+        # A 2D padding mask covers the cached tokens and the new ones; 4D masks are custom and passed through as given.
+        if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() != 4:
+            if tuple(attention_mask.shape) != (batch, past_length + seq_length):
+                raise ValueError(
+                    f"attention_mask must have shape (batch, past + seq) = ({batch}, {past_length + seq_length}), got "
+                    f"{tuple(attention_mask.shape)}."
+                )
+        if torch.compiler.is_compiling():
+            return
+        if position_ids is not None and position_ids.numel() > 0:
+            low, high = int(position_ids.min()), int(position_ids.max())
+            if low < 0 or high >= self.config.n_positions:
+                raise ValueError(
+                    f"Position id {low if low < 0 else high} is outside [0, n_positions={self.config.n_positions})."
+                )
+        if input_ids is not None and input_ids.numel() > 0:
             low, high = int(input_ids.min()), int(input_ids.max())
             if low < 0 or high >= self.config.vocab_size:
                 bad = low if low < 0 else high
@@ -450,6 +469,7 @@ class GPT1Model(GPT1PreTrainedModel):
                     "the tokenizer, call model.resize_token_embeddings(len(tokenizer))."
                 )
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -460,10 +480,12 @@ class GPT1Model(GPT1PreTrainedModel):
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         past_key_values: Cache | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
+        """attention_mask: (batch, past + seq), 1 for real tokens. Without position_ids, each row's positions count its
+        real tokens (cumsum of the mask - 1), so a left-padded row gets the positions it would have alone.
+        return_dict=False returns a tuple (`can_return_tuple`)."""
         cache = cache if cache is not None else past_key_values
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
@@ -482,16 +504,18 @@ class GPT1Model(GPT1PreTrainedModel):
             cache = DynamicCache(config=self.config)
         past_length = cache.get_seq_length() if cache is not None else 0
         batch, seq = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
-        self.check_inputs(input_ids, past_length, seq)
-
-        if inputs_embeds is None:
-            inputs_embeds = self.tokens_embed(input_ids)
-        if position_ids is None:
-            position_ids = torch.arange(past_length, past_length + seq, device=inputs_embeds.device)[None]
-        hidden_states = self.drop(inputs_embeds + self.positions_embed(position_ids))  # (2): h_0 = U W_e + W_p
+        self.check_inputs(input_ids, attention_mask, position_ids, batch, past_length, seq)
 
         if attention_mask is None and input_ids is not None and past_length == 0 and self.config.pad_token_id is not None:
             attention_mask = (input_ids != self.config.pad_token_id).long()  # pad tokens are never attended to
+        if inputs_embeds is None:
+            inputs_embeds = self.tokens_embed(input_ids)
+        if position_ids is None and isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2:
+            # the number of real tokens before each one (padding gets 0): left padding does not shift the positions
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seq:]
+        elif position_ids is None:
+            position_ids = torch.arange(past_length, past_length + seq, device=inputs_embeds.device)[None]
+        hidden_states = self.drop(inputs_embeds + self.positions_embed(position_ids))  # (2): h_0 = U W_e + W_p
         if output_attentions:
             mask = eager_causal_mask(attention_mask, seq, past_length + seq, inputs_embeds.device)
         else:
@@ -530,34 +554,47 @@ class GPT1Model(GPT1PreTrainedModel):
 def next_token_loss(hidden_states, lm_head: nn.Linear, input_ids, attention_mask=None, ignore_index=None):
     """L1 of the paper as a mean: next-token cross-entropy over every non-pad target token of the batch.
 
-    Position t predicts token t+1 and counts when token t+1 is a real token (attention_mask == 1), special tokens
-    included, as in the original code. Only those positions go through the LM head, so the (tokens x vocab) logits of
-    padding are never built. hidden_states: (N, T, H); input_ids, attention_mask: (N, T).
+    Position t predicts token t+1 and counts when both are real tokens (attention_mask == 1; with left padding, the
+    first real token is not predicted from a pad), special tokens included, as in the original code. Only those
+    positions go through the LM head, so the (tokens x vocab) logits of padding are never built. A batch without any
+    target (every row at most one token long) gives a zero loss that keeps the graph. hidden_states: (N, T, H);
+    input_ids, attention_mask: (N, T).
     """
     targets = input_ids[:, 1:]
-    keep = torch.ones_like(targets, dtype=torch.bool) if attention_mask is None else attention_mask[:, 1:].bool()
+    if attention_mask is None:
+        keep = torch.ones_like(targets, dtype=torch.bool)
+    else:
+        keep = attention_mask[:, 1:].bool() & attention_mask[:, :-1].bool()
     if ignore_index is not None:
         keep = keep & (targets != ignore_index)
     if torch.compiler.is_compiling():  # no boolean indexing (data-dependent shapes); the compiler fuses the loss
         logits = lm_head(hidden_states[:, :-1]).float()
-        return F.cross_entropy(logits.flatten(0, 1), targets.masked_fill(~keep, -100).flatten(), ignore_index=-100)
+        total = F.cross_entropy(logits.flatten(0, 1), targets.masked_fill(~keep, -100).flatten(), reduction="sum")
+        return total / keep.sum().clamp(min=1)
     if FAST_PATHS["fused_lm_loss"] and type(lm_head) is nn.Linear and lm_head.bias is None:  # not PEFT-wrapped
         return linear_cross_entropy(hidden_states[:, :-1][keep], lm_head.weight, targets[keep])
     logits = lm_head(hidden_states[:, :-1][keep])
-    return F.cross_entropy(logits.float(), targets[keep])
+    return F.cross_entropy(logits.float(), targets[keep], reduction="sum") / max(logits.shape[0], 1)
 
 
 def pool_at_extract_token(hidden_states, input_ids, attention_mask, clf_token_id, require_extract_token: bool):
     """h_l^m of eq. (3): the final hidden state at the extract token `_classify_` (its last occurrence).
 
-    Rows without it fall back to their last non-pad token, unless `require_extract_token`.
-    hidden_states: (N, T, H); input_ids, attention_mask: (N, T). Returns (N, H).
+    Rows without it fall back to their last non-pad token, unless `require_extract_token`; a row without any real token
+    is an error. hidden_states: (N, T, H); input_ids, attention_mask: (N, T). Returns (N, H).
     """
     n, t = input_ids.shape
     positions = torch.arange(t, device=input_ids.device).expand(n, t)
     if attention_mask is None:
         last_real = torch.full((n,), t - 1, device=input_ids.device)
     else:
+        has_real = attention_mask.bool().any(dim=1)
+        if not bool(has_real.all()):
+            rows = torch.nonzero(~has_real).flatten().tolist()
+            raise ValueError(
+                f"Sequences {rows[:10]} (flattened batch x choice index) have no real token: their attention_mask is "
+                "all 0 (or they are all padding), so there is nothing to classify."
+            )
         last_real = (positions * attention_mask.bool()).amax(dim=1)
     if clf_token_id is None:
         if require_extract_token:
@@ -574,6 +611,20 @@ def pool_at_extract_token(hidden_states, input_ids, attention_mask, clf_token_id
             )
         index = torch.where(has_extract, (positions * is_extract).amax(dim=1), last_real)
     return hidden_states[torch.arange(n, device=hidden_states.device), index]
+
+
+def class_index_loss(logits, labels, classes: str):
+    """(4) L2 = -log P(y | x) for integer class labels (batch,), checked: float labels (say, targets meant for another
+    problem type) and out-of-range classes are errors; any integer dtype is accepted."""
+    batch, num_classes = logits.shape
+    if labels.shape != (batch,):
+        raise ValueError(f"labels must have shape ({batch},), got {tuple(labels.shape)}.")
+    if labels.is_floating_point() or labels.is_complex():
+        raise ValueError(f"labels must be integer class indices for {classes}, got dtype {labels.dtype}.")
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if bad.numel():
+        raise ValueError(f"Label {int(bad[0])} is out of range for {classes}.")
+    return F.cross_entropy(logits.float(), labels.long())
 
 
 def add_aux_lm_loss(clf_loss, lm_loss, weight: float):
@@ -614,6 +665,7 @@ class GPT1LMHeadModel(GPT1PreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_ids=None,
@@ -627,13 +679,13 @@ class GPT1LMHeadModel(GPT1PreTrainedModel, GenerationMixin):
         output_hidden_states=None,
         logits_to_keep: int | torch.Tensor = 0,
         past_key_values=None,
-        return_dict=None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """labels: (batch, seq) token ids, shifted inside (labels = input_ids is fine); -100 marks ignored tokens.
 
         In training mode with labels, only the loss is computed (logits=None): the loss projects just the target
         positions (`next_token_loss`). Pass logits_to_keep > 0 to get the logits of the last positions as well.
+        return_dict=False returns a tuple (`can_return_tuple`).
         """
         out = self.transformer(
             input_ids,
@@ -644,16 +696,27 @@ class GPT1LMHeadModel(GPT1PreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            return_dict=True,
             **kwargs,
         )
         hidden_states = out.last_hidden_state
         loss = None
         if labels is not None:
+            seq = hidden_states.shape[1]
             if labels.shape != hidden_states.shape[:2]:
                 raise ValueError(f"labels must have shape {tuple(hidden_states.shape[:2])}, got {tuple(labels.shape)}.")
+            if not torch.compiler.is_compiling():
+                bad = labels[(labels != -100) & ((labels < 0) | (labels >= self.config.vocab_size))]
+                if bad.numel():
+                    raise ValueError(
+                        f"Label {int(bad[0])} is out of range: labels must be -100 (ignored) or token ids in "
+                        f"[0, {self.config.vocab_size})."
+                    )
             if attention_mask is None and input_ids is not None and self.config.pad_token_id is not None:
                 attention_mask = (input_ids != self.config.pad_token_id).long()
-            loss = next_token_loss(hidden_states, self.lm_head, labels, attention_mask, ignore_index=-100)
+            elif isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2:
+                attention_mask = attention_mask[:, -seq:]  # with a cache the mask also covers the cached tokens
+            loss = next_token_loss(hidden_states, self.lm_head, labels.long(), attention_mask, ignore_index=-100)
         logits = None
         skip_logits = self.training and loss is not None and FAST_PATHS["no_train_logits"]
         if not (skip_logits and isinstance(logits_to_keep, int) and logits_to_keep == 0):
@@ -676,18 +739,29 @@ class _GPT1TaskHead(GPT1PreTrainedModel):
         self.clf_dropout = GPT1Dropout(config.clf_pdrop)
 
     def encode_flat(self, input_ids, attention_mask, output_attentions, output_hidden_states, **kwargs):
-        """Run the backbone on (N, T) sequences; returns the output, pad-inferred mask and last hidden states."""
+        """Run the backbone on the (..., T) sequences flattened to (N, T); returns the output, the flat ids and the
+        flat (pad-inferred when not given) mask."""
+        if attention_mask is not None and attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask must have the shape of input_ids, {tuple(input_ids.shape)}, got "
+                f"{tuple(attention_mask.shape)}."
+            )
+        seq = input_ids.shape[-1]
+        input_ids = input_ids.reshape(-1, seq)
         if attention_mask is None and self.config.pad_token_id is not None:
             attention_mask = (input_ids != self.config.pad_token_id).long()
+        elif attention_mask is not None:
+            attention_mask = attention_mask.reshape(-1, seq)
         out = self.transformer(
             input_ids,
             attention_mask=attention_mask,
             use_cache=False,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            return_dict=True,
             **kwargs,
         )
-        return out, attention_mask
+        return out, input_ids, attention_mask
 
     def aux_lm_loss(self, hidden_states, input_ids, attention_mask, labels_given: bool):
         """L1 on the task's own inputs, computed only when it contributes to the loss (λ > 0 and labels given)."""
@@ -711,6 +785,7 @@ class GPT1ForSequenceClassification(_GPT1TaskHead):
         self.score = nn.Linear(config.n_embd, config.num_labels)  # W_y
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_ids=None,
@@ -718,7 +793,6 @@ class GPT1ForSequenceClassification(_GPT1TaskHead):
         labels=None,
         output_attentions=None,
         output_hidden_states=None,
-        return_dict=None,
         **kwargs,
     ) -> GPT1SequenceClassifierOutput:
         if input_ids is None or input_ids.dim() not in (2, 3) or (input_ids.dim() == 3 and input_ids.shape[1] != 2):
@@ -726,10 +800,10 @@ class GPT1ForSequenceClassification(_GPT1TaskHead):
                 "input_ids must have shape (batch, seq), or (batch, 2, seq) for similarity tasks (both orderings); "
                 f"got {None if input_ids is None else tuple(input_ids.shape)}."
             )
-        batch, seq = input_ids.shape[0], input_ids.shape[-1]
-        flat_ids = input_ids.reshape(-1, seq)
-        flat_mask = None if attention_mask is None else attention_mask.reshape(-1, seq)
-        out, flat_mask = self.encode_flat(flat_ids, flat_mask, output_attentions, output_hidden_states, **kwargs)
+        batch = input_ids.shape[0]
+        out, flat_ids, flat_mask = self.encode_flat(
+            input_ids, attention_mask, output_attentions, output_hidden_states, **kwargs
+        )
         hidden_states = out.last_hidden_state
         pooled = pool_at_extract_token(hidden_states, flat_ids, flat_mask, self.config.clf_token_id, False)
         pooled = pooled.view(batch, -1, pooled.shape[-1]).sum(dim=1)  # similarity: h(a;b) + h(b;a)
@@ -761,18 +835,19 @@ class GPT1ForSequenceClassification(_GPT1TaskHead):
                 self.config.problem_type = "multi_label_classification"
         problem = self.config.problem_type
         if problem == "regression":
-            if labels.numel() != batch:
-                raise ValueError(f"Regression labels must have shape ({batch},), got {tuple(labels.shape)}.")
-            return F.mse_loss(logits.view(-1).float(), labels.view(-1).float())
+            shapes = [(batch,), (batch, 1)] if self.num_labels == 1 else [(batch, self.num_labels)]
+            if tuple(labels.shape) not in shapes:
+                raise ValueError(
+                    f"Regression labels must have shape {' or '.join(map(str, shapes))}, got {tuple(labels.shape)}."
+                )
+            return F.mse_loss(logits.float().view(labels.shape), labels.float())
         if problem == "single_label_classification":
-            if labels.shape != (batch,):
-                raise ValueError(f"labels must have shape ({batch},), got {tuple(labels.shape)}.")
-            bad = labels[(labels < 0) | (labels >= self.num_labels)]
-            if bad.numel():
-                raise ValueError(f"Label {int(bad[0])} is out of range for num_labels={self.num_labels}.")
-            return F.cross_entropy(logits.float(), labels)
+            return class_index_loss(logits, labels, f"num_labels={self.num_labels}")
         if labels.shape != logits.shape:
             raise ValueError(f"Multi-label targets must have shape {tuple(logits.shape)}, got {tuple(labels.shape)}.")
+        if bool(((labels < 0) | (labels > 1)).any()):
+            low, high = float(labels.min()), float(labels.max())
+            raise ValueError(f"Multi-label targets must lie in [0, 1], got values from {low} to {high}.")
         return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
 
 
@@ -788,6 +863,7 @@ class GPT1ForMultipleChoice(_GPT1TaskHead):
         self.score = nn.Linear(config.n_embd, 1)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_ids=None,
@@ -795,7 +871,6 @@ class GPT1ForMultipleChoice(_GPT1TaskHead):
         labels=None,
         output_attentions=None,
         output_hidden_states=None,
-        return_dict=None,
         **kwargs,
     ) -> GPT1MultipleChoiceModelOutput:
         if input_ids is None or input_ids.dim() != 3:
@@ -803,10 +878,10 @@ class GPT1ForMultipleChoice(_GPT1TaskHead):
                 "GPT1ForMultipleChoice takes input_ids of shape (batch, num_choices, seq), got "
                 f"{None if input_ids is None else tuple(input_ids.shape)}."
             )
-        batch, num_choices, seq = input_ids.shape
-        flat_ids = input_ids.reshape(-1, seq)
-        flat_mask = None if attention_mask is None else attention_mask.reshape(-1, seq)
-        out, flat_mask = self.encode_flat(flat_ids, flat_mask, output_attentions, output_hidden_states, **kwargs)
+        batch, num_choices, _ = input_ids.shape
+        out, flat_ids, flat_mask = self.encode_flat(
+            input_ids, attention_mask, output_attentions, output_hidden_states, **kwargs
+        )
         hidden_states = out.last_hidden_state
         pooled = pool_at_extract_token(hidden_states, flat_ids, flat_mask, self.config.clf_token_id, True)
         pooled = pooled.view(batch, num_choices, -1)
@@ -818,12 +893,7 @@ class GPT1ForMultipleChoice(_GPT1TaskHead):
 
         loss = clf_loss = lm_loss = None
         if labels is not None:
-            if labels.shape != (batch,):
-                raise ValueError(f"labels must have shape ({batch},), got {tuple(labels.shape)}.")
-            bad = labels[(labels < 0) | (labels >= num_choices)]
-            if bad.numel():
-                raise ValueError(f"Label {int(bad[0])} is out of range for {num_choices} choices.")
-            clf_loss = F.cross_entropy(logits.float(), labels)
+            clf_loss = class_index_loss(logits, labels, f"{num_choices} choices")
             lm_loss = self.aux_lm_loss(hidden_states, flat_ids, flat_mask, labels_given=True)
             loss = add_aux_lm_loss(clf_loss, lm_loss, self.config.aux_lm_weight)
         return GPT1MultipleChoiceModelOutput(

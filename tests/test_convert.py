@@ -60,10 +60,13 @@ def test_gpt1_to_openai_gpt_parity_and_round_trip():
     assert isinstance(back, OpenAIGPTLMHeadModel)
     ids, mask = batch_with_padding()
     with torch.no_grad():
-        a = back(ids, attention_mask=mask).logits
-        b = ours(ids, attention_mask=mask).logits
+        a = back(ids, attention_mask=mask, output_hidden_states=True)
+        b = ours(ids, attention_mask=mask, output_hidden_states=True)
     keep = mask.bool()
-    torch.testing.assert_close(a[keep], b[keep], rtol=0, atol=1e-5)
+    assert len(a.hidden_states) == len(b.hidden_states) == ours.config.n_layer + 1
+    for ha, hb in zip(a.hidden_states, b.hidden_states, strict=True):
+        torch.testing.assert_close(ha[keep], hb[keep], rtol=0, atol=1e-5)
+    torch.testing.assert_close(a.logits[keep], b.logits[keep], rtol=0, atol=1e-5)
     again = openai_gpt_to_gpt1(back, add_special_tokens=False)
     for k, v in ours.state_dict().items():
         assert torch.equal(again.state_dict()[k], v), k

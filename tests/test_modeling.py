@@ -281,3 +281,225 @@ def test_bad_inputs_raise_clear_errors():
         mc(ids.view(2, 2, 10), labels=torch.tensor([0, 2]))
     with pytest.raises(ValueError, match=r"\(batch, 2, seq\)"):
         clf(ids.view(1, 4, 10))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Left padding, empty batches, label dtypes and ranges, mask shapes, return_dict
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def left_pad(ids, mask):
+    """The same rows as `make_batch` gives them, with the padding moved to the left."""
+    out_ids, out_mask = torch.full_like(ids, PAD), torch.zeros_like(mask)
+    for i, n in enumerate(mask.sum(1).tolist()):
+        out_ids[i, ids.shape[1] - n:] = ids[i, :n]
+        out_mask[i, ids.shape[1] - n:] = 1
+    return out_ids, out_mask
+
+
+def test_left_padding_keeps_the_positions_of_the_prompt_alone():
+    model = GPT1LMHeadModel(GPT1Config(**tiny_config_kwargs())).eval()
+    ids, mask = left_pad(*make_batch())
+    with torch.no_grad():
+        batched = model(ids, attention_mask=mask).logits
+        for i, n in enumerate(mask.sum(1).tolist()):
+            alone = model(ids[i:i + 1, -n:]).logits
+            torch.testing.assert_close(batched[i, -n:], alone[0], rtol=1e-5, atol=1e-5)
+        # with a cache, the mask covers past + new tokens and the positions continue from the real tokens
+        first = model(ids[:, :-2], attention_mask=mask[:, :-2], use_cache=True)
+        step = model(ids[:, -2:], attention_mask=mask, cache=first.cache, use_cache=True).logits
+    torch.testing.assert_close(step, batched[:, -2:], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_batched_left_padded_generate_equals_per_prompt_generate(use_cache):
+    # a large init spread makes greedy decoding of the random model depend on the positions (no constant tokens)
+    model = GPT1LMHeadModel(GPT1Config(**tiny_config_kwargs(initializer_range=0.5))).eval()
+    prompts = [torch.randint(0, 100, (n,)) for n in (7, 3, 5)]
+    ids = torch.full((3, 7), PAD)
+    mask = torch.zeros(3, 7, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, 7 - len(p):], mask[i, 7 - len(p):] = p, 1
+    kwargs = dict(max_new_tokens=6, do_sample=False, pad_token_id=PAD, use_cache=use_cache,
+                  return_dict_in_generate=True, output_logits=True)
+    batched = model.generate(ids, attention_mask=mask, **kwargs)
+    for i, p in enumerate(prompts):
+        alone = model.generate(p[None], **kwargs)
+        assert torch.equal(batched.sequences[i, 7:], alone.sequences[0, len(p):]), i
+        for step_b, step_a in zip(batched.logits, alone.logits, strict=True):
+            torch.testing.assert_close(step_b[i], step_a[0], rtol=1e-4, atol=1e-4)
+
+
+def test_classifier_left_padding_equals_right_padding():
+    clf = GPT1ForSequenceClassification(GPT1Config(**tiny_config_kwargs(num_labels=3))).eval()
+    right, right_mask = make_batch()
+    left, left_mask = left_pad(right, right_mask)
+    labels = torch.tensor([0, 2, 1])
+    r = clf(right, attention_mask=right_mask, labels=labels)
+    l_ = clf(left, attention_mask=left_mask, labels=labels)
+    torch.testing.assert_close(l_.logits, r.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(l_.lm_loss, r.lm_loss, rtol=1e-5, atol=1e-5)
+    mc = GPT1ForMultipleChoice(clf.config).eval()
+    r = mc(right[:2, None].expand(2, 2, 10), attention_mask=right_mask[:2, None].expand(2, 2, 10))
+    l_ = mc(left[:2, None].expand(2, 2, 10), attention_mask=left_mask[:2, None].expand(2, 2, 10))
+    torch.testing.assert_close(l_.logits, r.logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_lm_loss_same_for_left_and_right_padding(fused):
+    from gpt1_hf.modeling_gpt1 import fast_paths
+
+    # a large init spread: the per-token losses differ clearly from log(vocab), so one extra target shows
+    model = GPT1LMHeadModel(GPT1Config(**tiny_config_kwargs(initializer_range=0.5))).eval()
+    right, right_mask = make_batch()
+    left, left_mask = left_pad(right, right_mask)
+    with fast_paths(fused_lm_loss=fused):
+        r = model(right, attention_mask=right_mask, labels=right).loss
+        l_ = model(left, attention_mask=left_mask, labels=left).loss
+    torch.testing.assert_close(l_, r, rtol=1e-5, atol=1e-5)
+    # the first real token of a left-padded row is not a target: it would be predicted from a pad
+    expected = _aux_lm_by_hand(model(right, attention_mask=right_mask).logits, right, right_mask)
+    torch.testing.assert_close(r, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_batch_without_targets_gives_zero_loss_with_a_graph(fused):
+    from gpt1_hf.modeling_gpt1 import fast_paths
+
+    lm = GPT1LMHeadModel(GPT1Config(**tiny_config_kwargs())).train()
+    clf = GPT1ForSequenceClassification(GPT1Config(**tiny_config_kwargs(num_labels=2))).train()
+    with fast_paths(fused_lm_loss=fused):
+        loss = lm(torch.randint(0, 100, (2, 1)), labels=torch.randint(0, 100, (2, 1))).loss
+        assert loss.item() == 0 and loss.requires_grad
+        loss.backward()
+        ids, mask = make_batch(batch=2, seq=4, lengths=(1, 1))  # rows of one token: the extract token alone
+        out = clf(ids, attention_mask=mask, labels=torch.tensor([0, 1]))
+        assert out.lm_loss.item() == 0 and torch.isfinite(out.loss)
+        out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in clf.parameters() if p.grad is not None)
+
+
+def test_integer_labels_of_any_dtype_and_float_labels_rejected():
+    cfg = GPT1Config(**tiny_config_kwargs(num_labels=3))
+    clf, mc, lm = GPT1ForSequenceClassification(cfg).eval(), GPT1ForMultipleChoice(cfg).eval(), GPT1LMHeadModel(cfg)
+    ids, mask = make_batch(batch=4, lengths=(10, 7, 4, 8))
+    labels = torch.tensor([0, 2, 1, 1])
+    ref_clf = clf(ids, attention_mask=mask, labels=labels).loss
+    ref_mc = mc(ids.view(2, 2, 10), attention_mask=mask.view(2, 2, 10), labels=labels[:2] % 2).loss
+    for dtype in (torch.int32, torch.int16, torch.uint8):
+        torch.testing.assert_close(clf(ids, attention_mask=mask, labels=labels.to(dtype)).loss, ref_clf)
+        torch.testing.assert_close(
+            mc(ids.view(2, 2, 10), attention_mask=mask.view(2, 2, 10), labels=(labels[:2] % 2).to(dtype)).loss, ref_mc)
+    lm.eval()
+    torch.testing.assert_close(lm(ids, labels=ids.int()).loss, lm(ids, labels=ids).loss)
+    with pytest.raises(ValueError, match="torch.float32"):
+        mc(ids.view(2, 2, 10), attention_mask=mask.view(2, 2, 10), labels=torch.tensor([0.0, 1.0]))
+    single = GPT1ForSequenceClassification(GPT1Config(**tiny_config_kwargs(
+        num_labels=3, problem_type="single_label_classification"))).eval()
+    with pytest.raises(ValueError, match="torch.float32"):
+        single(ids, attention_mask=mask, labels=torch.tensor([0.0, 2.0, 1.0, 1.0]))
+
+
+def test_lm_labels_out_of_vocabulary_raise():
+    lm = GPT1LMHeadModel(GPT1Config(**tiny_config_kwargs()))
+    ids = torch.randint(0, 100, (2, 6))
+    for bad in (500, -5, 104):
+        labels = ids.clone()
+        labels[1, 3] = bad
+        with pytest.raises(ValueError, match=rf"Label {bad} is out of range.*-100.*\[0, 104\)"):
+            lm(ids, labels=labels)
+    labels = ids.clone()
+    labels[1, 3:] = -100
+    lm(ids, labels=labels)  # -100 stays allowed
+
+
+def test_attention_mask_shape_is_checked():
+    cfg = GPT1Config(**tiny_config_kwargs(num_labels=2))
+    model, lm = GPT1Model(cfg), GPT1LMHeadModel(cfg)
+    clf, mc = GPT1ForSequenceClassification(cfg), GPT1ForMultipleChoice(cfg)
+    ids = torch.randint(0, 100, (2, 6))
+    for shape in [(2, 5), (2, 8), (1, 6), (6,)]:
+        with pytest.raises(ValueError, match=r"attention_mask must have shape \(batch, past \+ seq\) = \(2, 6\)"):
+            model(ids, attention_mask=torch.ones(shape, dtype=torch.long))
+        with pytest.raises(ValueError, match="attention_mask must have"):
+            lm(ids, attention_mask=torch.ones(shape, dtype=torch.long))
+    cache = lm(ids, use_cache=True).cache
+    with pytest.raises(ValueError, match=r"= \(2, 7\), got \(2, 1\)"):
+        lm(ids[:, :1], attention_mask=torch.ones(2, 1, dtype=torch.long), cache=cache)
+    choices, mask = make_batch(batch=3, lengths=(10, 7, 4))
+    with pytest.raises(ValueError, match=r"the shape of input_ids, \(1, 3, 10\), got \(1, 10\)"):
+        mc(choices[None], attention_mask=mask[:1])
+    pairs = torch.stack([choices[:2], choices[1:]], dim=1)  # (2, 2, 10)
+    with pytest.raises(ValueError, match=r"the shape of input_ids, \(2, 2, 10\), got \(2, 10\)"):
+        clf(pairs, attention_mask=mask[:2])
+
+
+def test_rows_without_real_tokens_raise():
+    cfg = GPT1Config(**tiny_config_kwargs(num_labels=2))
+    clf, mc = GPT1ForSequenceClassification(cfg), GPT1ForMultipleChoice(cfg)
+    ids, mask = make_batch(batch=4, lengths=(10, 7, 4, 8))
+    mask[2] = 0
+    with pytest.raises(ValueError, match=r"Sequences \[2\].*no real token"):
+        clf(ids, attention_mask=mask)
+    with pytest.raises(ValueError, match=r"Sequences \[2\].*no real token"):
+        mc(ids.view(2, 2, 10), attention_mask=mask.view(2, 2, 10))
+    ids[3] = PAD  # all padding, mask inferred from the pad token
+    with pytest.raises(ValueError, match=r"Sequences \[3\].*no real token"):
+        clf(ids)
+
+
+def test_label_checks_for_regression_and_multi_label():
+    ids, mask = make_batch()
+    reg = GPT1ForSequenceClassification(GPT1Config(**tiny_config_kwargs(num_labels=1, aux_lm_weight=0))).eval()
+    y = torch.tensor([0.5, 4.0, 2.5])
+    out = reg(ids, attention_mask=mask, labels=y[:, None])
+    torch.testing.assert_close(out.loss, F.mse_loss(out.logits.view(-1), y))
+    for shape in [(3, 2), (1, 3), (3, 1, 1)]:
+        with pytest.raises(ValueError, match=r"Regression labels must have shape \(3,\) or \(3, 1\)"):
+            reg(ids, attention_mask=mask, labels=torch.zeros(shape))
+    multi = GPT1ForSequenceClassification(GPT1Config(**tiny_config_kwargs(
+        num_labels=2, problem_type="regression", aux_lm_weight=0))).eval()
+    y2 = torch.tensor([[0.5, 1.0], [4.0, -1.0], [2.5, 0.0]])
+    out = multi(ids, attention_mask=mask, labels=y2)
+    torch.testing.assert_close(out.loss, F.mse_loss(out.logits, y2))
+    with pytest.raises(ValueError, match=r"Regression labels must have shape \(3, 2\)"):
+        multi(ids, attention_mask=mask, labels=y2[:, 0])
+    ml = GPT1ForSequenceClassification(GPT1Config(**tiny_config_kwargs(num_labels=2, aux_lm_weight=0))).eval()
+    with pytest.raises(ValueError, match=r"Multi-label targets must lie in \[0, 1\]"):
+        ml(ids, attention_mask=mask, labels=torch.tensor([[0.0, 2.0], [1.0, 0.0], [0.0, 0.0]]))
+    with pytest.raises(ValueError, match=r"Multi-label targets must lie in \[0, 1\]"):
+        ml(ids, attention_mask=mask, labels=torch.tensor([[0.0, -0.5], [1.0, 0.0], [0.0, 0.0]]))
+    ml(ids, attention_mask=mask, labels=torch.tensor([[0.0, 0.3], [1.0, 0.0], [0.0, 0.0]]))  # soft targets are fine
+
+
+def test_position_ids_out_of_range_raise():
+    model = GPT1Model(GPT1Config(**tiny_config_kwargs()))
+    ids = torch.randint(0, 100, (1, 4))
+    with pytest.raises(ValueError, match=r"Position id 32 is outside \[0, n_positions=32\)"):
+        model(ids, position_ids=torch.tensor([[29, 30, 31, 32]]))
+    with pytest.raises(ValueError, match="Position id -1"):
+        model(ids, position_ids=torch.tensor([[-1, 0, 1, 2]]))
+    model(ids, position_ids=torch.tensor([[28, 29, 30, 31]]))
+
+
+def test_return_dict_false_returns_tuples():
+    cfg = GPT1Config(**tiny_config_kwargs(num_labels=2))
+    ids, mask = make_batch(batch=4, lengths=(10, 7, 4, 8))
+    for model, inputs, first in [
+        (GPT1Model(cfg), dict(input_ids=ids, attention_mask=mask), "last_hidden_state"),
+        (GPT1LMHeadModel(cfg), dict(input_ids=ids, attention_mask=mask, labels=ids), "loss"),
+        (GPT1ForSequenceClassification(cfg),
+         dict(input_ids=ids, attention_mask=mask, labels=torch.tensor([0, 1, 1, 0])), "loss"),
+        (GPT1ForMultipleChoice(cfg), dict(input_ids=ids.view(2, 2, 10), attention_mask=mask.view(2, 2, 10),
+                                          labels=torch.tensor([0, 1])), "loss"),
+    ]:
+        model.eval()
+        as_dict = model(**inputs)
+        as_tuple = model(**inputs, return_dict=False)
+        assert isinstance(as_tuple, tuple), type(model).__name__
+        torch.testing.assert_close(as_tuple[0], getattr(as_dict, first))
+        model.config.return_dict = False  # the config switch, as in transformers; the heads still read their backbone
+        try:
+            assert isinstance(model(**inputs), tuple), type(model).__name__
+        finally:
+            model.config.return_dict = True
