@@ -17,7 +17,8 @@ Three formats hold the same network (post-LN, 12 x 768, learned positions, tied 
 
 Model objects: `openai_gpt_to_gpt1`, `gpt1_to_openai_gpt`, `original_to_gpt1`, `gpt1_to_original`.
 Folders / Hub repos: `load_as_gpt1` (any format, for training scripts), `load_tokenizer_as_gpt1`,
-`detect_checkpoint_format`, `convert_checkpoint` (what ``scripts/convert_checkpoint.py`` runs).
+`check_tokenizer_matches_model`, `checkpoint_n_layer`, `detect_checkpoint_format`, `convert_checkpoint` (what
+``scripts/convert_checkpoint.py`` runs).
 See docs/conversion.md.
 """
 
@@ -56,6 +57,8 @@ __all__ = [
     "detect_checkpoint_format",
     "load_as_gpt1",
     "load_tokenizer_as_gpt1",
+    "check_tokenizer_matches_model",
+    "checkpoint_n_layer",
     "convert_checkpoint",
 ]
 
@@ -83,6 +86,9 @@ _ORIGINAL_BLOCK = (
     ("ln_2/g", "ln_2.weight", False),
     ("ln_2/b", "ln_2.bias", False),
 )
+# gpt1 activation_function -> openai-gpt afn, for the activations openai-gpt computes identically (its ACT_FNS:
+# "gelu" is the tanh approximation = gpt1's "gelu_new"). Exact (erf) "gelu" and the others have no equivalent.
+_GPT1_TO_OPENAI_AFN = {"gelu_new": "gelu", "relu": "relu", "silu": "silu", "swish": "swish"}
 _ORIGINAL_HEAD = (("positions_embed", "positions_embed.weight"), ("tokens_embed", "tokens_embed.weight"))
 
 
@@ -191,8 +197,13 @@ def gpt1_to_openai_gpt(model: GPT1PreTrainedModel, drop_special_tokens: bool = F
     from transformers import OpenAIGPTConfig, OpenAIGPTLMHeadModel, OpenAIGPTModel
 
     cfg = model.config
-    if cfg.activation_function not in ("gelu_new", "gelu", "relu", "silu", "swish"):
-        raise ValueError(f"openai-gpt has no activation {cfg.activation_function!r}.")
+    if cfg.activation_function not in _GPT1_TO_OPENAI_AFN:
+        hint = (" (openai-gpt's 'gelu' is the tanh approximation, gpt1's 'gelu_new'; the exact erf GELU would be "
+                "silently replaced by it)" if cfg.activation_function == "gelu" else "")
+        raise ValueError(
+            f"openai-gpt has no equivalent of activation_function={cfg.activation_function!r}{hint}; it supports "
+            f"{', '.join(repr(k) for k in _GPT1_TO_OPENAI_AFN)} (gpt1 names). Keep this model in the gpt1 format."
+        )
     if cfg.n_inner != 4 * cfg.n_embd:
         raise ValueError(f"openai-gpt fixes n_inner = 4 * n_embd; this model has n_inner={cfg.n_inner}.")
     vocab_size = cfg.vocab_size - (NUM_SPECIAL_TOKENS if drop_special_tokens else 0)
@@ -202,7 +213,7 @@ def gpt1_to_openai_gpt(model: GPT1PreTrainedModel, drop_special_tokens: bool = F
         n_embd=cfg.n_embd,
         n_layer=cfg.n_layer,
         n_head=cfg.n_head,
-        afn={"gelu_new": "gelu"}.get(cfg.activation_function, cfg.activation_function),
+        afn=_GPT1_TO_OPENAI_AFN[cfg.activation_function],
         embd_pdrop=cfg.embd_pdrop,
         attn_pdrop=cfg.attn_pdrop,
         resid_pdrop=cfg.resid_pdrop,
@@ -566,6 +577,7 @@ def load_as_gpt1(
     *,
     seed: int = 0,
     add_special_tokens: bool | None = None,
+    num_shards: int = ORIGINAL_NUM_SHARDS,
     **config_overrides,
 ) -> GPT1PreTrainedModel:
     """Load any GPT-1 checkpoint as a gpt1 model of `target_class` (default GPT1LMHeadModel).
@@ -573,7 +585,8 @@ def load_as_gpt1(
     - a gpt1 folder or Hub repo: `target_class.from_pretrained(path_or_repo, **config_overrides)`;
     - a transformers openai-gpt folder or Hub repo (e.g. "openai-community/openai-gpt"): loaded with
       `OpenAIGPTLMHeadModel` and converted (`openai_gpt_to_gpt1`), the four special rows added with `seed`;
-    - a local original-release folder (params_shapes.json + params_0..9.npy): `original_to_gpt1`.
+    - a local original-release folder (params_shapes.json + params_0..9.npy): `original_to_gpt1`, reading
+      `num_shards` shards (10 in the release).
 
     A task head (GPT1ForSequenceClassification, ...) gets the pretrained backbone and a fresh task layer.
     `config_overrides` go to the config (num_labels, dropout, n_head for small original folders, ...); Hub arguments
@@ -588,7 +601,7 @@ def load_as_gpt1(
         if add_special_tokens is None:
             add_special_tokens = _original_needs_special_rows(path_or_repo)
         return original_to_gpt1(path_or_repo, target_class=target_class, seed=seed,
-                                add_special_tokens=add_special_tokens, **config_overrides)
+                                add_special_tokens=add_special_tokens, num_shards=num_shards, **config_overrides)
     from transformers import OpenAIGPTLMHeadModel
 
     source = OpenAIGPTLMHeadModel.from_pretrained(str(path_or_repo), **hub_kwargs)
@@ -596,18 +609,57 @@ def load_as_gpt1(
                               **config_overrides)
 
 
-def load_tokenizer_as_gpt1(path_or_repo: str | os.PathLike, **hub_kwargs):
+def check_tokenizer_matches_model(tokenizer, vocab_size: int, source: str | os.PathLike | None = None):
+    """Raise a ValueError unless ``len(tokenizer)`` fits a model with `vocab_size` embedding rows: equal (a GPT-1
+    tokenizer, BPE entries + the four special tokens) or `vocab_size` - 4 (a BPE-only tokenizer such as transformers'
+    OpenAIGPTTokenizer, whose ids are the first rows). Any other size means the vocab/merges pair belongs to another
+    checkpoint: its ids would index the wrong (or missing) embedding rows. Returns the tokenizer."""
+    n = len(tokenizer)
+    if n not in (vocab_size, vocab_size - NUM_SPECIAL_TOKENS):
+        where = f" ({source})" if source is not None else ""
+        raise ValueError(
+            f"the tokenizer{where} has {n:,} entries but the model's token embedding has {vocab_size:,} rows "
+            f"(expected {vocab_size:,} = BPE + {NUM_SPECIAL_TOKENS} special tokens, or {vocab_size - NUM_SPECIAL_TOKENS:,} "
+            "BPE entries): this vocabulary does not belong to this checkpoint; pass the checkpoint's own tokenizer."
+        )
+    return tokenizer
+
+
+def load_tokenizer_as_gpt1(path_or_repo: str | os.PathLike, vocab_size: int | None = None, **hub_kwargs):
     """A GPT1Tokenizer for any GPT-1 checkpoint: a saved gpt1 tokenizer as is, otherwise built from the BPE files of
-    the folder / repo (original names, vocab.json + merges.txt, or a tokenizer.json BPE model)."""
+    the folder / repo (original names, vocab.json + merges.txt, or a tokenizer.json BPE model).
+
+    vocab_size: the model's embedding rows (``model.config.vocab_size``); when given, a tokenizer of another size is
+    a ValueError (`check_tokenizer_matches_model`)."""
     GPT1Tokenizer = _gpt1_tokenizer_class()
     config = _cached(path_or_repo, "tokenizer_config.json", hub_kwargs)
     if config and "GPT1" in str(json.loads(Path(config).read_text(encoding="utf-8")).get("tokenizer_class", "")):
-        return GPT1Tokenizer.from_pretrained(str(path_or_repo), **hub_kwargs)
-    files = find_bpe_files(path_or_repo, **hub_kwargs)
-    if files is None:
-        raise FileNotFoundError(f"{path_or_repo}: no GPT-1 BPE files found ({' + '.join(ORIGINAL_BPE_FILES)}, "
-                                f"{' + '.join(OPENAI_GPT_BPE_FILES)} or tokenizer.json); pass the tokenizer files.")
-    return GPT1Tokenizer(vocab_file=files[0], merges_file=files[1])
+        tokenizer = GPT1Tokenizer.from_pretrained(str(path_or_repo), **hub_kwargs)
+    else:
+        files = find_bpe_files(path_or_repo, **hub_kwargs)
+        if files is None:
+            raise FileNotFoundError(f"{path_or_repo}: no GPT-1 BPE files found ({' + '.join(ORIGINAL_BPE_FILES)}, "
+                                    f"{' + '.join(OPENAI_GPT_BPE_FILES)} or tokenizer.json); pass the tokenizer files.")
+        tokenizer = GPT1Tokenizer(vocab_file=files[0], merges_file=files[1])
+    if vocab_size is not None:
+        check_tokenizer_matches_model(tokenizer, vocab_size, path_or_repo)
+    return tokenizer
+
+
+def checkpoint_n_layer(path_or_repo: str | os.PathLike, **hub_kwargs) -> int:
+    """The number of transformer blocks of any GPT-1 checkpoint, without loading its weights: from
+    params_shapes.json for an original-release folder (which has no config.json), else config.json's n_layer."""
+    fmt = detect_checkpoint_format(path_or_repo, **hub_kwargs)
+    if fmt == "original":
+        shapes_path = Path(path_or_repo) / ORIGINAL_SHAPES_FILE
+        return _check_original_shapes(_read_shapes(shapes_path), shapes_path)["n_layer"]
+    from transformers import PreTrainedConfig
+
+    config_dict, _ = PreTrainedConfig.get_config_dict(str(path_or_repo), **hub_kwargs)
+    n_layer = config_dict.get("n_layer", config_dict.get("num_hidden_layers"))
+    if not isinstance(n_layer, int):
+        raise ValueError(f"{path_or_repo}: config.json has no n_layer.")
+    return n_layer
 
 
 def _bpe_rows(model: GPT1PreTrainedModel) -> int:
@@ -638,6 +690,8 @@ def convert_checkpoint(
         `load_as_gpt1`; for openai-gpt inputs with BPE files, added when the rows equal the BPE entries).
     drop_special_tokens: for openai-gpt / original outputs, write the BPE rows only. None: openai-gpt keeps them
         (vocab_size 40,482, config.n_special = 4: lossless), original drops them (the release format).
+    num_shards: the number of params_{n}.npy shards of the original format, read from an original input and
+        written to an original output (10, as released).
     Other keyword arguments: Hub arguments and GPT1Config overrides (n_head for small original folders, ...).
     """
     hub_kwargs = _split_hub_kwargs(config_overrides)
@@ -660,7 +714,7 @@ def convert_checkpoint(
         n_bpe = len(json.loads(Path(vocab_file).read_text(encoding="utf-8")))
         add_special_tokens = openai_vocab == n_bpe
     model = load_as_gpt1(input_path, GPT1LMHeadModel, seed=seed, add_special_tokens=add_special_tokens,
-                         **hub_kwargs, **config_overrides)
+                         num_shards=num_shards, **hub_kwargs, **config_overrides)
     if vocab_file is not None:
         check_bpe_files(vocab_file, merges_file, _bpe_rows(model))
 

@@ -6,11 +6,13 @@
    ``.jsonl`` files (``text_column``), or a Hub dataset. Files are read with ``utf-8-sig`` and universal newlines, so
    a UTF-8 BOM and CRLF line ends (the novels of ``shared/data/pretrain_corpus``) disappear;
 2. tokenizer: an existing GPT-1 tokenizer (default: the GPT-1 BPE files bundled in the package) or, with
-   ``train_tokenizer``, a new BPE vocabulary of ``vocab_size`` trained on the corpus (saved with the model);
+   ``train_tokenizer``, a new BPE vocabulary of ``vocab_size`` trained on the corpus by the main process, saved
+   into ``<output_dir>/trained_tokenizer`` and loaded from there by every process (saved with the model);
 3. contiguous blocks of ``n_ctx`` tokens (the paper samples contiguous 512-token sequences): documents are cut into
    segments at spaces (same token stream as the whole document), tokenized and concatenated in order, and cut into
    blocks -- all with ``datasets.map``
-   (batched, cached on disk by fingerprint, ``num_proc`` workers). Up to ``n_ctx - 1`` tokens per map batch of
+   (batched, cached on disk under explicit fingerprints that do not depend on PYTHONHASHSEED, ``num_proc``
+   workers; the main process first, the others then read its cache). Up to ``n_ctx - 1`` tokens per map batch of
    ``block_map_batch_size`` segments are dropped (the remainder that does not fill a block);
 4. a held-out split (``validation_files``, else ``validation_ratio`` of the blocks, chosen with the seed) reporting
    loss and perplexity before training, every ``eval_every_steps`` updates (default: each epoch) and at the end;
@@ -23,9 +25,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import inspect
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,10 +51,18 @@ __all__ = [
     "build_blocks",
     "BlockCollator",
     "default_warmup_steps",
+    "tokenizer_fingerprint",
+    "obtain_tokenizer",
+    "TRAINED_TOKENIZER_DIR",
 ]
 
 TEXT_SUFFIXES = (".txt", ".text")
 JSON_SUFFIXES = (".jsonl", ".json")
+#: ``<output_dir>/trained_tokenizer``: the tokenizer ``--train_tokenizer`` trained on the main process, which the
+#: other processes load (BPE training is not deterministic: every process must use this one).
+TRAINED_TOKENIZER_DIR = "trained_tokenizer"
+#: Bumped when the tokenization / block-building code changes in a way that changes its output (cache key).
+_BLOCKS_VERSION = "1"
 
 
 @dataclass
@@ -103,7 +117,7 @@ class PretrainArguments:
     # checkpoints / evaluation
     output_dir: str = "outputs/pretrain"
     eval_every_steps: int | None = None
-    save_every_steps: int | None = None
+    save_every_steps: int | None = 1000  # a checkpoint every N updates (None / 0: only at epoch ends and stops)
     save_total_limit: int | None = 2
     resume_from_checkpoint: str | None = None
     log_every_steps: int = 10
@@ -144,6 +158,17 @@ def collect_corpus_files(paths: list[str] | tuple[str, ...]) -> tuple[list[str],
     return text, js
 
 
+def _is_blank_file(path: str, chunk: int = 1 << 20) -> bool:
+    """Whether a file holds only whitespace (0 bytes included); reads only until the first non-blank byte."""
+    with open(path, "rb") as f:
+        while True:
+            data = f.read(chunk)
+            if not data:
+                return True
+            if data.strip():
+                return False
+
+
 def load_corpus(files: list[str], args: PretrainArguments, split_name: str = "train"):
     """A `datasets.Dataset` with one ``text`` column (one row per document), from local files or the Hub."""
     import datasets
@@ -152,6 +177,15 @@ def load_corpus(files: list[str], args: PretrainArguments, split_name: str = "tr
         text_files, json_files = collect_corpus_files(files)
         if not text_files and not json_files:
             raise ValueError(f"the corpus is empty: no .txt/.jsonl files under {files}")
+        # `datasets`' json builder fails on a blank file (0 bytes: a bare StopIteration; whitespace only: "corresponds
+        # to no data"): such files hold no document, so they are left out, and a corpus of only them is empty.
+        blank = [f for f in json_files if _is_blank_file(f)]
+        if blank:
+            json_files = [f for f in json_files if f not in blank]
+            if not text_files and not json_files:
+                raise ValueError(f"the {split_name} corpus is empty: {', '.join(blank)} "
+                                 f"{'is an empty file' if len(blank) == 1 else 'are empty files'} (no JSON record)")
+            logger.warning("skipping empty corpus file(s) %s", ", ".join(blank))
         parts = []
         if text_files:
             parts.append(datasets.load_dataset(
@@ -223,16 +257,69 @@ def _group(batch, block_size: int):
     return {"input_ids": [ids[i:i + block_size] for i in range(0, n, block_size)]}
 
 
+def _digest(*parts) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        data = part if isinstance(part, bytes) else json.dumps(part, sort_keys=True, ensure_ascii=False,
+                                                                default=str).encode("utf-8")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A hex digest that identifies what `tokenizer` does, the same in every process and run (unlike the pickle
+    hash `datasets` takes of the object, which depends on PYTHONHASHSEED and on the tokenizer's internal caches).
+
+    It covers the tokenizer class and the source file that defines it (GPT-1's Python pipeline), the vocabulary,
+    merges and added tokens of its Rust backend (or ``get_vocab()`` for a Python tokenizer), its special tokens and
+    size. The normalizer and pre-tokenizer of a GPT1Tokenizer are built by that source file from constants (their
+    serialised regexes list alternatives in set order, which varies with PYTHONHASHSEED), so for it they are
+    covered by the source file; for other tokenizers their serialisation is included."""
+    cls = type(tokenizer)
+    parts: list[Any] = [f"{cls.__module__}.{cls.__qualname__}"]
+    try:
+        source = inspect.getsourcefile(cls)
+        parts.append(Path(source).read_bytes() if source else b"")
+    except (OSError, TypeError):
+        parts.append(b"")
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        from .tokenization_gpt1 import GPT1Tokenizer
+
+        if isinstance(tokenizer, GPT1Tokenizer):
+            state.pop("normalizer", None)
+            state.pop("pre_tokenizer", None)
+        parts.append(state)
+    else:
+        parts.append(sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]))
+        ranks = getattr(tokenizer, "bpe_ranks", None)
+        if ranks:
+            parts.append(sorted(([list(k), v] for k, v in ranks.items()), key=lambda kv: kv[1]))
+    parts.append(len(tokenizer))
+    parts.append(sorted((str(k), str(v)) for k, v in tokenizer.special_tokens_map.items()))
+    parts.append(sorted(tokenizer.get_added_vocab().items(), key=lambda kv: kv[1]))
+    parts.append([getattr(tokenizer, a, None) for a in ("do_lower_case", "split_special_tokens")])
+    return _digest(*parts)
+
+
 def build_blocks(texts, tokenizer, block_size: int, num_proc: int | None = None, segment_chars: int = 20000,
                  map_batch_size: int = 1000, name: str = "train"):
     """Documents -> contiguous blocks of ``block_size`` token ids, with three cached, batched `datasets.map` passes.
-    Returns (blocks dataset, number of tokens in the corpus)."""
+    Returns (blocks dataset, number of tokens in the corpus).
+
+    The tokenizing and grouping passes get explicit fingerprints (cache keys): the corpus' fingerprint, the
+    segmenting settings, `tokenizer_fingerprint` and the block settings, so that a second run with the same corpus,
+    tokenizer and settings reuses the cache in any process, whatever PYTHONHASHSEED."""
     seg = texts.map(_segment, batched=True, batch_size=64, fn_kwargs={"max_chars": segment_chars},
-                    remove_columns=texts.column_names, num_proc=num_proc, desc=f"segmenting {name}")
+                    remove_columns=texts.column_names, num_proc=num_proc, desc=f"segmenting {name}",
+                    new_fingerprint=_digest("segment", _BLOCKS_VERSION, texts._fingerprint, segment_chars)[:32])
+    tok_fp = _digest("tokenize", _BLOCKS_VERSION, seg._fingerprint, tokenizer_fingerprint(tokenizer))[:32]
     tok = seg.map(_tokenize, batched=True, fn_kwargs={"tokenizer": tokenizer}, remove_columns=["text"],
-                  num_proc=num_proc, desc=f"tokenizing {name}")
+                  num_proc=num_proc, desc=f"tokenizing {name}", new_fingerprint=tok_fp)
     n_tokens = int(sum(tok["n_tokens"]))
-    tok = tok.remove_columns("n_tokens")
+    tok = tok.remove_columns("n_tokens", new_fingerprint=_digest("drop-n_tokens", tok_fp)[:32])
     if n_tokens == 0:
         raise ValueError(f"the {name} corpus is empty after tokenization")
     if n_tokens < block_size:
@@ -241,10 +328,13 @@ def build_blocks(texts, tokenizer, block_size: int, num_proc: int | None = None,
             "or lower --n_ctx."
         )
     blocks = tok.map(_group, batched=True, batch_size=map_batch_size, fn_kwargs={"block_size": block_size},
-                     remove_columns=tok.column_names, num_proc=num_proc, desc=f"grouping {name} into blocks")
+                     remove_columns=tok.column_names, num_proc=num_proc, desc=f"grouping {name} into blocks",
+                     new_fingerprint=_digest("group", _BLOCKS_VERSION, tok._fingerprint, block_size,
+                                             map_batch_size)[:32])
     if len(blocks) == 0:  # every map batch was shorter than a block: group everything at once
         blocks = tok.map(_group, batched=True, batch_size=None, fn_kwargs={"block_size": block_size},
-                         remove_columns=tok.column_names, desc=f"grouping {name} into blocks")
+                         remove_columns=tok.column_names, desc=f"grouping {name} into blocks",
+                         new_fingerprint=_digest("group-all", _BLOCKS_VERSION, tok._fingerprint, block_size)[:32])
     blocks = blocks.with_format("torch")
     return blocks, n_tokens
 
@@ -275,6 +365,56 @@ def _make_tokenizer(args: PretrainArguments, corpus):
         logger.info("training a %d-entry BPE vocabulary on the corpus", args.vocab_size)
         return base.train_new_from_iterator(_iter_texts(corpus), args.vocab_size)
     return load_tokenizer(args.tokenizer_name_or_path, args.model_name_or_path)
+
+
+@contextlib.contextmanager
+def _main_process_first(state):
+    """Like `accelerate.PartialState.main_process_first`: the main process runs the block first, the others wait for
+    it and then run it (reading what it wrote: the trained tokenizer, the `datasets` cache). Unlike Accelerate's, the
+    main process also reaches the barrier when the block raises, so that the others do not hang: they run the block
+    themselves and meet the same error (or a clear one)."""
+    if not state.is_main_process:
+        state.wait_for_everyone()
+    try:
+        yield
+    finally:
+        if state.is_main_process:
+            state.wait_for_everyone()
+
+
+def obtain_tokenizer(args: PretrainArguments, corpus, state, resume_checkpoint: Path | None = None):
+    """The tokenizer of this run, the same in every process. Call it inside ``_main_process_first(state)``.
+
+    - resuming a run that trained its tokenizer: the tokenizer saved in the checkpoint (a trained vocabulary must
+      not change);
+    - ``train_tokenizer``: the main process trains it and saves it into ``<output_dir>/trained_tokenizer``; every
+      process (the main one included) then uses that saved tokenizer. BPE training is not deterministic, so the other
+      processes must not train their own (they would tokenize the corpus differently from the saved tokenizer);
+    - otherwise: the given / bundled tokenizer, loaded from files by every process.
+
+    `state`: anything with ``is_main_process`` (an `accelerate.Accelerator` or `PartialState`)."""
+    from .finetuning import load_tokenizer
+
+    if resume_checkpoint is not None and args.train_tokenizer:
+        return load_tokenizer(str(resume_checkpoint), None)
+    if not args.train_tokenizer:
+        return _make_tokenizer(args, corpus)
+    saved = Path(args.output_dir) / TRAINED_TOKENIZER_DIR
+    if state.is_main_process:
+        trained = _make_tokenizer(args, corpus)
+        tmp = saved.with_name(f".{saved.name}.tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        trained.save_pretrained(tmp)
+        if saved.exists():
+            shutil.rmtree(saved)
+        tmp.replace(saved)
+    elif not (saved / "tokenizer_config.json").is_file():
+        raise FileNotFoundError(
+            f"{saved}: the tokenizer trained by the main process is not there; with --train_tokenizer every process "
+            "reads it from --output_dir, which must be on a file system all processes share."
+        )
+    return load_tokenizer(str(saved), None)
 
 
 def _make_model(args: PretrainArguments, tokenizer):
@@ -351,41 +491,39 @@ def pretrain(args: PretrainArguments | None = None, **kwargs) -> dict[str, Any]:
         raise ValueError(f"document_per must be 'file' or 'line', got {args.document_per!r}")
     output_dir = Path(args.output_dir)
     set_seed(args.seed)
+    from .training import create_accelerator, resolve_batch_config
+
+    # the processes exist before any data is read: the main one trains the tokenizer (if asked) and builds the
+    # datasets cache first, the others then read both
+    accelerator = create_accelerator(args.mixed_precision, args.cpu)
 
     # tokenizer saved with a previous run's checkpoint wins when resuming (a trained vocabulary must not change)
     resume_ckpt = None
     if args.resume_from_checkpoint:
         resume_ckpt = find_checkpoint(output_dir, args.resume_from_checkpoint)
-    corpus = load_corpus(args.train_files, args, "train")
-    if resume_ckpt is not None and args.train_tokenizer:
-        from .finetuning import load_tokenizer
-
-        tokenizer = load_tokenizer(str(resume_ckpt), None)
-    else:
-        tokenizer = _make_tokenizer(args, corpus)
-    blocks, n_tokens = build_blocks(corpus, tokenizer, args.n_ctx, args.num_proc, args.segment_chars,
-                                    args.block_map_batch_size, "train")
-    if args.validation_files:
-        val_corpus = load_corpus(args.validation_files, args, "validation")
-        heldout, n_val_tokens = build_blocks(val_corpus, tokenizer, args.n_ctx, args.num_proc, args.segment_chars,
-                                             args.block_map_batch_size, "validation")
-        train_blocks = blocks
-    else:
-        if len(blocks) < 2:
-            raise ValueError(
-                f"the corpus gives {len(blocks)} block of n_ctx={args.n_ctx} tokens; at least 2 are needed to hold "
-                "one out for evaluation (add text, lower --n_ctx or pass --validation_files)."
-            )
-        n_val = min(len(blocks) - 1, max(1, int(round(args.validation_ratio * len(blocks)))))
-        split = blocks.train_test_split(test_size=n_val, seed=args.seed, shuffle=True)
-        train_blocks, heldout = split["train"], split["test"]
-        n_val_tokens = len(heldout) * args.n_ctx
+    with _main_process_first(accelerator):
+        corpus = load_corpus(args.train_files, args, "train")
+        tokenizer = obtain_tokenizer(args, corpus, accelerator, resume_ckpt)
+        blocks, n_tokens = build_blocks(corpus, tokenizer, args.n_ctx, args.num_proc, args.segment_chars,
+                                        args.block_map_batch_size, "train")
+        if args.validation_files:
+            val_corpus = load_corpus(args.validation_files, args, "validation")
+            heldout, n_val_tokens = build_blocks(val_corpus, tokenizer, args.n_ctx, args.num_proc,
+                                                 args.segment_chars, args.block_map_batch_size, "validation")
+            train_blocks = blocks
+        else:
+            if len(blocks) < 2:
+                raise ValueError(
+                    f"the corpus gives {len(blocks)} block of n_ctx={args.n_ctx} tokens; at least 2 are needed to "
+                    "hold one out for evaluation (add text, lower --n_ctx or pass --validation_files)."
+                )
+            n_val = min(len(blocks) - 1, max(1, int(round(args.validation_ratio * len(blocks)))))
+            split = blocks.train_test_split(test_size=n_val, seed=args.seed, shuffle=True)
+            train_blocks, heldout = split["train"], split["test"]
+            n_val_tokens = len(heldout) * args.n_ctx
 
     model = _make_model(args, tokenizer)
     collator = BlockCollator()
-    from .training import create_accelerator, resolve_batch_config
-
-    accelerator = create_accelerator(args.mixed_precision, args.cpu)
     n_proc = accelerator.num_processes
     batch = resolve_batch_config(args.per_device_batch_size, args.global_batch_size, n_proc,
                                  args.gradient_accumulation_steps)

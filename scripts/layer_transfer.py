@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from finetune import arguments_from_cli
 
-    from gpt1_hf.configuration_gpt1 import GPT1Config
+    from gpt1_hf.convert import checkpoint_n_layer
     from gpt1_hf.tasks import get_task
 
     ns, rest = parse(argv)
@@ -78,12 +78,13 @@ def main(argv=None) -> int:
     if ns.layers:
         layers = [int(x) for x in ns.layers.split(",") if x.strip()]
     else:
+        # the checkpoint's own depth: config.json of a gpt1 / openai-gpt checkpoint, params_shapes.json of an
+        # original-release folder (which has no config.json: GPT1Config.from_pretrained would give the default 12)
         try:
-            n_layer = GPT1Config.from_pretrained(base.model_name_or_path).n_layer
-        except (OSError, ValueError):
-            from transformers import AutoConfig
-
-            n_layer = AutoConfig.from_pretrained(base.model_name_or_path).n_layer
+            n_layer = checkpoint_n_layer(base.model_name_or_path)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"cannot read the number of layers of {base.model_name_or_path} ({e}); pass --layers "
+                             "K1,K2,...") from e
         layers = list(range(n_layer + 1))
     rows = sweep(layers, base, output_dir)
     spec = get_task(base.task)

@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max_train_tokens", type=int, default=None)
     g.add_argument("--max_time", type=float, default=None, help="seconds for this invocation")
     g.add_argument("--eval_every_steps", type=int, default=None, help="default: every epoch")
-    g.add_argument("--save_every_steps", type=int, default=None)
+    g.add_argument("--save_every_steps", type=int, default=1000,
+                   help="a checkpoint every N updates (default 1000; 0: only at epoch ends and budget stops), so a "
+                        "killed run loses at most N updates")
     g.add_argument("--save_total_limit", type=int, default=2)
     g.add_argument("--resume_from_checkpoint", default=None, help="'latest', 'auto' or a checkpoint folder")
     g.add_argument("--output_dir", default="outputs/pretrain")

@@ -44,17 +44,19 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def load_tokenizer(path):
+def load_tokenizer(path, vocab_size: int | None = None):
     """The saved tokenizer of a folder / repo if it has one (GPT1Tokenizer or any transformers tokenizer), else a
-    GPT1Tokenizer built from the checkpoint's BPE files."""
-    from gpt1_hf.convert import _cached, load_tokenizer_as_gpt1
+    GPT1Tokenizer built from the checkpoint's BPE files. With `vocab_size` (the model's embedding rows), a tokenizer
+    whose size does not match is a ValueError (`gpt1_hf.convert.check_tokenizer_matches_model`)."""
+    from gpt1_hf.convert import _cached, check_tokenizer_matches_model, load_tokenizer_as_gpt1
 
     config = _cached(path, "tokenizer_config.json", {})
     if config and "GPT1" not in str(json.loads(Path(config).read_text(encoding="utf-8")).get("tokenizer_class", "")):
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(str(path))
-    return load_tokenizer_as_gpt1(path)
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        return tokenizer if vocab_size is None else check_tokenizer_matches_model(tokenizer, vocab_size, path)
+    return load_tokenizer_as_gpt1(path, vocab_size=vocab_size)
 
 
 def _clean(value):
@@ -73,7 +75,7 @@ def main(argv=None) -> int:
     from gpt1_hf.zero_shot import evaluate_zero_shot
 
     model = load_as_gpt1(args.model).to(args.device).eval()
-    tokenizer = load_tokenizer(args.tokenizer or args.model)
+    tokenizer = load_tokenizer(args.tokenizer or args.model, vocab_size=model.config.vocab_size)
     results = {"model": args.model, "split": args.split, "bf16": args.bf16, "tasks": {}}
     for task in [t.strip() for t in args.tasks.split(",") if t.strip()]:
         start = time.perf_counter()

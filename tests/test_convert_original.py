@@ -19,10 +19,14 @@ from gpt1_hf import GPT1ForSequenceClassification, GPT1LMHeadModel
 from gpt1_hf.convert import (
     _expected_original_shapes,
     check_bpe_files,
+    check_tokenizer_matches_model,
+    checkpoint_n_layer,
     convert_checkpoint,
     detect_checkpoint_format,
+    gpt1_to_openai_gpt,
     gpt1_to_original,
     load_as_gpt1,
+    load_tokenizer_as_gpt1,
     original_param_names,
     original_to_gpt1,
     read_original_arrays,
@@ -298,3 +302,70 @@ def test_script_original_with_bpe_files_to_gpt1_folder_with_tokenizer(tmp_path):
     assert (tmp_path / "orig2" / "encoder_bpe_40000.json").read_text() == vocab.read_text()
     _, again, _ = read_original_arrays(tmp_path / "orig2")
     assert all(np.array_equal(x, y) for x, y in zip(arrays, again, strict=True))
+
+
+def test_num_shards_reaches_the_reader_of_an_original_folder(tmp_path):
+    """A checkpoint split into 5 shards: the error asks for --num_shards, and --num_shards 5 converts it."""
+    import importlib.util
+
+    arrays = synthetic_arrays(**TINY)
+    write_original_format(tmp_path / "orig5", arrays, num_shards=5)
+    with pytest.raises(FileNotFoundError, match="missing shard file"):
+        convert_checkpoint(tmp_path / "orig5", tmp_path / "fail", n_head=2)
+    out = convert_checkpoint(tmp_path / "orig5", tmp_path / "gpt1", from_format="original", n_head=2, num_shards=5)
+    model = GPT1LMHeadModel.from_pretrained(out)
+    assert np.array_equal(model.transformer.tokens_embed.weight[:20].detach().numpy(), arrays[1])
+    assert np.array_equal(model.transformer.h[1].ln_2.bias.detach().numpy(), arrays[-1])
+    _assert_same(model, load_as_gpt1(tmp_path / "orig5", n_head=2, num_shards=5))
+    spec = importlib.util.spec_from_file_location("convert_script_5", REPO / "scripts" / "convert_checkpoint.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--from", "original", "--input", str(tmp_path / "orig5"), "--output", str(tmp_path / "cli"),
+                        "--n_head", "2", "--num_shards", "5"]) == 0
+    _assert_same(model, GPT1LMHeadModel.from_pretrained(tmp_path / "cli"))
+
+
+def test_openai_gpt_refuses_activations_it_has_no_equivalent_for():
+    from gpt1_hf import GPT1Config
+
+    def tiny(act):
+        return GPT1LMHeadModel(GPT1Config(vocab_size=24, n_positions=16, n_embd=8, n_layer=1, n_head=2, n_inner=32,
+                                          activation_function=act))
+
+    # exact (erf) GELU: openai-gpt's "gelu" is the tanh approximation, so converting would change the model
+    with pytest.raises(ValueError, match=r"no equivalent of activation_function='gelu'.*tanh approximation"):
+        gpt1_to_openai_gpt(tiny("gelu"))
+    with pytest.raises(ValueError, match="no equivalent of activation_function='quick_gelu'"):
+        gpt1_to_openai_gpt(tiny("quick_gelu"))
+    assert gpt1_to_openai_gpt(tiny("gelu_new")).config.afn == "gelu"
+    assert gpt1_to_openai_gpt(tiny("relu")).config.afn == "relu"
+    # same outputs for the activations it converts
+    torch.manual_seed(0)
+    for act in ("gelu_new", "silu"):
+        model = tiny(act).eval()
+        ids = torch.tensor([[1, 5, 7, 3]])
+        with torch.no_grad():
+            torch.testing.assert_close(gpt1_to_openai_gpt(model)(ids).logits, model(ids).logits)
+
+
+def test_checkpoint_n_layer_reads_original_folders(original_dir, tmp_path):
+    """An original folder has no config.json (GPT1Config.from_pretrained would give the default 12 layers)."""
+    folder, _ = original_dir
+    assert checkpoint_n_layer(folder) == TINY["n_layer"] == 2
+    gpt1_dir = convert_checkpoint(folder, tmp_path / "gpt1", n_head=2)
+    assert checkpoint_n_layer(gpt1_dir) == 2
+    with pytest.raises(OSError, match="no params_shapes.json"):
+        checkpoint_n_layer(tmp_path / "nothing-here")
+
+
+def test_tokenizer_size_must_match_the_model(tmp_path):
+    tokenization = pytest.importorskip("gpt1_hf.tokenization_gpt1")
+    vocab, merges, size = tiny_bpe(tmp_path / "bpe")  # 24 BPE entries -> a 28-entry GPT-1 tokenizer
+    tok = load_tokenizer_as_gpt1(tmp_path / "bpe", vocab_size=size + 4)
+    assert isinstance(tok, tokenization.GPT1Tokenizer) and len(tok) == size + 4
+    check_tokenizer_matches_model(tok, size + 4)
+    check_tokenizer_matches_model(tok, size + 8)  # a BPE-only tokenizer (e.g. OpenAIGPTTokenizer) of a gpt1 model
+    with pytest.raises(ValueError, match=r"has 28 entries but the model's token embedding has 24 rows"):
+        load_tokenizer_as_gpt1(tmp_path / "bpe", vocab_size=size)
+    with pytest.raises(ValueError, match=r"does not belong to this checkpoint"):
+        load_tokenizer_as_gpt1(tmp_path / "bpe", vocab_size=40482)

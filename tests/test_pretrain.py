@@ -9,7 +9,16 @@ import pytest
 import torch
 
 from gpt1_hf import GPT1LMHeadModel
-from gpt1_hf.pretraining import PretrainArguments, build_blocks, load_corpus, pretrain
+from gpt1_hf.pretraining import (
+    TRAINED_TOKENIZER_DIR,
+    PretrainArguments,
+    _main_process_first,
+    build_blocks,
+    load_corpus,
+    obtain_tokenizer,
+    pretrain,
+    tokenizer_fingerprint,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tasks"
@@ -155,6 +164,18 @@ def test_bad_corpora(tmp_path):
         pretrain(base_args(tmp_path, short, train_tokenizer=False, tokenizer_name_or_path=None))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         pretrain(base_args(tmp_path, tmp_path / "missing"))
+    # a 0-byte (or blank) .jsonl: the same clear error, naming the file (datasets alone raises a bare StopIteration)
+    js = tmp_path / "js"
+    js.mkdir()
+    (js / "docs.jsonl").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"corpus is empty: .*docs\.jsonl is an empty file"):
+        pretrain(base_args(tmp_path, js))
+    (js / "docs.jsonl").write_text("\n \n")
+    with pytest.raises(ValueError, match=r"corpus is empty: .*docs\.jsonl"):
+        load_corpus([str(js / "docs.jsonl")], PretrainArguments(cache_dir=str(tmp_path / "cj")))
+    # ... and one left out when other files hold documents
+    (js / "more.jsonl").write_text(json.dumps({"text": "Ada found a lamp."}) + "\n")
+    assert load_corpus([str(js)], PretrainArguments(cache_dir=str(tmp_path / "cj")))["text"] == ["Ada found a lamp."]
     with pytest.raises(ValueError, match="no corpus"):
         pretrain(PretrainArguments(output_dir=str(tmp_path / "o")))
     assert not (tmp_path / "out" / "results.json").exists()
@@ -171,3 +192,106 @@ def test_cli(corpus_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "held-out loss" in out and "tokens/s" in out
     assert (tmp_path / "o" / "model.safetensors").is_file() and (tmp_path / "o" / "tokenizer.json").is_file()
+
+
+def test_save_every_steps_has_a_default(tmp_path):
+    """A killed run loses at most 1000 updates with default flags (not up to an epoch)."""
+    spec = importlib.util.spec_from_file_location("_pretrain_cli_defaults", ROOT / "scripts" / "pretrain.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    assert cli.build_parser().parse_args([]).save_every_steps == 1000
+    assert PretrainArguments().save_every_steps == 1000
+
+
+class _FakeState:
+    """Stands for the accelerate state of one process among several (no process group needed)."""
+
+    def __init__(self, is_main_process):
+        self.is_main_process = is_main_process
+        self.barriers = 0
+
+    def wait_for_everyone(self):
+        self.barriers += 1
+
+
+def test_trained_tokenizer_comes_from_the_main_process(corpus_dir, tmp_path, monkeypatch):
+    """--train_tokenizer with several processes: only the main one trains (BPE training is not deterministic); it
+    saves the tokenizer into the output folder and every process uses that saved tokenizer."""
+    from gpt1_hf.tokenization_gpt1 import GPT1Tokenizer
+
+    args = base_args(tmp_path, corpus_dir)
+    docs = load_corpus([str(corpus_dir)], args)
+    with pytest.raises(FileNotFoundError, match="trained by the main process is not there"):
+        obtain_tokenizer(args, docs, _FakeState(False))
+    main = obtain_tokenizer(args, docs, _FakeState(True))
+    saved = tmp_path / "out" / TRAINED_TOKENIZER_DIR
+    assert (saved / "tokenizer.json").is_file() and 60 < len(main) <= 124
+
+    def no_training(*a, **k):
+        raise AssertionError("a non-main process trained a tokenizer")
+
+    monkeypatch.setattr(GPT1Tokenizer, "train_new_from_iterator", no_training)
+    other = obtain_tokenizer(args, docs, _FakeState(False))
+    assert other.get_vocab() == main.get_vocab()
+    assert tokenizer_fingerprint(other) == tokenizer_fingerprint(main)
+    text = docs[0]["text"][:500]
+    assert other(text, add_special_tokens=False)["input_ids"] == main(text, add_special_tokens=False)["input_ids"]
+
+
+def test_main_process_first_reaches_the_barrier_on_errors():
+    main, other = _FakeState(True), _FakeState(False)
+    with _main_process_first(other):
+        assert other.barriers == 1  # waits for the main process before running the block
+    with pytest.raises(ValueError):
+        with _main_process_first(main):
+            assert main.barriers == 0
+            raise ValueError("empty corpus")
+    assert main.barriers == 1  # released the others although the block failed: they do not hang
+
+
+_FINGERPRINT_SCRIPT = """
+import sys
+from gpt1_hf.finetuning import load_tokenizer
+from gpt1_hf.pretraining import PretrainArguments, build_blocks, load_corpus, tokenizer_fingerprint
+tok = load_tokenizer(None, None)
+docs = load_corpus([sys.argv[1]], PretrainArguments(cache_dir=sys.argv[2]))
+blocks, _ = build_blocks(docs, tok, 16, segment_chars=200)
+print(tokenizer_fingerprint(tok), blocks.cache_files[0]["filename"])
+"""
+
+
+def test_block_cache_key_is_the_same_in_every_process(tmp_path):
+    """The datasets cache of the blocks is keyed by the corpus, a content hash of the tokenizer and the block
+    settings: two tokenizers built the same way share it, whatever PYTHONHASHSEED (the serialised GPT-1 normalizer
+    differs between hash seeds 1 and 2, and so did `datasets`' pickle hash of the tokenizer)."""
+    import os
+    import subprocess
+    import sys
+
+    from gpt1_hf.tokenization_gpt1 import GPT1Tokenizer
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(3):
+        (corpus / f"b{i}.txt").write_text(synthetic_text(8, seed=i))
+    procs = [subprocess.Popen([sys.executable, "-c", _FINGERPRINT_SCRIPT, str(corpus), str(tmp_path / f"c{seed}")],
+                              env={**os.environ, "PYTHONHASHSEED": str(seed)}, cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True) for seed in (1, 2)]
+    outs = [p.communicate(timeout=300)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert outs[0][0] == outs[1][0]  # the tokenizer fingerprint
+    assert Path(outs[0][1]).name == Path(outs[1][1]).name  # the cache file of the blocks
+
+    # in one process: two tokenizers built the same way (one of them used) share the cache; another one does not
+    docs = load_corpus([str(corpus)], PretrainArguments(cache_dir=str(tmp_path / "c")))
+    vocab = {"<unk>": 0, "a": 1, "b</w>": 2, "ab</w>": 3, "a</w>": 4}
+    a, b = GPT1Tokenizer(vocab=vocab, merges=["a b</w>"]), GPT1Tokenizer(vocab=dict(vocab), merges=["a b</w>"])
+    a(["ab a ab café"], add_special_tokens=False)  # fills the tokenizer's internal caches
+    assert tokenizer_fingerprint(a) == tokenizer_fingerprint(b)
+    c = GPT1Tokenizer(vocab={**vocab, "b": 5}, merges=["a b</w>"])
+    assert tokenizer_fingerprint(c) != tokenizer_fingerprint(a)
+    first, _ = build_blocks(docs, a, 4, segment_chars=50)
+    second, _ = build_blocks(docs, b, 4, segment_chars=50)
+    assert first.cache_files == second.cache_files
+    third, _ = build_blocks(docs, b, 8, segment_chars=50)
+    assert third.cache_files != first.cache_files

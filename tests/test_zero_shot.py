@@ -189,6 +189,29 @@ def test_script_writes_json(model, tokenizer, tmp_path):
     assert result["tasks"]["sst2"]["num_examples"] == 6 and "accuracy" in result["tasks"]["sst2"]["metrics"]
 
 
+def test_script_refuses_a_tokenizer_of_another_size(model, tokenizer, tmp_path):
+    """A vocabulary that does not belong to the checkpoint (its ids would index the wrong embedding rows) is a clear
+    error, not silent garbage scores."""
+    torch.manual_seed(0)
+    other = GPT1LMHeadModel(GPT1Config(vocab_size=len(tokenizer) + 10, n_positions=64, n_embd=16, n_layer=1,
+                                       n_head=2, n_inner=32))
+    other.save_pretrained(tmp_path / "lm")
+    tokenizer.save_pretrained(tmp_path / "lm")
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import zero_shot as script
+    finally:
+        sys.path.pop(0)
+    with pytest.raises(ValueError, match=rf"has {len(tokenizer):,} entries but the model's token embedding has "
+                                         rf"{len(tokenizer) + 10:,} rows"):
+        script.main(["--model", str(tmp_path / "lm"), "--tasks", "sst2", "--data_dir", str(TASKS),
+                     "--max_examples", "2"])
+    # the matching pair loads (BPE-only tokenizer: model rows = entries + the 4 special rows)
+    model.save_pretrained(tmp_path / "ok")
+    tokenizer.save_pretrained(tmp_path / "ok")
+    assert len(script.load_tokenizer(tmp_path / "ok", vocab_size=model.config.vocab_size)) == len(tokenizer)
+
+
 def test_sst2_with_the_real_gpt1_tokenizer():
     tokenization = pytest.importorskip("gpt1_hf.tokenization_gpt1")
     if not hasattr(tokenization, "GPT1Tokenizer"):
