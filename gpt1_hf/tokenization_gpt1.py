@@ -976,7 +976,7 @@ class GPT1Tokenizer(TokenizersBackend):
             unk_token = by_id.get(0, "<unk>")
         unk_token = str(unk_token)
         self._special_names = (start_token, delimiter_token, classify_token, pad_token)
-        self._chunk_cache: dict[str, list[int]] = {}  # `_ids`: the BPE ids of each chunk of standardized text
+        self.cache: dict[str, list[int]] = {}  # `_ids`: the ids of each chunk ("cache": what `datasets` leaves out of fingerprints)
         self._tokenizer = build_backend_tokenizer(vocab, merges, unk_token, list(self._special_names))
         self._chunk_normalizer = build_chunk_normalizer()
         kwargs.pop("post_processor", None)  # ours is rebuilt above
@@ -1143,7 +1143,7 @@ class GPT1Tokenizer(TokenizersBackend):
         skips together with the generic `tokenizers.Encoding` machinery (they cost more than the lookups)."""
         if not texts:
             return []
-        cache = self._chunk_cache
+        cache = self.cache
         if len(cache) > 1_000_000:
             cache.clear()
         joined = _SEPARATOR.join(texts)
@@ -1164,6 +1164,12 @@ class GPT1Tokenizer(TokenizersBackend):
                     out += hit
             result.append(out)
         return result
+
+    def __getstate__(self):
+        """Pickles (and `datasets` fingerprints) without the chunk cache: a used and an unused tokenizer are equal."""
+        state = self.__dict__.copy()
+        state["cache"] = {}
+        return state
 
     def _rust_ids(self, text: str, chunk: bool = False) -> list[int]:
         """BPE ids of one text (or one standardized chunk) through the Rust normalizer and the BPE model."""

@@ -285,3 +285,18 @@ def test_loads_with_trust_remote_code_without_gpt1_hf(tok, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[0] == "GPT1Tokenizer"
     assert out.stdout.strip().endswith(str(tok("I don't know Mr. Smith.")["input_ids"]))
+
+
+def test_chunk_cache_stays_out_of_pickles_and_dataset_fingerprints(tok):
+    """A used and an unused tokenizer pickle and fingerprint alike, so `datasets.map` reuses its cache files."""
+    import pickle
+
+    from datasets.fingerprint import Hasher
+
+    fresh = GPT1Tokenizer(vocab_file=VOCAB, merges_file=MERGES)
+    before = Hasher.hash(fresh)
+    ids = fresh("A never-seen-before sentence, of course.")["input_ids"]
+    assert fresh.cache  # the chunk cache is in use...
+    assert Hasher.hash(fresh) == before  # ...and not in the fingerprint
+    copy = pickle.loads(pickle.dumps(fresh))
+    assert copy.cache == {} and copy("A never-seen-before sentence, of course.")["input_ids"] == ids
