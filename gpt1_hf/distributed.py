@@ -1,13 +1,14 @@
 """Pre-flight checks for multi-process runs (``accelerate launch`` / ``torchrun``), run before any model or data is
 loaded. See docs/distributed.md.
 
-Three mistakes are caught with an error that says what to do instead:
+These mistakes are caught with an error that says what to do instead:
 
 * **A launch that asks for GPUs on a machine without CUDA.** Accelerate does not refuse such a launch itself: on a
   CPU-only machine ``gpt1_hf.training.create_accelerator`` joins the processes as DDP over gloo (that is how
   ``configs/multi_cpu.yaml`` works). A config asks for GPUs when it is an FSDP or DeepSpeed config, names explicit
-  ``gpu_ids``, or carries the line ``# gpt1_hf-requires: cuda`` (the GPU configs in ``configs/`` do); the script's
-  ``--cpu`` runs such a config's processes on CPUs instead.
+  ``gpu_ids``, or carries the line ``# gpt1_hf-requires: cuda`` (the GPU configs in ``configs/`` do); so does a
+  launcher command line with ``--multi_gpu`` or ``--gpu_ids`` (``accelerate launch --multi_gpu --num_processes 2 ...``
+  without a config file). The script's ``--cpu`` runs such a launch's processes on CPUs instead.
 * **DeepSpeed where it cannot run.** Accelerate enables DeepSpeed only when ``cpu`` is false, so a DeepSpeed config
   on CPU processes would silently train with plain DDP: refused. DeepSpeed without the ``deepspeed`` package:
   refused before anything is loaded. (FSDP on CPU processes is different: Accelerate ignores it there too, but
@@ -16,11 +17,14 @@ Three mistakes are caught with an error that says what to do instead:
   process above this one, else Accelerate's default config) or ``config_file=``; the FSDP/DeepSpeed environment that
   ``accelerate launch`` exports (``ACCELERATE_USE_FSDP`` / ``ACCELERATE_USE_DEEPSPEED``) is checked too, so a config
   that cannot be located is still caught.
+* **LoRA under FSDP** (``preflight(lora_trainable_tokens=True)``, what ``finetune(lora=True)`` passes): PEFT's
+  trainable special-token rows on the tied embeddings make FSDP2's ``fully_shard`` fail inside
+  ``accelerator.prepare``; refused with the fix (DDP: the adapters are small).
 * **Batch sizes that do not divide.** ``global = per_device x processes x gradient accumulation`` is resolved by
   `gpt1_hf.training.resolve_batch_config` (the function the training loop itself uses, so the rule lives in one place);
   `preflight` only calls it earlier, with the number of processes of the launch (``WORLD_SIZE``).
 
-`preflight` runs both. ``python -m gpt1_hf.distributed`` runs them from the command line, e.g. to check a config
+`preflight` runs them all. ``python -m gpt1_hf.distributed`` runs them from the command line, e.g. to check a config
 before a long job::
 
     accelerate launch --config_file configs/ddp_gpu.yaml -m gpt1_hf.distributed --global_batch_size 32 \
@@ -45,6 +49,9 @@ __all__ = [
     "find_launch_config_file",
     "describe_config",
     "check_launch_environment",
+    "check_lora_engine",
+    "find_launch_arguments",
+    "launch_gpu_request",
     "check_batch_sizes",
     "preflight",
     "sharded_engines_supported",
@@ -130,27 +137,86 @@ def _config_file_from_argv(argv: list[str]) -> str | None:
     return None
 
 
-def find_launch_config_file(max_depth: int = 6) -> str | None:
-    """The Accelerate config file of the ``accelerate launch`` that started this process (Linux ``/proc``): its
-    ``--config_file`` (resolved against the launcher's working directory), else Accelerate's default config file when
-    it exists. None when no ``accelerate launch`` is found among the ancestors (torchrun, plain python, other OSes)."""
+def _find_accelerate_launch(max_depth: int = 6) -> int | None:
+    """The pid of the ``accelerate launch`` process among this process's ancestors (Linux ``/proc``), else None."""
     pid = os.getppid()
     for _ in range(max_depth):
         if pid is None or pid <= 1:
             return None
         argv = _proc_cmdline(pid)
         if argv and _is_accelerate_launch(argv):
-            path = _config_file_from_argv(argv)
-            if path is None:
-                from accelerate.commands.config.config_args import default_config_file
-
-                return default_config_file if os.path.isfile(default_config_file) else None
-            if not os.path.isabs(path):
-                cwd = _proc_cwd(pid)
-                if cwd:
-                    path = os.path.join(cwd, path)
-            return path
+            return pid
         pid = _proc_parent(pid)
+    return None
+
+
+def find_launch_config_file(max_depth: int = 6) -> str | None:
+    """The Accelerate config file of the ``accelerate launch`` that started this process (Linux ``/proc``): its
+    ``--config_file`` (resolved against the launcher's working directory), else Accelerate's default config file when
+    it exists. None when no ``accelerate launch`` is found among the ancestors (torchrun, plain python, other OSes)."""
+    pid = _find_accelerate_launch(max_depth)
+    if pid is None:
+        return None
+    path = _config_file_from_argv(_proc_cmdline(pid) or [])
+    if path is None:
+        from accelerate.commands.config.config_args import default_config_file
+
+        return default_config_file if os.path.isfile(default_config_file) else None
+    if not os.path.isabs(path):
+        cwd = _proc_cwd(pid)
+        if cwd:
+            path = os.path.join(cwd, path)
+    return path
+
+
+def find_launch_arguments(max_depth: int = 6) -> list[str] | None:
+    """The command line of the ``accelerate launch`` that started this process (Linux ``/proc``), else None."""
+    pid = _find_accelerate_launch(max_depth)
+    return None if pid is None else _proc_cmdline(pid)
+
+
+def _launcher_options(argv: list[str]) -> list[str]:
+    """The launcher's own options of an ``accelerate launch`` command line: the tokens after ``launch`` (or
+    ``accelerate-launch`` / ``-m accelerate.commands.launch``) and before the training script; an argv that is not an
+    accelerate launch is taken as those options already."""
+    start = 0
+    for i, token in enumerate(argv):
+        name = os.path.basename(token)
+        if name == "accelerate-launch" or token == "accelerate.commands.launch":
+            start = i + 1
+            break
+        if (name == "accelerate" or token == "accelerate.commands.accelerate_cli") and i + 1 < len(argv) \
+                and argv[i + 1] == "launch":
+            start = i + 2
+            break
+    options = list(argv[start:])
+    try:  # Accelerate's own parser knows which options take a value, so the script's arguments are left out
+        from accelerate.commands.launch import launch_command_parser
+
+        parsed = launch_command_parser().parse_args(options)
+        end = len(options) - len(parsed.training_script_args) - 1
+        if 0 <= end < len(options) and options[end] == parsed.training_script:
+            return options[:end]
+    except (SystemExit, Exception):  # noqa: BLE001 -- not parseable: scan every token
+        pass
+    return options
+
+
+def launch_gpu_request(argv: list[str] | None) -> str | None:
+    """Why an ``accelerate launch`` command line asks for GPUs whatever its config says: ``--multi_gpu`` or
+    ``--gpu_ids`` among the launcher's options (hyphens or underscores, as Accelerate accepts). None otherwise."""
+    if not argv:
+        return None
+    options = _launcher_options(argv)
+    for i, token in enumerate(options):
+        flag, has_value, value = token.partition("=")
+        flag = "--" + flag[2:].replace("-", "_") if flag.startswith("--") else flag
+        if flag == "--multi_gpu":
+            return "--multi_gpu given to accelerate launch"
+        if flag == "--gpu_ids":
+            if not has_value:
+                value = options[i + 1] if i + 1 < len(options) else ""
+            return f"--gpu_ids {value} given to accelerate launch" if value else "--gpu_ids given to accelerate launch"
     return None
 
 
@@ -242,6 +308,7 @@ def check_launch_environment(
     environ: Mapping[str, str] | None = None,
     locate_config: bool = True,
     deepspeed_installed: bool | None = None,
+    launch_argv: list[str] | None = None,
 ) -> LaunchInfo:
     """Raise `LaunchConfigError` when the launch asks for something this machine (or ``--cpu``) cannot give.
 
@@ -250,8 +317,11 @@ def check_launch_environment(
         config_file: the Accelerate config to judge (default: the launcher's, see `find_launch_config_file`).
         cuda_available: default ``torch.cuda.is_available()``.
         environ: default ``os.environ`` (``ACCELERATE_USE_FSDP`` / ``ACCELERATE_USE_DEEPSPEED`` / ``WORLD_SIZE``).
-        locate_config: look for the launcher's config when ``config_file`` is None.
+        locate_config: look for the launcher's config (and command line) when ``config_file`` (``launch_argv``) is
+            None.
         deepspeed_installed: default `deepspeed_available()`.
+        launch_argv: the ``accelerate launch`` command line (default: the launcher's, see `find_launch_arguments`);
+            ``--multi_gpu`` / ``--gpu_ids`` there ask for GPUs like a GPU config does.
     """
     environ = os.environ if environ is None else environ
     if cuda_available is None:
@@ -260,20 +330,26 @@ def check_launch_environment(
         cuda_available = torch.cuda.is_available()
     if config_file is None and locate_config:
         config_file = find_launch_config_file()
+    if launch_argv is None and locate_config:
+        launch_argv = find_launch_arguments()
 
     info = describe_config(config_file) if config_file is not None else None
+    argv_reason = launch_gpu_request(launch_argv)
     env_engine = _engine_from_environment(environ)
     engine = env_engine or (info.engine if info else None)
     world = _world_size(environ)
     num_processes = world or (info.num_processes if info else 1)
     if engine is None:
         engine = "ddp" if num_processes > 1 else "single"
-    requires_cuda = bool(info and info.requires_cuda) or engine in ENGINES_NEEDING_CUDA
+    requires_cuda = bool(info and info.requires_cuda) or engine in ENGINES_NEEDING_CUDA or argv_reason is not None
     reason = (info.reason if info and info.requires_cuda else None) or (
         f"{'ACCELERATE_USE_DEEPSPEED' if engine == 'deepspeed' else 'ACCELERATE_USE_FSDP'}=true in the launch "
         "environment: Accelerate runs this engine on GPUs only" if engine in ENGINES_NEEDING_CUDA else None
-    )
-    name = info.config_file if info else "the accelerate launch environment"
+    ) or argv_reason
+    if info and (info.requires_cuda or not argv_reason):
+        name = info.config_file
+    else:  # no config, or a CPU config that the launcher's own --multi_gpu / --gpu_ids overrides
+        name = "this accelerate launch" if argv_reason else "the accelerate launch environment"
     result = LaunchInfo(config_file=info.config_file if info else None, engine=engine, num_processes=num_processes,
                         requires_cuda=requires_cuda, reason=reason, cuda_available=bool(cuda_available), cpu=cpu)
 
@@ -315,6 +391,24 @@ def check_launch_environment(
     return result
 
 
+def check_lora_engine(info: LaunchInfo) -> None:
+    """LoRA with trainable special-token rows (PEFT ``trainable_token_indices`` on the tied ``tokens_embed`` /
+    ``lm_head``) cannot be sharded by FSDP: FSDP2's ``fully_shard`` inside ``accelerator.prepare`` fails ("TypeError:
+    Invariant encountered: value was None") on PEFT's token wrapper around the tied embedding. Raise
+    `LaunchConfigError` before anything is loaded; DDP (or one process) runs it."""
+    if info.engine != "fsdp":
+        return
+    name = info.config_file or "the accelerate launch environment"
+    raise LaunchConfigError(
+        f"{name} asks for FSDP, but --lora trains the special-token embedding rows through PEFT's "
+        "trainable_token_indices on the tied tokens_embed / lm_head, which FSDP cannot shard (accelerator.prepare "
+        "fails with 'TypeError: Invariant encountered: value was None'). Use DDP for LoRA: the adapters and their "
+        "optimizer state are small and the frozen base fits on one device, so there is nothing to shard -- "
+        "`accelerate launch --config_file configs/ddp_gpu.yaml ...` on GPUs, "
+        f"`--config_file {CPU_CONFIG}` on CPUs; or fine-tune without --lora under FSDP. See docs/lora.md."
+    )
+
+
 def check_batch_sizes(
     per_device_batch_size: int | None,
     global_batch_size: int | None,
@@ -341,11 +435,20 @@ def preflight(
     cuda_available: bool | None = None,
     environ: Mapping[str, str] | None = None,
     deepspeed_installed: bool | None = None,
+    lora_trainable_tokens: bool = False,
+    launch_argv: list[str] | None = None,
 ):
     """Both checks, before any model or data is loaded. Returns ``(LaunchInfo, BatchConfig or None)``; raises
-    `LaunchConfigError` / ValueError. Without batch sizes only the launch is checked."""
+    `LaunchConfigError` / ValueError. Without batch sizes only the launch is checked.
+
+    ``lora_trainable_tokens``: the run trains LoRA adapters with PEFT ``trainable_token_indices`` (what
+    ``finetune(lora=True)`` does for the special-token rows); refused under FSDP, where it crashes inside
+    ``accelerator.prepare`` (see `check_lora_engine`)."""
     info = check_launch_environment(cpu=cpu, config_file=config_file, cuda_available=cuda_available,
-                                    environ=environ, deepspeed_installed=deepspeed_installed)
+                                    environ=environ, deepspeed_installed=deepspeed_installed,
+                                    launch_argv=launch_argv)
+    if lora_trainable_tokens:
+        check_lora_engine(info)
     batch = None
     if per_device_batch_size is not None or global_batch_size is not None:
         batch = check_batch_sizes(per_device_batch_size, global_batch_size, gradient_accumulation_steps,
@@ -376,11 +479,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--global_batch_size", type=int, default=None)
     p.add_argument("--gradient_accumulation_steps", type=int, default=None)
     p.add_argument("--cpu", action="store_true")
+    p.add_argument("--lora", action="store_true", help="the run fine-tunes with --lora (refused under FSDP)")
     ns = p.parse_args(argv)
     rank = int(os.environ.get("RANK", "0") or 0)
     try:
         info, batch = preflight(ns.per_device_batch_size, ns.global_batch_size, ns.gradient_accumulation_steps,
-                                cpu=ns.cpu, config_file=ns.config_file)
+                                cpu=ns.cpu, config_file=ns.config_file, lora_trainable_tokens=ns.lora)
     except ValueError as e:  # LaunchConfigError included
         if rank == 0:
             print(f"error: {e}", file=sys.stderr)

@@ -332,9 +332,14 @@ def build_task_model(spec: TaskSpec, args: FinetuneArguments, tokenizer):
         model = head(config)
         info["init"] = "from_scratch"
     else:
-        from .convert import load_as_gpt1
+        from .convert import detect_checkpoint_format, load_as_gpt1
 
         _check_head_compatibility(spec, args.model_name_or_path, args.reinit_head)
+        # "gpt1" loads with from_pretrained; "openai-gpt" (transformers) and "original" (OpenAI's release) are
+        # converted on load (special-token rows added from the seed): a LoRA adapter's card must say how to rebuild
+        # that base (gpt1_hf.hub)
+        info["source_format"] = detect_checkpoint_format(args.model_name_or_path)
+        info["converted"] = info["source_format"] != "gpt1"
         extra = dict(overrides)
         extra.update(args.model_config_overrides or {})
         if args.reinit_head:
@@ -442,7 +447,9 @@ def finetune(args: FinetuneArguments | None = None, tokenizer=None, **kwargs) ->
     from .distributed import preflight
 
     # launch and batch checks before any model or data is loaded (GPU config on a CPU machine, non-dividing batch)
-    preflight(args.per_device_batch_size, args.global_batch_size, args.gradient_accumulation_steps, cpu=args.cpu)
+    # and LoRA (with its trainable special-token rows) under FSDP, which crashes in accelerator.prepare
+    preflight(args.per_device_batch_size, args.global_batch_size, args.gradient_accumulation_steps, cpu=args.cpu,
+              lora_trainable_tokens=args.lora)
     spec = get_task(args.task)
     output_dir = Path(args.output_dir)
     set_seed(args.seed)
@@ -453,14 +460,14 @@ def finetune(args: FinetuneArguments | None = None, tokenizer=None, **kwargs) ->
         tokenizer = load_tokenizer(args.tokenizer_name_or_path, args.model_name_or_path)
     model, model_info = build_task_model(spec, args, tokenizer)
     if args.lora:  # checked (targets exist) before any data is loaded or training starts
-        from .lora import apply_lora, count_parameters
+        from .lora import apply_lora, count_parameters, resolve_lora_targets
 
         model = apply_lora(model, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
                            target_modules=args.lora_target_modules)
         trainable, total = count_parameters(model)
         model_info["lora"] = {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
-                              "target_modules": args.lora_target_modules, "trainable_parameters": trainable,
-                              "total_parameters": total}
+                              "target_modules": resolve_lora_targets(args.lora_target_modules),
+                              "trainable_parameters": trainable, "total_parameters": total}
     max_length = min(int(args.max_length), int(model.config.n_positions))
 
     _, train_enc, train_trunc = _load_split(spec, args.train_split, args, args.max_train_examples, tokenizer,

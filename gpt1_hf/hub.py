@@ -26,7 +26,9 @@ A LoRA adapter folder (``finetune(lora=True)``: ``adapter_config.json`` + ``adap
   card says that the base has to be uploaded and named by the user;
 * ``README.md`` from the same template, with ``library_name: peft``, ``base_model``, tags ``peft``/``lora`` and the
   same ``model-index``; its "How to use" code block shows ``PeftModel.from_pretrained`` on the gpt1 head (and
-  ``AutoPeftModelForSequenceClassification`` for a sequence-classification adapter).
+  ``AutoPeftModelForSequenceClassification`` for a sequence-classification adapter). When fine-tuning converted the
+  base on load (a transformers ``openai-gpt`` checkpoint: ``results["model"]["converted"]``), the code rebuilds it
+  with ``gpt1_hf.convert.load_as_gpt1`` (which adds the special-token rows) instead, and has no ``AutoPeftModel`` line.
 """
 
 from __future__ import annotations
@@ -344,9 +346,31 @@ def _adapter_num_labels(folder: Path) -> int | None:
     return None
 
 
-def _adapter_usage(head: str, repo_id: str, base: str, num_labels: int | None) -> str:
+def _adapter_usage(head: str, repo_id: str, base: str, num_labels: int | None, converted: bool = False,
+                   seed: int | None = None) -> str:
+    """The card's "How to use" code. ``converted``: the base was not a gpt1 checkpoint (a transformers ``openai-gpt``
+    one, e.g. ``openai-community/openai-gpt``) and fine-tuning converted it on load, adding the four special-token
+    rows: ``AutoModel...from_pretrained(base)`` would load OpenAIGPT without them, so the code rebuilds the base with
+    `gpt1_hf.convert.load_as_gpt1` (same seed) and there is no ``AutoPeftModel...`` one-liner."""
     auto_head = _AUTO_CLASS[head]
     labels = f", num_labels={num_labels}" if head == "GPT1ForSequenceClassification" and num_labels else ""
+    if converted:
+        return "\n".join([
+            "```python",
+            "from peft import PeftModel",
+            "from transformers import AutoTokenizer",
+            "",
+            f"from gpt1_hf import {head}  # pip install gpt1-hf",
+            "from gpt1_hf.convert import load_as_gpt1",
+            "",
+            f'base = "{base}"  # a transformers openai-gpt checkpoint (not part of this repository)',
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}", trust_remote_code=True)',
+            "# converted to gpt1 on load; its special-token rows are added from the fine-tuning seed, as in training",
+            f"model = load_as_gpt1(base, {head}, seed={seed if seed is not None else 0}{labels})",
+            f'model = PeftModel.from_pretrained(model, "{repo_id}")',
+            "merged = model.merge_and_unload()  # optional: a plain gpt1 model with the adapters merged in",
+            "```",
+        ])
     lines = [
         "```python",
         f"from peft import PeftModel{', AutoPeftModelForSequenceClassification' if auto_head.endswith('Classification') else ''}",
@@ -405,6 +429,8 @@ def _build_adapter_folder(model_dir: Path, folder: Path, repo_id: str, results: 
 
     head = _adapter_head(adapter_cfg, results)
     num_labels = _adapter_num_labels(folder)
+    # fine-tuning converted the base on load (transformers openai-gpt): the usage code must convert it the same way
+    converted = bool((results.get("model") or {}).get("converted"))
     model_name = repo_id.split("/")[-1]
     card_data = build_card_data(_AUTO_CLASS[head], results, model_name, base_model=base_model)
     card_data.library_name = "peft"
@@ -435,9 +461,16 @@ def _build_adapter_folder(model_dir: Path, folder: Path, repo_id: str, results: 
         description += "\n\n" + "\n".join(["| adapter | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
         if base_model is not None:
             description += (f"\n\nThis repository holds only the adapter; the base model is "
-                            f"[{base_model}](https://huggingface.co/{base_model}), loaded with "
-                            "`trust_remote_code=True`.")
-            if results.get("task"):
+                            f"[{base_model}](https://huggingface.co/{base_model})"
+                            + ("." if converted else ", loaded with `trust_remote_code=True`."))
+            if converted:
+                description += (" It is not a gpt1-format checkpoint: fine-tuning converted it on load with "
+                                f"`gpt1_hf.convert.load_as_gpt1(base, {head}, seed={results.get('seed')})`, which "
+                                "adds the four special-token rows (initialised from that seed), so the code below "
+                                "rebuilds the base with that call (`pip install gpt1-hf`) and then applies the "
+                                "adapter with `PeftModel.from_pretrained`; `AutoPeftModel...` and "
+                                "`AutoModel...from_pretrained(base)` would load it without those rows.")
+            elif results.get("task"):
                 description += (f" Fine-tuning loaded it with `gpt1_hf.convert.load_as_gpt1(base, {head}, "
                                 f"seed={results.get('seed')})`: for a gpt1-format repository that is the "
                                 "`from_pretrained` below; for a transformers `openai-gpt` checkpoint (such as "
@@ -455,7 +488,8 @@ def _build_adapter_folder(model_dir: Path, folder: Path, repo_id: str, results: 
                             f"states, {mcfg.get('n_head')} heads, {mcfg.get('n_positions')} positions, a vocabulary "
                             f"of {mcfg.get('vocab_size')} tokens (BPE + `_start_`, `_delimiter_`, `_classify_`, "
                             "`<pad>`).")
-    usage = _adapter_usage(head, repo_id, base_model or "<base model Hub id>", num_labels)
+    usage = _adapter_usage(head, repo_id, base_model or "<base model Hub id>", num_labels, converted=converted,
+                           seed=results.get("seed"))
     text = template if template is not None else load_model_card_template()
     if not _USAGE_BLOCK.search(text):  # a template without the usual "How to use" block: put the usage in the text
         description += "\n\n### How to use the adapter\n\n" + usage

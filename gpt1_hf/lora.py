@@ -16,6 +16,12 @@ from torch import nn
 DEFAULT_LORA_TARGETS = ("c_attn", "c_proj", "c_fc")
 
 
+def resolve_lora_targets(target_modules: list[str] | str | None = None) -> list[str] | str:
+    """The target modules a LoRA run uses: the given list (or regex), else `DEFAULT_LORA_TARGETS`."""
+    return list(DEFAULT_LORA_TARGETS) if target_modules is None else (
+        target_modules if isinstance(target_modules, str) else list(target_modules))
+
+
 def _linear_module_names(model: nn.Module) -> list[str]:
     return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
 
@@ -36,7 +42,7 @@ def lora_config_for(
     """A `peft.LoraConfig` for a gpt1 head, checked against the model before any training starts."""
     from peft import LoraConfig, TaskType
 
-    targets = list(DEFAULT_LORA_TARGETS) if target_modules is None else target_modules
+    targets = resolve_lora_targets(target_modules)
     linear = _linear_module_names(model)
     if isinstance(targets, str):  # a regex, as PEFT accepts
         if not any(re.fullmatch(targets, name) for name in linear):

@@ -16,9 +16,10 @@
 * Data order is a pure function of ``(seed, epoch)`` (shuffled or length-grouped), cut into per-process micro-batches
   by this module, so a resumed run skips exactly the micro-batches already seen in its epoch without reading them.
 * Checkpoints (``<output_dir>/checkpoints/step-NNNNNNNN``) hold the model (safetensors, `save_pretrained` layout,
-  loadable on its own), optimizer, scheduler, every process's RNG states and ``trainer_state.json``. They are written
-  to a temporary folder that is renamed into place once complete; the ``latest`` pointer file is replaced atomically
-  afterwards, so a kill at any moment leaves ``latest`` naming a complete checkpoint. Only the main process writes.
+  loadable on its own; for a PEFT/LoRA model its adapter, ``adapter_model.safetensors``), optimizer, scheduler,
+  every process's RNG states and ``trainer_state.json``. They are written to a temporary folder that is renamed into
+  place once complete; the ``latest`` pointer file is replaced atomically afterwards, so a kill at any moment leaves
+  ``latest`` naming a complete checkpoint. Only the main process writes.
   ``torch.load`` is only ever called with ``weights_only=True``.
 * Resuming (``resume_from_checkpoint="latest"`` or a path) restores model, optimizer, scheduler, RNG states and the
   data position; a killed-and-resumed run ends bitwise identical to an uninterrupted one (same seed, same hardware).
@@ -82,6 +83,7 @@ RNG_FILE = "rng_state.pt"
 DEEPSPEED_DIR = "deepspeed"  # DeepSpeed's engine checkpoint (optimizer partitions) inside a checkpoint folder
 DEEPSPEED_TAG = "engine"
 BEST_DIR = "best"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # PEFT's save_pretrained(safe_serialization=True) of a LoRA model
 
 
 class StopTraining(Exception):
@@ -447,8 +449,12 @@ def save_directory_atomically(final_dir: str | os.PathLike, write_fn: Callable[[
 
 
 def _is_complete_checkpoint(path: Path) -> bool:
+    """The files every checkpoint has, plus the model's weights: ``model.safetensors`` (or a sharded index) for a
+    plain model, ``adapter_model.safetensors`` for a PEFT model (``finetune(lora=True)``: only the adapters, the
+    ``modules_to_save`` head and the trainable token rows are saved; the frozen base is reloaded from its source)."""
     return all((path / name).is_file() for name in (TRAINER_STATE, SCHEDULER_FILE, RNG_FILE)) and (
         (path / "model.safetensors").is_file() or (path / "model.safetensors.index.json").is_file()
+        or (path / ADAPTER_WEIGHTS).is_file()
     ) and ((path / OPTIMIZER_FILE).is_file() or (path / DEEPSPEED_DIR).is_dir())
 
 
@@ -479,7 +485,7 @@ def find_checkpoint(output_dir: str | os.PathLike, which: str = "latest") -> Pat
     if not _is_complete_checkpoint(path):
         raise FileNotFoundError(
             f"{path} is not a complete training checkpoint (needs {TRAINER_STATE}, {OPTIMIZER_FILE}, "
-            f"{SCHEDULER_FILE}, {RNG_FILE} and model.safetensors)"
+            f"{SCHEDULER_FILE}, {RNG_FILE} and model.safetensors, or {ADAPTER_WEIGHTS} for a LoRA run)"
         )
     return path
 
@@ -528,7 +534,42 @@ def _read_model_weights(folder: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _is_peft_model(model: torch.nn.Module) -> bool:
+    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
+
+
+def _load_adapter_weights(model: torch.nn.Module, folder: Path) -> None:
+    """A PEFT checkpoint (``adapter_model.safetensors``) into a PEFT model whose adapters are in place:
+    `peft.set_peft_model_state_dict` maps the saved keys (no adapter name) onto the model's. The frozen base weights
+    are not in the file (they come from the base model the run loaded again); every trainable tensor must be."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    path = folder / ADAPTER_WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint {folder} has no {ADAPTER_WEIGHTS}, but this run trains a PEFT (LoRA) model: resume a LoRA "
+            "run from a checkpoint of a LoRA run (a full-model checkpoint holds model.safetensors)."
+        )
+    result = set_peft_model_state_dict(model, load_file(str(path)))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    missing = [k for k in result.missing_keys if k in trainable]
+    unexpected = list(result.unexpected_keys)
+    if missing or unexpected:
+        raise ValueError(f"LoRA checkpoint {folder} does not match the model's adapters: missing {missing}, "
+                         f"unexpected {unexpected} (resume with the same --lora_r / --lora_target_modules)")
+
+
 def _load_model_weights(model: torch.nn.Module, folder: Path) -> None:
+    if _is_peft_model(model):
+        _load_adapter_weights(model, folder)
+        return
+    if not ((folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()):
+        raise FileNotFoundError(
+            f"checkpoint {folder} has no model.safetensors"
+            + (f" but {ADAPTER_WEIGHTS}: it was written by a LoRA run; resume it with --lora (same adapter "
+               "settings)." if (folder / ADAPTER_WEIGHTS).is_file() else "")
+        )
     state = _read_model_weights(folder)
     missing, unexpected = model.load_state_dict(state, strict=False)
     # tied parameters (lm_head.weight = tokens_embed.weight) are stored once by save_pretrained

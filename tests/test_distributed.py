@@ -540,3 +540,84 @@ def test_deepspeed_with_accumulation_refused():
     assert info.engine == "deepspeed" and batch.gradient_accumulation_steps == 1
     with pytest.raises(LaunchConfigError, match="--per_device_batch_size 4"):
         preflight(2, 32, config_file=cfg, cuda_available=True, environ={"WORLD_SIZE": "8"}, deepspeed_installed=True)
+
+
+def test_lora_refused_under_fsdp_before_training(tmp_path, monkeypatch):
+    """LoRA's trainable special-token rows (PEFT trainable_token_indices on the tied embeddings) crash FSDP2 inside
+    accelerator.prepare: the pre-flight refuses the combination and names the fix (DDP); other engines pass."""
+    from gpt1_hf.distributed import LaunchConfigError, check_lora_engine, preflight
+    from gpt1_hf.finetuning import finetune
+
+    fsdp = str(CONFIGS / "fsdp.yaml")
+    refused = r"asks for FSDP, but --lora .*trainable_token_indices.*Use DDP for LoRA.*configs/ddp_gpu.yaml"
+    for kwargs in (dict(cuda_available=True), dict(cuda_available=False, cpu=True)):
+        with pytest.raises(LaunchConfigError, match=refused):
+            preflight(4, 32, config_file=fsdp, environ={"WORLD_SIZE": "2"}, launch_argv=[],
+                      lora_trainable_tokens=True, **kwargs)
+        info, _ = preflight(4, 32, config_file=fsdp, environ={"WORLD_SIZE": "2"}, launch_argv=[], **kwargs)
+        assert info.engine == "fsdp"  # FSDP without LoRA is fine
+    with pytest.raises(LaunchConfigError, match="Use DDP for LoRA"):  # FSDP from the launch environment alone
+        preflight(environ={"ACCELERATE_USE_FSDP": "true", "WORLD_SIZE": "2"}, cuda_available=True, launch_argv=[],
+                  lora_trainable_tokens=True)
+    for config, cuda in (("ddp_gpu.yaml", True), ("multi_cpu.yaml", False)):
+        info, _ = preflight(4, 32, config_file=str(CONFIGS / config), cuda_available=cuda,
+                            environ={"WORLD_SIZE": "2"}, launch_argv=[], lora_trainable_tokens=True)
+        assert info.engine == "ddp"
+        check_lora_engine(info)
+    # finetune(lora=True) stops there, before the tokenizer or model is loaded (the model path does not exist)
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(LaunchConfigError, match="Use DDP for LoRA"):
+        finetune(task="sst2", model_name_or_path=str(tmp_path / "missing"), output_dir=str(tmp_path / "out"),
+                 lora=True, cpu=True, global_batch_size=4, progress_bar=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_multi_gpu_launcher_flags_ask_for_gpus():
+    """`accelerate launch --multi_gpu --num_processes 2 ...` (or --gpu_ids) without a config file asks for GPUs like a
+    GPU config; configs/multi_cpu.yaml stays accepted, and the script's own arguments are not the launcher's."""
+    from gpt1_hf.distributed import LaunchConfigError, check_launch_environment, launch_gpu_request
+
+    launch = [sys.executable, "-m", "accelerate.commands.launch"]
+    for flags in (["--multi_gpu"], ["--multi-gpu"], ["--gpu_ids", "0,1"], ["--gpu-ids=0,1"]):
+        argv = [*launch, *flags, "--num_processes", "2", "scripts/finetune.py", "--task", "sst2"]
+        assert launch_gpu_request(argv)
+        with pytest.raises(LaunchConfigError, match=r"this accelerate launch asks for GPUs \(--(multi_gpu|gpu_ids)"
+                                                    r".*configs/multi_cpu.yaml.*--cpu"):
+            check_launch_environment(cuda_available=False, environ={"WORLD_SIZE": "2"}, locate_config=False,
+                                     launch_argv=argv)
+        # with CUDA, or the script's --cpu (DDP over gloo), it runs
+        for kwargs in (dict(cuda_available=True), dict(cuda_available=False, cpu=True)):
+            info = check_launch_environment(environ={"WORLD_SIZE": "2"}, locate_config=False, launch_argv=argv,
+                                            **kwargs)
+            assert (info.engine, info.num_processes) == ("ddp", 2)
+    assert launch_gpu_request(["/usr/bin/accelerate", "launch", "--multi_gpu", "-m", "gpt1_hf.distributed"])
+    # the CPU config, and a --multi_gpu that belongs to the training script
+    cpu_argv = [*launch, "--config_file", str(CONFIGS / "multi_cpu.yaml"), "--main_process_port", "0",
+                "scripts/finetune.py", "--multi_gpu", "--gpu_ids", "0"]
+    assert launch_gpu_request(cpu_argv) is None
+    info = check_launch_environment(config_file=str(CONFIGS / "multi_cpu.yaml"), cuda_available=False,
+                                    environ={"WORLD_SIZE": "2"}, launch_argv=cpu_argv)
+    assert (info.engine, info.requires_cuda) == ("ddp", False)
+    # a CPU config that the launcher's --multi_gpu overrides
+    with pytest.raises(LaunchConfigError, match=r"asks for GPUs \(--multi_gpu given to accelerate launch\)"):
+        check_launch_environment(config_file=str(CONFIGS / "multi_cpu.yaml"), cuda_available=False,
+                                 environ={"WORLD_SIZE": "2"}, launch_argv=[*launch, "--multi_gpu", "x.py"])
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads the launcher's command line from /proc")
+def test_multi_gpu_flag_found_on_the_launcher_command_line(tmp_path):
+    """The launcher's argv is read from /proc: a parent process whose command line is `... accelerate launch
+    --multi_gpu ...` (no config file; HF_HOME empty, so no default config either) makes the check refuse on CPU."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    child = "import subprocess, sys; sys.exit(subprocess.call([sys.executable, '-m', 'gpt1_hf.distributed']))"
+    env = dict(os.environ, HF_HOME=str(tmp_path), WORLD_SIZE="2",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    for name in [k for k in env if k.startswith(("ACCELERATE_", "FSDP_"))]:
+        env.pop(name)
+    proc = subprocess.run([sys.executable, "-c", child, "accelerate", "launch", "--multi_gpu", "--num_processes", "2",
+                           "scripts/finetune.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "this accelerate launch asks for GPUs (--multi_gpu given to accelerate launch)" in proc.stderr
+    assert "configs/multi_cpu.yaml" in proc.stderr

@@ -341,3 +341,48 @@ def test_multiple_choice_adapter_card_and_load(finetuned, tmp_path):
     loaded = PeftModel.from_pretrained(GPT1ForMultipleChoice.from_pretrained(root / "lm"), folder).eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(input_ids=ids).logits, model.eval()(input_ids=ids).logits)
+
+
+def test_adapter_card_for_a_converted_openai_gpt_base(finetuned, tmp_path):
+    """A LoRA run on a transformers openai-gpt checkpoint (converted on load, special rows added) records
+    ``converted``; the card's code rebuilds the base with `load_as_gpt1` (not `AutoModel...from_pretrained(base)`, which
+    would load OpenAIGPT without the added rows), has no AutoPeftModel line, and run as written (Hub ids pointed at
+    the local folders) gives the trained adapter's logits."""
+    import re
+
+    from peft import PeftModel
+    from transformers import OpenAIGPTConfig, OpenAIGPTLMHeadModel
+
+    from gpt1_hf.convert import load_as_gpt1
+
+    root, _ = finetuned
+    torch.manual_seed(0)
+    n_vocab = GPT1Config.from_pretrained(root / "lm").vocab_size
+    src = OpenAIGPTLMHeadModel(OpenAIGPTConfig(vocab_size=n_vocab, n_positions=48, n_embd=32, n_layer=2, n_head=4))
+    src.save_pretrained(tmp_path / "openai")
+    out = tmp_path / "lora"
+    results = finetune(task="sst2", model_name_or_path=str(tmp_path / "openai"), tokenizer_name_or_path=str(root / "lm"),
+                       data_dir=str(FIXTURES / "sst2"), output_dir=str(out), num_train_epochs=1, global_batch_size=4,
+                       max_length=48, learning_rate=1e-3, progress_bar=False, predict_splits=[], lora=True, lora_r=2,
+                       seed=3)
+    assert results["model"]["converted"] is True and results["model"]["source_format"] == "openai-gpt"
+    assert results["model"]["lora"]["target_modules"] == ["c_attn", "c_proj", "c_fc"]  # the defaults, resolved
+
+    base, repo = "someone/openai-gpt-tiny", "someone/gpt1-tiny-sst2-lora"
+    folder = build_hub_folder(out, tmp_path / "upload", repo, base_model=base)  # results from results.json
+    meta, body = front_matter((folder / "README.md").read_text())
+    assert meta["base_model"] == base and meta["library_name"] == "peft"
+    code = re.search(r"```python\n(.*?)\n```", body, re.DOTALL).group(1)
+    assert "load_as_gpt1(base, GPT1ForSequenceClassification, seed=3, num_labels=2)" in code
+    assert f'PeftModel.from_pretrained(model, "{repo}")' in code
+    assert "AutoPeftModel" not in code and "from_pretrained(base" not in code and body.count("```python") == 1
+    assert "converted it on load" in body
+
+    namespace = {}
+    exec(code.replace(f'"{base}"', repr(str(tmp_path / "openai"))).replace(f'"{repo}"', repr(str(folder))), namespace)
+    trained = PeftModel.from_pretrained(
+        load_as_gpt1(tmp_path / "openai", GPT1ForSequenceClassification, seed=3, num_labels=2), out).eval()
+    enc = namespace["tokenizer"](["a charming and affecting film", "dull , lifeless"], padding=True,
+                                 return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(namespace["model"].eval()(**enc).logits, trained(**enc).logits)

@@ -108,6 +108,8 @@ def test_finetune_with_lora_saves_a_loadable_adapter(task, tmp_path):
                                          predict_splits=[]))
     info = results["model"]["lora"]
     assert 0 < info["trainable_parameters"] < info["total_parameters"] / 2
+    assert info["target_modules"] == ["c_attn", "c_proj", "c_fc"]  # the defaults, resolved (not null)
+    assert results["model"]["converted"] is False and results["model"]["source_format"] == "gpt1"
     assert (out / "adapter_model.safetensors").is_file()
     head = GPT1ForMultipleChoice if task == "race" else GPT1ForSequenceClassification
     kwargs = {} if task == "race" else {"num_labels": 2}
@@ -115,3 +117,43 @@ def test_finetune_with_lora_saves_a_loadable_adapter(task, tmp_path):
     assert torch.equal(model.get_base_model().transformer.h[0].mlp.c_fc.base_layer.weight, frozen)
     merged = model.merge_and_unload()
     assert not torch.equal(merged.transformer.h[0].mlp.c_fc.weight, frozen)  # adapters trained and merged in
+
+
+def test_lora_finetune_resumes_to_the_same_result(tmp_path):
+    """A `--lora` run stopped after its first update (max_time=0) and resumed from 'latest' ends with the same adapter
+    weights, metrics and evaluation history as an uninterrupted run with the same seed (LoRA checkpoints hold
+    adapter_model.safetensors, not model.safetensors)."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from gpt1_hf.finetuning import FinetuneArguments, finetune
+    from gpt1_hf.tokenization_gpt1 import GPT1Tokenizer
+    from gpt1_hf.training import find_checkpoint
+
+    fixtures = Path(__file__).parent / "fixtures" / "tasks"
+    texts = [p.read_text(encoding="utf-8-sig") for p in sorted((fixtures / "sst2").rglob("*")) if p.is_file()]
+    tok = GPT1Tokenizer(vocab={"<unk>": 0, "a</w>": 1}, merges=[]).train_new_from_iterator([texts], 300)
+    base = tmp_path / "base"
+    GPT1LMHeadModel(GPT1Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2, n_head=4,
+                               n_inner=64)).save_pretrained(base)
+    tok.save_pretrained(base)
+
+    def run(out, **kw):
+        return finetune(FinetuneArguments(task="sst2", data_dir=str(fixtures / "sst2"), model_name_or_path=str(base),
+                                          output_dir=str(out), max_length=64, num_train_epochs=2, global_batch_size=4,
+                                          learning_rate=1e-3, progress_bar=False, lora=True, lora_r=2, seed=0,
+                                          predict_splits=[], **kw))
+
+    ref = run(tmp_path / "ref")
+    first = run(tmp_path / "run", max_time=0.0)
+    assert first["stop_reason"] == "max_time" and first["global_step"] == 1
+    ckpt = find_checkpoint(tmp_path / "run", "latest")
+    assert (ckpt / "adapter_model.safetensors").is_file() and not (ckpt / "model.safetensors").exists()
+    resumed = run(tmp_path / "run", resume_from_checkpoint="latest")
+    assert resumed["global_step"] == ref["global_step"] == ref["total_steps"]
+    assert resumed["metrics"] == ref["metrics"] and resumed["eval_history"] == ref["eval_history"]
+    a = load_file(str(tmp_path / "ref" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "run" / "adapter_model.safetensors"))
+    assert sorted(a) == sorted(b) and any("lora_B" in k for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)

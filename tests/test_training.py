@@ -346,3 +346,19 @@ def test_accelerator_settings_do_not_leak_between_runs(monkeypatch):
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch --mixed_precision` sets
     assert T.create_accelerator(None).mixed_precision == "bf16"
     assert T.create_accelerator("no").mixed_precision == "no"
+
+
+def test_lora_checkpoint_is_complete_and_needs_a_peft_model(tmp_path):
+    """A LoRA checkpoint holds adapter_model.safetensors instead of model.safetensors: complete for find_checkpoint;
+    loading it into a plain (non-PEFT) model is a clear error, not a missing-file traceback."""
+    ckpt = tmp_path / T.CHECKPOINTS_DIR / "step-00000001"
+    ckpt.mkdir(parents=True)
+    for name in (T.TRAINER_STATE, T.SCHEDULER_FILE, T.RNG_FILE, T.OPTIMIZER_FILE, T.ADAPTER_WEIGHTS):
+        (ckpt / name).write_bytes(b"x")
+    T.write_text_atomically(tmp_path / T.CHECKPOINTS_DIR / T.LATEST_POINTER, ckpt.name)
+    assert find_checkpoint(tmp_path, "latest") == ckpt
+    with pytest.raises(FileNotFoundError, match="written by a LoRA run; resume it with --lora"):
+        T._load_model_weights(tiny_lm(0), ckpt)
+    (ckpt / T.ADAPTER_WEIGHTS).unlink()
+    with pytest.raises(FileNotFoundError, match=r"not a complete training checkpoint .*adapter_model.safetensors"):
+        find_checkpoint(tmp_path, "latest")
