@@ -141,7 +141,7 @@ class StudyConfig:
     lora_task: str | None = "sst2"
     lora_learning_rate: float = 1e-3
     jobs: int | None = None
-    mixed_precision: str = "bf16"
+    mixed_precision: str = "auto"  # auto: bf16 where this machine has it natively, else fp32 (see training.py)
     seed: int = 0
     full_scale_estimate: bool = True  # report: tokens and time of the full-scale study, measured on this machine
     write_docs: bool = False
@@ -166,6 +166,11 @@ class StudyConfig:
         for k, v in PRESETS[preset].items():
             if values.get(k) is None:
                 values[k] = v
+        import torch
+
+        from .training import resolve_mixed_precision
+
+        values["mixed_precision"] = resolve_mixed_precision(values["mixed_precision"], cpu=not torch.cuda.is_available())
         out = StudyConfig(**values)
         if out.preset == "full" and out.model_name_or_path is None:
             raise ValueError("preset 'full' fine-tunes a real GPT-1: pass --model_name_or_path (e.g. "
@@ -193,7 +198,7 @@ def _read_json(path: Path):
 
 def measure_pretrain_throughput(cfg: StudyConfig, vocab_size: int, steps: int = 4, warmup: int = 2,
                                 batch_size: int | None = None) -> float:
-    """Tokens/s of one training step of the study's model on this machine (bf16 autocast, fused AdamW), median."""
+    """Tokens/s of one training step of the study's model on this machine (its mixed precision, fused AdamW), median."""
     import torch
 
     from .configuration_gpt1 import GPT1Config
@@ -870,12 +875,15 @@ def _full_scale(cfg: StudyConfig, out: Path) -> dict[str, Any] | None:
     if cached is not None and cached.get("measured"):
         est["measured"] = cached["measured"]
     else:
-        full = StudyConfig(**{**asdict(cfg), "n_layer": 12, "n_embd": 768, "n_head": 12, "n_ctx": 128,
-                              "mixed_precision": "bf16"})
+        full = StudyConfig(**{**asdict(cfg), "n_layer": 12, "n_embd": 768, "n_head": 12, "n_ctx": 128})
         est["measured"] = {"tokens_per_s": measure_pretrain_throughput(full, 40482, steps=3, warmup=1, batch_size=8),
-                           "batch": 8, "n_ctx": 128, "config": "12x768"}
+                           "batch": 8, "n_ctx": 128, "config": "12x768", "mixed_precision": full.mixed_precision}
     _write_json(path, est)
     return est
+
+
+def _precision_words(mixed_precision: str | None) -> str:
+    return {"bf16": "bf16 autocast", "fp16": "fp16 autocast"}.get(mixed_precision or "no", "fp32")
 
 
 def _repo_docs() -> Path:
@@ -934,7 +942,7 @@ def write_report(cfg: StudyConfig, out: Path) -> Path:
         multi = [t for t in dict.fromkeys([*cfg.small_tasks, *seeds_of]) if seeds_of.get(t, 0) > 1]
         n_seeds = "/".join(str(n) for n in sorted({seeds_of[t] for t in multi}))
         w(f"Fine-tuning: {cfg.num_train_epochs} epochs, batch 32, lr {cfg.learning_rate:g} with linear decay "
-          f"(warmup 0.2%), L3 = L2 + 0.5·L1, classifier dropout 0.1, weight decay 0.01, bf16 autocast; training sets "
+          f"(warmup 0.2%), L3 = L2 + 0.5·L1, classifier dropout 0.1, weight decay 0.01, {_precision_words(cfg.mixed_precision)}; training sets "
           f"subsampled to {cfg.max_train_examples or 'all'} examples (RACE / Story Cloze: "
           f"{cfg.mc_max_train_examples or 'all'}), inputs cut to {cfg.max_length} tokens ({cfg.mc_max_length} for "
           f"multiple choice; the long side is cut, never the extract token or an answer), evaluation on at most "
@@ -1137,7 +1145,8 @@ def write_report(cfg: StudyConfig, out: Path) -> Path:
               f"{r['tokens'] / 1e6:,.1f}M |")
         w(f"| **total** | | | | **{est['total_tokens'] / 1e6:,.0f}M** |")
         w("")
-        w(f"A training step of the full GPT-1 (12 × 768, 116M parameters with the LM head; bf16 autocast, batch "
+        w("A training step of the full GPT-1 (12 × 768, 116M parameters with the LM head; "
+          f"{_precision_words(est['measured'].get('mixed_precision', 'bf16'))}, batch "
           f"{est['measured']['batch']} × {est['measured']['n_ctx']} tokens, the LM loss through the 40k-entry head as the "
           f"auxiliary loss needs) runs at "
           f"**{tps:,.0f} tokens/s on this machine** (measured by the report stage), so the full-scale fine-tuning "

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_examples", type=int, default=None)
     p.add_argument("--max_length", type=int, default=None, help="default: the model's n_positions")
     p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default=None,
+    p.add_argument("--mixed_precision", choices=["auto", "no", "bf16", "fp16"], default=None,
                    help="default: the accelerate config's (else no)")
     p.add_argument("--cpu", action="store_true")
     p.add_argument("--seed", type=int, default=0, help="seed of the --max_examples subset")

@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--warmup_steps", type=int, default=None)
     g.add_argument("--weight_decay", type=float, default=None)
     g.add_argument("--max_grad_norm", type=float, default=None)
-    g.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default=None)
+    g.add_argument("--mixed_precision", choices=["auto", "no", "bf16", "fp16"], default=None,
+                   help="auto: bf16 where it is fast (a GPU with bf16, a CPU with AMX / AVX512-BF16), else fp32; "
+                        "default: auto for the embedded default, else the accelerate config's (else no)")
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--group_by_length", action="store_true")
     g.add_argument("--gradient_checkpointing", action="store_true")

@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gradient_accumulation_steps", type=int, default=None)
     g.add_argument("--eval_batch_size", type=int, default=None)
     g.add_argument("--num_train_epochs", type=int, default=100)
-    g.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default=None,
+    g.add_argument("--mixed_precision", choices=["auto", "no", "bf16", "fp16"], default=None,
                    help="default: the accelerate config's (else no)")
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--gradient_checkpointing", action="store_true")

@@ -238,7 +238,7 @@ def test_paper_and_embedded_defaults(pretrained_dir):
     assert (paper.aux_lm_weight, paper.clf_pdrop, paper.weight_decay, paper.max_grad_norm) == (0.5, 0.1, 0.01, 1.0)
     assert paper.lr_scheduler_type == "linear" and not paper.from_scratch and paper.max_length == 512
     embedded = resolve_finetune_arguments()
-    assert embedded.task == "sst2" and embedded.from_scratch and embedded.mixed_precision == "bf16"
+    assert embedded.task == "sst2" and embedded.from_scratch and embedded.mixed_precision == "auto"
     assert embedded.num_threads == 1 and paper.num_threads is None
     assert Path(embedded.data_dir) == bundled_data_path("sst2")
     from gpt1_hf.data import load_task_split
@@ -261,7 +261,9 @@ def test_cli_embedded_default_smoke(tmp_path, capsys):
     assert "accuracy:" in out and "sst2 validation (40 examples)" in out
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["model"]["init"] == "from_scratch" and results["model"]["config"]["vocab_size"] == 40482
-    assert results["mixed_precision"] == "bf16" and results["global_step"] == 3
+    from gpt1_hf.training import resolve_mixed_precision
+
+    assert results["mixed_precision"] == resolve_mixed_precision("auto", cpu=True) and results["global_step"] == 3
 
 
 def test_evaluate_checkpoint_script_matches_training_metrics(pretrained_dir, tmp_path, capsys):

@@ -362,3 +362,19 @@ def test_lora_checkpoint_is_complete_and_needs_a_peft_model(tmp_path):
     (ckpt / T.ADAPTER_WEIGHTS).unlink()
     with pytest.raises(FileNotFoundError, match=r"not a complete training checkpoint .*adapter_model.safetensors"):
         find_checkpoint(tmp_path, "latest")
+
+
+def test_auto_mixed_precision_follows_the_hardware(monkeypatch):
+    """"auto" is bf16 only where bf16 is native (emulated bf16 on an AVX2-only CPU is ~10x slower than fp32)."""
+    import gpt1_hf.training as training
+
+    monkeypatch.setattr(training.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
+    assert training.resolve_mixed_precision("auto", cpu=True) == "bf16"
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+    assert training.resolve_mixed_precision("auto", cpu=True) == "no"
+    for value in (None, "no", "bf16", "fp16"):
+        assert training.resolve_mixed_precision(value, cpu=True) == value
+    assert training.create_accelerator("auto", cpu=True).mixed_precision == "no"
+    with pytest.raises(ValueError, match="mixed_precision must be one of auto, no, bf16, fp16"):
+        training.create_accelerator("fp8", cpu=True)
