@@ -173,14 +173,19 @@ def test_wnli_substitution_and_predictions(model, tokenizer):
     assert out["num_aligned"] >= 8 and "threshold" in out and 0 <= out["metrics"]["accuracy"] <= 1
 
 
-def test_script_writes_json(model, tokenizer, tmp_path):
-    model.save_pretrained(tmp_path / "lm")
-    tokenizer.save_pretrained(tmp_path / "lm")
+def _zero_shot_script():
     sys.path.insert(0, str(REPO / "scripts"))
     try:
         import zero_shot as script
     finally:
         sys.path.pop(0)
+    return script
+
+
+def test_script_writes_json(model, tokenizer, tmp_path):
+    model.save_pretrained(tmp_path / "lm")
+    tokenizer.save_pretrained(tmp_path / "lm")
+    script = _zero_shot_script()
     rc = script.main(["--model", str(tmp_path / "lm"), "--tasks", "sst2,story_cloze", "--data_dir", str(TASKS),
                       "--max_examples", "6", "--output", str(tmp_path / "out.json")])
     assert rc == 0
@@ -197,11 +202,7 @@ def test_script_refuses_a_tokenizer_of_another_size(model, tokenizer, tmp_path):
                                        n_head=2, n_inner=32))
     other.save_pretrained(tmp_path / "lm")
     tokenizer.save_pretrained(tmp_path / "lm")
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import zero_shot as script
-    finally:
-        sys.path.pop(0)
+    script = _zero_shot_script()
     with pytest.raises(ValueError, match=rf"has {len(tokenizer):,} entries but the model's token embedding has "
                                          rf"{len(tokenizer) + 10:,} rows"):
         script.main(["--model", str(tmp_path / "lm"), "--tasks", "sst2", "--data_dir", str(TASKS),
