@@ -39,6 +39,7 @@ __all__ = [
     "load_task_split",
     "load_task",
     "get_load_info",
+    "describe_load_info",
     "find_local_files",
     "encode_example",
     "encode_dataset",
@@ -73,6 +74,12 @@ class LoadInfo:
     #: True when the split was carved out of another split (see `substitution`)
     substituted: bool = False
     substitution: str | None = None
+    #: substituted splits: the local split the examples were taken from, how many it had, and which part this is
+    #: ("held-out" or "remaining")
+    source_split: str | None = None
+    source_examples: int | None = None
+    substitution_part: str | None = None
+    substitution_examples: int | None = None
     #: True when a file is a random sample of the official split (``*partial*`` files)
     partial: bool = False
     unlabeled: bool = False
@@ -82,6 +89,40 @@ class LoadInfo:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
+
+
+def describe_load_info(info: LoadInfo | Mapping) -> str:
+    """One line saying what was loaded for a split and what was done to it (source, files, partial sample, split
+    substitution, rows dropped without a gold label, random subset)."""
+    d = asdict(info) if isinstance(info, LoadInfo) else dict(info)
+    if d.get("source") == "hub":
+        where = f"Hub {d.get('hub_path')}/{d.get('hub_config') or 'default'}[{d.get('hub_split')}]"
+    else:
+        where = "local " + (", ".join(os.path.basename(f) for f in d.get("files") or []) or "files")
+        if len(d.get("files") or []) > 3:
+            where = f"local {len(d['files'])} files ({os.path.basename(d['files'][0])}, ...)"
+    parts = [f"{d.get('task')} {d.get('split')}: {d.get('num_examples')} examples from {where}"]
+    if d.get("partial"):
+        parts.append("PARTIAL file (a random sample of the official split)")
+    if d.get("substituted"):
+        own = ("the rest held out as another split" if d.get("source_split") == d.get("split")
+               else "this split has no local file of its own")
+        parts.append(f"SUBSTITUTED: the {d.get('substitution_part') or ''} {d.get('substitution_examples')} of "
+                     f"{d.get('source_examples')} examples of the local {d.get('source_split')!r} split ({own})")
+    if d.get("num_dropped_no_gold"):
+        parts.append(f"DROPPED {d['num_dropped_no_gold']} rows without a gold label")
+    if d.get("max_examples") is not None and d.get("num_examples") is not None and d.get("num_rows_read") and \
+            d["max_examples"] <= d["num_examples"] < d["num_rows_read"]:
+        parts.append(f"random subset (max_examples={d['max_examples']}, seed {d.get('seed')})")
+    if d.get("unlabeled"):
+        parts.append("unlabeled")
+    return "; ".join(parts)
+
+
+def load_info_is_notable(info: LoadInfo | Mapping) -> bool:
+    """True when the split is not the plain official split (partial file, substitution or dropped rows)."""
+    d = asdict(info) if isinstance(info, LoadInfo) else dict(info)
+    return bool(d.get("partial") or d.get("substituted") or d.get("num_dropped_no_gold"))
 
 
 def get_load_info(dataset) -> LoadInfo | None:
@@ -411,14 +452,14 @@ def _read_hub(spec: TaskSpec, split: str, info: LoadInfo) -> dict[str, list]:
     import datasets
 
     hub = spec.hub
-    hub_split = hub.splits[split]
-    info.hub_path, info.hub_config, info.hub_split = hub.path, hub.config, hub_split
-    ds = datasets.load_dataset(hub.path, hub.config, split=hub_split)
+    hub_split, hub_config = hub.splits[split], hub.config_for(split)
+    info.hub_path, info.hub_config, info.hub_split = hub.path, hub_config, hub_split
+    ds = datasets.load_dataset(hub.path, hub_config, split=hub_split)
     cols = hub.columns
     label_feature = ds.features.get(cols.get("label", ""), None)
     class_names = getattr(label_feature, "names", None)
     norm = _Normalizer(spec, hub.label_aliases)
-    where_base = f"{hub.path}/{hub.config or 'default'}[{hub_split}]"
+    where_base = f"{hub.path}/{hub_config or 'default'}[{hub_split}]"
     for position, row in enumerate(ds):
         info.num_rows_read += 1
         where = f"{where_base}: row {position}"
@@ -426,7 +467,7 @@ def _read_hub(spec: TaskSpec, split: str, info: LoadInfo) -> dict[str, list]:
         has_label = "label" in cols and cols["label"] in row
         if has_label and isinstance(raw_label, (int, float, np.number)) and not isinstance(raw_label, bool):
             if raw_label < 0:  # Hub convention: -1 = no label (GLUE test splits; SNLI pairs without gold label)
-                if spec.drop_labels:
+                if spec.drop_labels and hub.negative_label_is_no_gold:
                     norm.dropped += 1
                     continue
                 has_label = False
@@ -545,6 +586,9 @@ def load_task_split(
             part = perm[:k] if split == sub.holdout_split else perm[k:]
             columns = _take(source, sorted(int(i) for i in part))
             info.substituted = True
+            info.source_split, info.source_examples = sub.source, n
+            info.substitution_part = "held-out" if split == sub.holdout_split else "remaining"
+            info.substitution_examples = len(part)
             info.substitution = (
                 f"{split} = {'held-out' if split == sub.holdout_split else 'remaining'} "
                 f"{len(part)} of {n} examples of local split {sub.source!r} (seed {sub.seed}): {sub.reason}"
@@ -556,7 +600,7 @@ def load_task_split(
         columns = _take(columns, sorted(int(i) for i in chosen))
         n = max_examples
     if info.num_dropped_no_gold:
-        logger.info("%s %s: dropped %d rows without a gold label", spec.name, split, info.num_dropped_no_gold)
+        _warn(info, f"{spec.name} {split}: dropped {info.num_dropped_no_gold} rows without a gold label")
     info.num_examples = n
     features = _features(spec, columns)
     if not columns:
@@ -881,7 +925,7 @@ def padding_waste(lengths: Sequence[int], order: Sequence[int], batch_size: int)
 
 
 def write_predictions(task: str | TaskSpec, predictions, path: str | os.PathLike,
-                      indices: Sequence[int] | None = None) -> Path:
+                      indices: Sequence[int] | None = None, split: str | None = None) -> Path:
     """Write predictions for a task and return the file path.
 
     GLUE tasks: the GLUE submission TSV ``index<TAB>prediction`` with the label as GLUE expects it
@@ -889,7 +933,8 @@ def write_predictions(task: str | TaskSpec, predictions, path: str | os.PathLike
     STS-B). Other tasks: jsonl lines ``{"index": i, "prediction": value, "label_id": k}``.
     ``predictions`` are class indices, logits (argmax is taken) or scores; ``indices`` default to
     0..n-1. If ``path`` is an existing directory the GLUE file name (e.g. ``RTE.tsv``) or ``<task>.jsonl``
-    is used inside it.
+    is used inside it; the GLUE name depends on ``split`` where GLUE has one file per split (MNLI:
+    ``MNLI-m.tsv`` for the matched splits, ``MNLI-mm.tsv`` for the mismatched ones, ``AX.tsv`` for ``ax``).
     """
     spec = get_task(task)
     preds = np.asarray(predictions.detach().cpu() if isinstance(predictions, torch.Tensor) else predictions)
@@ -905,11 +950,12 @@ def write_predictions(task: str | TaskSpec, predictions, path: str | os.PathLike
     if len(indices) != len(preds):
         raise ValueError(f"{len(indices)} indices for {len(preds)} predictions")
     path = Path(path)
+    glue_name = spec.submission_file(split)
     if path.is_dir():
-        path = path / (spec.glue_submission or f"{spec.name}.jsonl")
+        path = path / (glue_name or f"{spec.name}.jsonl")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8", newline="") as f:
-        if spec.glue_submission:
+        if glue_name:
             f.write("index\tprediction\n")
             for i, p in zip(indices, preds, strict=True):
                 value = f"{float(p):.6g}" if spec.is_regression else spec.label_values[int(p)]

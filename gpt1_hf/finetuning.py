@@ -27,7 +27,6 @@ import logging
 import os
 import shutil
 import time
-import uuid
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Any
 import torch
 
 from .tasks import TaskSpec, get_task
-from .training import Trainer, TrainingArguments, predict_logits
+from .training import Trainer, TrainingArguments, create_accelerator, predict_logits
 
 logger = logging.getLogger(__name__)
 
@@ -238,17 +237,36 @@ def _task_config_overrides(spec: TaskSpec, args: FinetuneArguments) -> dict[str,
 
 
 def _read_config_json(path: str) -> dict | None:
+    """The ``config.json`` of a local model folder, or of a Hub model id (through `transformers.utils.cached_file`:
+    the local cache, else a download of that one small file); None when there is none (e.g. OpenAI's original
+    release) or it cannot be fetched (offline and not cached: the weights' loading then reports the problem)."""
     p = Path(path) / "config.json"
     if p.is_file():
         try:
             return json.loads(p.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
             return None
-    return None
+    if Path(path).exists():  # a local folder / file without config.json
+        return None
+    from transformers.utils import cached_file
+
+    try:
+        resolved = cached_file(str(path), "config.json", _raise_exceptions_for_missing_entries=False,
+                               _raise_exceptions_for_connection_errors=False, _raise_exceptions_for_gated_repo=False)
+    except (OSError, ValueError) as e:  # not a valid repo id, no such repo, ...
+        logger.debug("no config.json for %s: %s", path, e)
+        return None
+    if not resolved or not Path(resolved).is_file():
+        return None
+    try:
+        return json.loads(Path(resolved).read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
 
 
 def _check_head_compatibility(spec: TaskSpec, model_name_or_path: str, reinit_head: bool) -> None:
-    """A fine-tuned checkpoint whose head does not fit the task: a clear error (unless ``reinit_head``)."""
+    """A fine-tuned checkpoint (local folder or Hub id) whose head does not fit the task: a clear error (unless
+    ``reinit_head``), raised from its config.json before any weight is loaded."""
     cfg = _read_config_json(model_name_or_path)
     if not cfg or reinit_head:
         return
@@ -375,13 +393,41 @@ def _check_tokenizer_matches(config, tokenizer) -> None:
 
 
 def _load_split(spec, split, args, max_examples, tokenizer, max_length):
+    """(raw, encoded, n_truncated, load info dict) of one split; the info (`gpt1_hf.data.LoadInfo`: files, partial
+    sample, split substitution, rows dropped without a gold label) goes to ``results["data"]``."""
+    from dataclasses import asdict
+
     from .data import encode_dataset, load_task_split
 
-    raw = load_task_split(spec, split, data_dir=args.data_dir, max_examples=max_examples, seed=args.seed)
+    raw, info = load_task_split(spec, split, data_dir=args.data_dir, max_examples=max_examples, seed=args.seed,
+                                return_info=True)
     if len(raw) == 0:
         raise ValueError(f"task {spec.name} split {split!r} has no examples")
     encoded, n_truncated = encode_dataset(raw, spec, tokenizer, max_length=max_length)
-    return raw, encoded, n_truncated
+    info = asdict(info)
+    info["num_truncated"] = int(n_truncated)
+    return raw, encoded, n_truncated, info
+
+
+def _report_data(data: dict[str, dict], is_main_process: bool) -> None:
+    """One line per loaded split on stdout (main process): what was read and what was done to it."""
+    from .data import describe_load_info
+
+    if not is_main_process:
+        return
+    for info in data.values():
+        print(f"data: {describe_load_info(info)}", flush=True)
+
+
+def _check_run_options(spec: TaskSpec, args: FinetuneArguments) -> None:
+    """Option combinations that would only fail after training: raised before anything is loaded or written."""
+    if args.push_to_hub and not args.save_model:
+        raise ValueError("--push_to_hub uploads the saved final model, but --no_save_model (save_model=False) skips "
+                         "saving it: drop one of the two")
+    for split in args.predict_splits or ():
+        if split not in spec.splits:
+            raise ValueError(f"--predict_splits: unknown split {split!r} for task {spec.name!r}; use one of "
+                             f"{list(spec.splits)}")
 
 
 def _model_inputs(encoded):
@@ -403,21 +449,66 @@ def _metrics(spec, logits, labels, groups):
 # ======================================================================================================================
 
 
+#: the complete new final model, staged inside the output folder while its files are moved into place
+FINAL_PENDING_DIR = ".final-pending"
+_FINAL_MANIFEST = ".manifest.json"
+#: the files that make a folder loadable as a model / adapter / tokenizer: removed first and moved in last, so a kill
+#: in the middle of an install leaves a folder that does not load (and the staged copy), never a mix that does
+_ANCHOR_FILES = ("config.json", "adapter_config.json", "tokenizer_config.json")
+_WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "adapter_model.bin",
+                    "adapter_config.json")
+
+
+def _install_final_model(output_dir: Path) -> bool:
+    """Move the staged final model (``<output_dir>/.final-pending``, complete: it was renamed into place atomically)
+    into ``output_dir``: the old model's anchor files (config.json, ...) and its weight files that the new model does
+    not have are removed first, the new files moved in with ``os.replace``, the anchors last, then the staged folder
+    is deleted. Idempotent: after a kill, calling it again finishes the install. False when nothing is staged."""
+    staged = output_dir / FINAL_PENDING_DIR
+    manifest_path = staged / _FINAL_MANIFEST
+    if not manifest_path.is_file():
+        if staged.exists():
+            shutil.rmtree(staged, ignore_errors=True)
+        return False
+    new_files = set(json.loads(manifest_path.read_text(encoding="utf-8")))
+    for name in _ANCHOR_FILES:
+        if (staged / name).is_file() or (name not in new_files and (output_dir / name).is_file()):
+            (output_dir / name).unlink(missing_ok=True)
+    for pattern in _WEIGHT_PATTERNS:  # an older run's weights (a LoRA adapter, other shards) would mix with the new
+        for stale in output_dir.glob(pattern):
+            if stale.is_file() and stale.name not in new_files:
+                stale.unlink()
+    items = [p for p in staged.iterdir() if p.name != _FINAL_MANIFEST]
+    for item in sorted(items, key=lambda p: (p.name in _ANCHOR_FILES, p.name)):
+        target = output_dir / item.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(item, target)
+    from .training import _fsync_dir
+
+    _fsync_dir(output_dir)
+    shutil.rmtree(staged, ignore_errors=True)
+    return True
+
+
 def _save_final_model(model, tokenizer, output_dir: Path) -> None:
-    """Write model + tokenizer into ``output_dir`` file by file through a temporary folder (each file replaced
-    atomically; checkpoints/ and best/ are left alone)."""
-    tmp = output_dir / f".tmp-final-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
+    """Write model + tokenizer into ``output_dir`` (checkpoints/ and best/ are left alone): the complete model is
+    first written to ``.final-pending`` with `gpt1_hf.training.save_directory_atomically` (the mechanism of the
+    checkpoints), then installed by `_install_final_model`. A kill while writing leaves the old model; a kill while
+    installing leaves a folder without config.json (not loadable, never a mix of two models) whose install the next
+    `finetune` on that output folder finishes."""
+    from .training import save_directory_atomically
+
+    _install_final_model(output_dir)  # an install interrupted in an earlier session
+
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        for item in tmp.iterdir():
-            target = output_dir / item.name
-            if target.is_dir():
-                shutil.rmtree(target)
-            os.replace(item, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        names = sorted(p.name for p in tmp.iterdir())
+        (tmp / _FINAL_MANIFEST).write_text(json.dumps(names), encoding="utf-8")
+
+    save_directory_atomically(output_dir / FINAL_PENDING_DIR, write)
+    _install_final_model(output_dir)
 
 
 def _write_json(path: Path, data) -> None:
@@ -431,7 +522,7 @@ def _write_prediction_files(spec, split: str, logits, idx, out_dir: Path) -> Pat
 
     folder = out_dir / "predictions" / split
     folder.mkdir(parents=True, exist_ok=True)
-    return write_predictions(spec, logits, folder, indices=idx)
+    return write_predictions(spec, logits, folder, indices=idx, split=split)
 
 
 def finetune(args: FinetuneArguments | None = None, tokenizer=None, **kwargs) -> dict[str, Any]:
@@ -451,11 +542,21 @@ def finetune(args: FinetuneArguments | None = None, tokenizer=None, **kwargs) ->
     preflight(args.per_device_batch_size, args.global_batch_size, args.gradient_accumulation_steps, cpu=args.cpu,
               lora_trainable_tokens=args.lora)
     spec = get_task(args.task)
+    _check_run_options(spec, args)  # --push_to_hub without a saved model, unknown --predict_splits: before training
     output_dir = Path(args.output_dir)
     set_seed(args.seed)
     if args.num_threads:
         torch.set_num_threads(int(args.num_threads))
 
+    # the accelerator first: it decides the process group (an earlier bare PartialState() would make a torchrun launch
+    # on CPUs a set of independent single processes)
+    accelerator = create_accelerator(args.mixed_precision, args.cpu)
+    if output_dir.is_dir() and accelerator.is_main_process:
+        # finish what a kill in an earlier session interrupted: the final model's install, a best/ swap
+        from .training import BEST_DIR, recover_directory
+
+        _install_final_model(output_dir)
+        recover_directory(output_dir / BEST_DIR)
     if tokenizer is None:
         tokenizer = load_tokenizer(args.tokenizer_name_or_path, args.model_name_or_path)
     model, model_info = build_task_model(spec, args, tokenizer)
@@ -470,11 +571,36 @@ def finetune(args: FinetuneArguments | None = None, tokenizer=None, **kwargs) ->
                               "trainable_parameters": trainable, "total_parameters": total}
     max_length = min(int(args.max_length), int(model.config.n_positions))
 
-    _, train_enc, train_trunc = _load_split(spec, args.train_split, args, args.max_train_examples, tokenizer,
-                                            max_length)
-    _, eval_enc, eval_trunc = _load_split(spec, args.eval_split, args, args.max_eval_examples, tokenizer, max_length)
+    _, train_enc, train_trunc, train_info = _load_split(spec, args.train_split, args, args.max_train_examples,
+                                                        tokenizer, max_length)
+    _, eval_enc, eval_trunc, eval_info = _load_split(spec, args.eval_split, args, args.max_eval_examples, tokenizer,
+                                                     max_length)
     if any(float(x) < 0 for x in eval_enc["labels"]):  # -1 marks unlabeled examples (test splits)
         raise ValueError(f"task {spec.name} split {args.eval_split!r} is unlabeled; evaluate on a labeled split")
+    data_info: dict[str, dict] = {args.train_split: train_info, args.eval_split: eval_info}
+
+    # the prediction splits are loaded (and encoded) before training too: an explicit --predict_splits that cannot be
+    # loaded fails here, before anything is trained or written; a default one that is missing is skipped
+    predict_splits = list(args.predict_splits) if args.predict_splits is not None else list(spec.default_predict_splits)
+    explicit = args.predict_splits is not None
+    predict_data: list[tuple[str, Any]] = []
+    split_sizes = {"train": len(train_enc), args.eval_split: len(eval_enc)}
+    truncated = {args.train_split: train_trunc, args.eval_split: eval_trunc}
+    for split in dict.fromkeys(predict_splits):
+        if split in (args.eval_split, args.train_split):
+            continue
+        try:
+            _, enc, n_trunc, info = _load_split(spec, split, args, None, tokenizer, max_length)
+        except (FileNotFoundError, ValueError) as e:
+            if explicit:
+                raise ValueError(f"--predict_splits {split!r} cannot be loaded for task {spec.name}: {e}") from e
+            (logger.info if isinstance(e, FileNotFoundError) else logger.warning)("no %s predictions: %s", split, e)
+            continue
+        predict_data.append((split, enc))
+        split_sizes[split] = len(enc)
+        truncated[split] = n_trunc
+        data_info[split] = info
+    _report_data(data_info, accelerator.is_main_process)
     collator = GPT1Collator(pad_token_id=tokenizer.pad_token_id)
     eval_inputs, eval_groups = _model_inputs(eval_enc), _groups(eval_enc)
 
@@ -520,32 +646,18 @@ def finetune(args: FinetuneArguments | None = None, tokenizer=None, **kwargs) ->
         eval_fn=eval_fn,
         lengths=list(train_enc["length"]) if args.group_by_length else None,
         save_fn=tokenizer.save_pretrained,
+        accelerator=accelerator,
     )
     result = trainer.train()
     acc = trainer.accelerator
 
-    # predictions of the final model on the eval split (+ test splits when available)
+    # predictions of the final model on the eval split (+ the prediction splits loaded before training)
     prediction_files: dict[str, str] = {}
-    predict_splits = list(args.predict_splits) if args.predict_splits is not None else ["test"]
-    explicit = args.predict_splits is not None
     eval_out = trainer.predict(eval_inputs, collator, batch_size=args.eval_batch_size)
-    split_sizes = {"train": len(train_enc), args.eval_split: len(eval_enc)}
-    truncated = {args.train_split: train_trunc, args.eval_split: eval_trunc}
     to_write = [(args.eval_split, eval_out["logits"], list(eval_enc["idx"]))]
-    for split in predict_splits:
-        if split in (args.eval_split, args.train_split):
-            continue
-        try:
-            _, enc, n_trunc = _load_split(spec, split, args, None, tokenizer, max_length)
-        except (FileNotFoundError, ValueError) as e:
-            if explicit:
-                raise
-            (logger.info if isinstance(e, FileNotFoundError) else logger.warning)("no %s predictions: %s", split, e)
-            continue
+    for split, enc in predict_data:
         out = trainer.predict(_model_inputs(enc), collator, batch_size=args.eval_batch_size)
         to_write.append((split, out["logits"], list(enc["idx"])))
-        split_sizes[split] = len(enc)
-        truncated[split] = n_trunc
 
     final_model = trainer.finalize_model()
     results: dict[str, Any] = {
@@ -569,6 +681,8 @@ def finetune(args: FinetuneArguments | None = None, tokenizer=None, **kwargs) ->
         "examples_seen": result.examples_seen,
         "sizes": split_sizes,
         "truncated": truncated,
+        # per split: what was loaded (source, files) and done to it (partial sample, substitution, dropped rows)
+        "data": data_info,
         "max_length": max_length,
         "batch": {"per_device": trainer.batch.per_device_batch_size, "processes": trainer.batch.num_processes,
                   "gradient_accumulation_steps": trainer.batch.gradient_accumulation_steps,
@@ -623,7 +737,6 @@ def evaluate_checkpoint(
     Writes ``<output_dir>/eval_<task>_<split>.json`` and ``<output_dir>/predictions/<split>/...`` when ``output_dir``
     is given (main process only)."""
     from .data import GPT1Collator, encode_dataset, load_task_split
-    from .training import create_accelerator
 
     spec = get_task(task)
     tokenizer = load_tokenizer(tokenizer_name_or_path, model_name_or_path)
@@ -636,7 +749,8 @@ def evaluate_checkpoint(
     model = head_class_for(spec).from_pretrained(model_name_or_path)
     _check_tokenizer_matches(model.config, tokenizer)
     max_length = min(int(max_length or model.config.n_positions), int(model.config.n_positions))
-    raw = load_task_split(spec, split, data_dir=data_dir, max_examples=max_examples, seed=seed)
+    raw, info = load_task_split(spec, split, data_dir=data_dir, max_examples=max_examples, seed=seed,
+                                return_info=True)
     encoded, n_truncated = encode_dataset(raw, spec, tokenizer, max_length=max_length)
     acc = create_accelerator(mixed_precision, cpu)
     model = acc.prepare_model(model, evaluation_mode=True)
@@ -656,6 +770,7 @@ def evaluate_checkpoint(
         "num_examples": len(encoded),
         "truncated": n_truncated,
         "max_length": max_length,
+        "data": {split: asdict(info)},
         "eval_time_s": time.perf_counter() - start,
     }
     if output_dir is not None and acc.is_main_process:

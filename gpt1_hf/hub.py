@@ -8,10 +8,14 @@
   `save_pretrained`) and ``tokenization_gpt1.py`` (copied by the tokenizer's), taken from the package when missing;
 * the tokenizer files (``tokenizer_config.json`` with an ``auto_map`` for AutoTokenizer);
 * ``README.md``: the model card rendered from the repository template ``model_card.md`` (placeholders
-  ``{{ yaml_metadata }}``, ``{{ model_name }}``, ``{{ description }}``, ``{{ auto_class }}``, ``{{ repo_id }}``,
-  ``{{ training }}``, ``{{ results }}``) with YAML metadata: license, language, tags, ``library_name: transformers``,
-  ``pipeline_tag``, datasets and a ``model-index`` (task, dataset, metrics) built with `huggingface_hub`'s
-  ``ModelCardData``/``EvalResult``.
+  ``{{ yaml_metadata }}``, ``{{ model_name }}``, ``{{ architecture }}`` (depth etc. from the checkpoint's config),
+  ``{{ description }}``, ``{{ auto_class }}``, ``{{ repo_id }}``, ``{{ training }}``, ``{{ results }}``) with YAML
+  metadata: license, language, tags, ``library_name: transformers``, ``pipeline_tag``, datasets and a
+  ``model-index`` (task, dataset, metrics) built with `huggingface_hub`'s ``ModelCardData``/``EvalResult``. The
+  model-index split is the task's Hub split name (``mnli_mm``'s validation is ``validation_mismatched``); data read
+  from local files is described as such (``results["data"]``): a partial file, a split carved out of another local
+  split (QQP, SciTail, Story Cloze) -- then the model-index names that local data, not a Hub split it was not
+  scored on -- and rows dropped without a gold label.
 
 The folder loads with ``trust_remote_code=True`` where `gpt1_hf` is not installed. `push_to_hub` builds it and calls
 ``HfApi().create_repo`` + ``upload_folder`` (the only network step).
@@ -114,6 +118,100 @@ def _metric_display(name: str) -> str:
             "perplexity": "Perplexity"}.get(name, name.replace("_", " ").capitalize())
 
 
+def _split_info(results: dict, split: str) -> dict | None:
+    """The load info of ``split`` recorded by `gpt1_hf.finetuning.finetune` (``results["data"]``), if any."""
+    return ((results or {}).get("data") or {}).get(split)
+
+
+def _model_index_split(spec, split: str, info: dict | None) -> tuple[str, str | None]:
+    """(model-index ``dataset.split``, note for the dataset name) of the evaluated split: the task's Hub split name
+    (``mnli_mm`` "validation" -> "validation_mismatched") when the examples are that split's, else a description of
+    the local data they were cut from (a split substitution: QQP's validation held out from the local train file,
+    SciTail's from test, Story Cloze's 374 stories) -- never a Hub split the model was not scored on."""
+    hub_name = spec.hub_split(split)
+    if not info:
+        return hub_name, None
+    if info.get("substituted"):
+        source = spec.hub_split(info.get("source_split") or "?")
+        part = info.get("substitution_part") or "part"
+        desc = f"{part} {info.get('substitution_examples')} of {info.get('source_examples')} examples of local {source}"
+        if info.get("partial"):
+            desc += " (partial file)"
+        return desc, "local split, not the official one"
+    if info.get("source") == "local" and info.get("partial"):
+        return f"{hub_name} (local partial file)", "local partial file"
+    if info.get("max_examples") is not None and (info.get("num_examples") or 0) < (info.get("num_rows_read") or 0):
+        return f"{hub_name} (random {info.get('num_examples')} of {info.get('num_rows_read')})", "random subset"
+    return hub_name, None
+
+
+def _describe_split_data(spec, split: str, info: dict) -> str:
+    """One sentence on where a split's examples came from and what was done to them (for the card)."""
+    n = info.get("num_examples")
+    if info.get("source") == "hub":
+        where = f"the Hub dataset `{info.get('hub_path')}` (config `{info.get('hub_config')}`, split " \
+                f"`{info.get('hub_split')}`)"
+    else:
+        files = ", ".join(f"`{Path(f).name}`" for f in (info.get("files") or [])[:3])
+        if len(info.get("files") or []) > 3:
+            files += f" and {len(info['files']) - 3} more files"
+        where = f"local files ({files})" if files else "local files"
+    text = f"**{split}**: {n} examples from {where}"
+    notes = []
+    if info.get("partial"):
+        notes.append("a *partial* file: a random sample of the official split, not all of it")
+    if info.get("substituted"):
+        source = info.get("source_split")
+        taken = (f"the {info.get('substitution_part')} {info.get('substitution_examples')} of the "
+                 f"{info.get('source_examples')} examples of the local `{source}` split (seed "
+                 f"{_substitution_seed(spec, split)})")
+        if source != split:
+            notes.append(f"*substituted*: this split has no local file; it is {taken}, so it is not the official "
+                         f"`{spec.hub_split(split)}` split")
+        else:
+            notes.append(f"*substituted*: {taken}, the others being held out as another split: a subset of the "
+                         "official split")
+    if info.get("num_dropped_no_gold"):
+        notes.append(f"{info['num_dropped_no_gold']} rows without a gold label (\"-\") dropped")
+    if info.get("max_examples") is not None and (n or 0) < (info.get("num_rows_read") or 0) and not info.get(
+            "substituted"):
+        notes.append(f"a random subset (max_examples={info['max_examples']}, seed {info.get('seed')})")
+    if info.get("unlabeled"):
+        notes.append("unlabeled")
+    return text + ("; " + "; ".join(notes) if notes else "") + "."
+
+
+def _substitution_seed(spec, split: str):
+    for sub in spec.substitutions:
+        if split in (sub.holdout_split, sub.rest_split):
+            return sub.seed
+    return "?"
+
+
+def _data_section(results: dict) -> str:
+    """The card's account of the data of each split (``results["data"]``), empty when not recorded."""
+    data = (results or {}).get("data") or {}
+    if not data or not results.get("task"):
+        return ""
+    from .tasks import get_task
+
+    spec = get_task(results["task"])
+    return "\n\nData:\n\n" + "\n".join(f"- {_describe_split_data(spec, split, info)}" for split, info in data.items())
+
+
+def _architecture(cfg: dict | None) -> str:
+    """"a 12-layer post-LN decoder-only transformer" with the checkpoint's own depth (from its config)."""
+    cfg = cfg or {}
+    n_layer = cfg.get("n_layer")
+    head = f"a {n_layer}-layer" if n_layer else "a"
+    dims = []
+    if cfg.get("n_embd"):
+        dims.append(f"{cfg['n_embd']}-dimensional states")
+    if cfg.get("n_head"):
+        dims.append(f"{cfg['n_head']} heads")
+    return f"{head} post-LN decoder-only transformer" + (f" ({', '.join(dims)})" if dims else "")
+
+
 def build_card_data(auto_class: str, results: dict | None, model_name: str, base_model: str | None = None):
     """`huggingface_hub.ModelCardData` with license, tags, pipeline tag and -- for a fine-tuning run -- a model-index
     entry per metric of the task (dataset = the task's Hub dataset, split = the evaluated split)."""
@@ -135,6 +233,11 @@ def build_card_data(auto_class: str, results: dict | None, model_name: str, base
         task_type = "multiple-choice" if spec.kind == "multiple_choice" else "text-classification"
         if spec.is_regression:
             task_type = "text-classification"
+        eval_split = results.get("eval_split", "validation")
+        dataset_split, local_note = _model_index_split(spec, eval_split, _split_info(results, eval_split))
+        dataset_name = spec.description.split(":")[0].split(" (")[0] or spec.name
+        if local_note:
+            dataset_name += f" ({local_note})"
         for metric, value in results["metrics"].items():
             if value is None:
                 continue
@@ -142,9 +245,9 @@ def build_card_data(auto_class: str, results: dict | None, model_name: str, base
                 task_type=task_type,
                 task_name=task_type.replace("-", " ").title(),
                 dataset_type=hub_path,
-                dataset_name=spec.description.split(":")[0].split(" (")[0] or spec.name,
+                dataset_name=dataset_name,
                 dataset_config=hub_config,
-                dataset_split=results.get("eval_split", "validation"),
+                dataset_split=dataset_split,
                 metric_type=metric.split("_")[0] if metric.startswith("accuracy_") else metric,
                 metric_name=_metric_display(metric),
                 metric_value=round(float(value), 6),
@@ -185,7 +288,8 @@ def _training_section(results: dict) -> str:
             ("max length", results.get("max_length")),
             ("mixed precision", results.get("mixed_precision") or cfg.get("mixed_precision")),
             ("seed", results.get("seed")),
-            ("train / eval examples", " / ".join(str(v) for v in (results.get("sizes") or {}).values())),
+            ("train / eval examples", " / ".join(str((results.get("sizes") or {}).get(k, "?"))
+                                                 for k in ("train", results.get("eval_split", "validation")))),
             ("training time (s)", round(results.get("train_time_s") or 0.0, 1)),
         ]
     else:
@@ -203,7 +307,7 @@ def _training_section(results: dict) -> str:
         ]
     lines = ["| setting | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
     return "Trained with [gpt1-hf](https://github.com/gpt1-hf/gpt1-hf)'s training loop (Accelerate).\n\n" + "\n".join(
-        lines)
+        lines) + _data_section(results)
 
 
 def _results_section(results: dict) -> str:
@@ -214,7 +318,28 @@ def _results_section(results: dict) -> str:
         lines += [f"| {_metric_display(k)} | {v:.4f} |" for k, v in results["metrics"].items() if v is not None]
         sizes = results.get("sizes") or {}
         split = results.get("eval_split", "validation")
-        note = f"\n\nOn the {split} split of {results['task']} ({sizes.get(split, '?')} examples)."
+        from .tasks import get_task
+
+        spec = get_task(results["task"])
+        info = _split_info(results, split)
+        n = sizes.get(split, "?")
+        hub_name = spec.hub_split(split)
+        named = f"`{split}`" + (f" (`{hub_name}` on the Hub)" if hub_name != split else "")
+        if info and info.get("substituted"):
+            note = (f"\n\nOn a {split} set of {results['task']} cut from local data ({n} examples: the "
+                    f"{info.get('substitution_part')} {info.get('substitution_examples')} of the "
+                    f"{info.get('source_examples')} examples of the local `{info.get('source_split')}` split, "
+                    f"seed {_substitution_seed(spec, split)}), not on the official `{hub_name}` split: the scores "
+                    "are not comparable to results on that split.")
+        elif info and info.get("source") == "local":
+            note = f"\n\nOn the {named} split of {results['task']} read from local files ({n} examples)."
+            if info.get("partial"):
+                note += " The file is a partial (random) sample of that split."
+        else:
+            note = f"\n\nOn the {named} split of {results['task']} ({n} examples)."
+        if info and info.get("max_examples") is not None and (info.get("num_examples") or 0) < (
+                info.get("num_rows_read") or 0) and not info.get("substituted"):
+            note += f" A random subset of {info.get('num_examples')} of its {info.get('num_rows_read')} examples."
         if results.get("paper_score") is not None:
             note += f" The GPT-1 paper reports {results['paper_score']} on this task with the full 12-layer model."
         return "\n".join(lines) + note
@@ -302,6 +427,7 @@ def build_hub_folder(
         template,
         yaml_metadata=card_data.to_yaml(),
         model_name=model_name,
+        architecture=_architecture(cfg),
         description=description,
         auto_class=auto_class,
         repo_id=repo_id,
@@ -497,6 +623,7 @@ def _build_adapter_folder(model_dir: Path, folder: Path, repo_id: str, results: 
         text,
         yaml_metadata=card_data.to_yaml(),
         model_name=model_name,
+        architecture=_architecture((results.get("model") or {}).get("config")),
         description=description,
         auto_class=_AUTO_CLASS[head],
         repo_id=repo_id,

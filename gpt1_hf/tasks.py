@@ -16,6 +16,7 @@ Input transformations (paper Figure 1; ``[s]``/``[d]``/``[e]`` = start, delimite
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -34,7 +35,8 @@ __all__ = [
 
 TaskKind = Literal["single", "pair", "similarity", "multiple_choice"]
 
-#: split names accepted by `gpt1_hf.data.load_task_split` (MNLI adds "validation_mismatched"/"test_mismatched")
+#: split names accepted by `gpt1_hf.data.load_task_split` (MNLI adds "validation_mismatched"/"test_mismatched" and
+#: "ax", the GLUE diagnostic set)
 SPLITS = ("train", "validation", "test")
 
 
@@ -51,6 +53,16 @@ class HubSource:
     columns: dict[str, str]
     #: extra raw label strings -> label values (e.g. SciTail's "entails"/"neutral")
     label_aliases: dict[str, str] = field(default_factory=dict)
+    #: our split name -> Hub config, for splits that live in another config of the same dataset (MNLI's ``ax``: the
+    #: GLUE diagnostic set, nyu-mll/glue config ``ax``); other splits use ``config``
+    split_configs: dict[str, str] = field(default_factory=dict)
+    #: True where a negative Hub label means "no gold label" (SNLI: such rows are dropped and counted); else it means
+    #: "unlabeled" (GLUE test splits and the diagnostic set, whose rows are all kept with label -1)
+    negative_label_is_no_gold: bool = False
+
+    def config_for(self, split: str) -> str | None:
+        """The Hub config holding ``split``."""
+        return self.split_configs.get(split, self.config)
 
 
 @dataclass(frozen=True)
@@ -137,6 +149,11 @@ class TaskSpec:
     extra_splits: tuple[str, ...] = ()
     #: GLUE submission file name (`gpt1_hf.data.write_predictions`), None for non-GLUE tasks
     glue_submission: str | None = None
+    #: split -> GLUE submission file name where it differs from ``glue_submission`` (MNLI: the matched splits give
+    #: ``MNLI-m.tsv``, the mismatched ones ``MNLI-mm.tsv``, the diagnostic set ``ax`` gives ``AX.tsv``)
+    glue_submission_splits: dict[str, str] = field(default_factory=dict)
+    #: splits predicted after training when ``predict_splits`` is not given (each skipped when it cannot be loaded)
+    default_predict_splits: tuple[str, ...] = ("test",)
     notes: str = ""
 
     def __hash__(self) -> int:  # dict fields are not hashable; names are unique
@@ -158,6 +175,16 @@ class TaskSpec:
     @property
     def splits(self) -> tuple[str, ...]:
         return SPLITS + self.extra_splits
+
+    def submission_file(self, split: str | None = None) -> str | None:
+        """The GLUE submission file name for predictions on ``split`` (None for non-GLUE tasks)."""
+        if split is not None and split in self.glue_submission_splits:
+            return self.glue_submission_splits[split]
+        return self.glue_submission
+
+    def hub_split(self, split: str) -> str:
+        """The Hub split name of our ``split`` (``mnli_mm`` "validation" -> "validation_mismatched")."""
+        return self.hub.splits.get(split, split) if self.hub is not None else split
 
     @property
     def primary_metric(self) -> str:
@@ -219,6 +246,23 @@ _HYPOTHESIS = ("hypothesis", "sentence2")
 _NLI_LABEL = ("label", "gold_label")
 
 
+_AX_FILES = (
+    "diagnostic_unlabeled.tsv",
+    "diagnostic.tsv",
+    "glue_diagnostic/diagnostic_unlabeled.tsv",
+    "diagnostic/diagnostic.tsv",
+    "../glue_diagnostic/diagnostic_unlabeled.tsv",
+    "../diagnostic/diagnostic.tsv",
+)
+
+
+def _mnli_submissions(matched: bool) -> dict[str, str]:
+    """GLUE file per split: MNLI-m.tsv for the matched splits, MNLI-mm.tsv for the mismatched ones, AX.tsv for ax."""
+    m, mm = ("MNLI-m.tsv", "MNLI-mm.tsv") if matched else ("MNLI-mm.tsv", "MNLI-m.tsv")
+    other = "mismatched" if matched else "matched"
+    return {"validation": m, "test": m, f"validation_{other}": mm, f"test_{other}": mm, "ax": "AX.tsv"}
+
+
 def _mnli_layouts(matched: bool):
     """MNLI local layouts; ``matched=False`` maps "validation"/"test" to the mismatched files (mnli_mm)."""
     m, mm = ("matched", "mismatched") if matched else ("mismatched", "matched")
@@ -228,6 +272,9 @@ def _mnli_layouts(matched: bool):
         "test": (f"test_{m}.tsv", f"test_{m}_unlabeled.tsv"),
         f"validation_{mm}": (f"dev_{mm}.tsv",),
         f"test_{mm}": (f"test_{mm}.tsv", f"test_{mm}_unlabeled.tsv"),
+        # the GLUE diagnostic set (AX, unlabeled; header index/sentence1/sentence2), predicted by an MNLI model: in
+        # the MNLI folder, or beside it under the same data root (<root>/glue_diagnostic, GLUE's <root>/diagnostic)
+        "ax": _AX_FILES,
     }
     jsonl_files = {
         "train": ("train.jsonl", "train_partial.jsonl", "multinli_1.0_train.jsonl"),
@@ -249,7 +296,7 @@ def _mnli_layouts(matched: bool):
 
 def _mnli_hub(matched: bool):
     m, mm = ("matched", "mismatched") if matched else ("mismatched", "matched")
-    return _glue_hub(
+    hub = _glue_hub(
         "mnli",
         {"text_a": "premise", "text_b": "hypothesis"},
         splits={
@@ -258,8 +305,10 @@ def _mnli_hub(matched: bool):
             "test": f"test_{m}",
             f"validation_{mm}": f"validation_{mm}",
             f"test_{mm}": f"test_{mm}",
+            "ax": "test",
         },
     )
+    return dataclasses.replace(hub, split_configs={"ax": "ax"})
 
 
 _RACE_SPLIT_DIR = {"train": "train", "validation": "dev", "test": "test"}
@@ -337,6 +386,7 @@ TASKS: dict[str, TaskSpec] = {
                 config=None,
                 splits={"train": "train", "validation": "validation", "test": "test"},
                 columns={"text_a": "premise", "text_b": "hypothesis", "label": "label"},
+                negative_label_is_no_gold=True,
             ),
             hub_note="stanfordnlp/snli (label -1 = no gold label, dropped and counted).",
             local_dirs=("snli", "SNLI", "snli_1.0"),
@@ -378,8 +428,10 @@ TASKS: dict[str, TaskSpec] = {
             paper_metric="accuracy",
             paper_table=2,
             drop_labels=("-",),
-            extra_splits=("validation_mismatched", "test_mismatched"),
+            extra_splits=("validation_mismatched", "test_mismatched", "ax"),
             glue_submission="MNLI-m.tsv",
+            glue_submission_splits=_mnli_submissions(matched=True),
+            default_predict_splits=("test", "test_mismatched", "ax"),
         ),
         TaskSpec(
             name="mnli_mm",
@@ -397,8 +449,10 @@ TASKS: dict[str, TaskSpec] = {
             paper_metric="accuracy",
             paper_table=2,
             drop_labels=("-",),
-            extra_splits=("validation_matched", "test_matched"),
+            extra_splits=("validation_matched", "test_matched", "ax"),
             glue_submission="MNLI-mm.tsv",
+            glue_submission_splits=_mnli_submissions(matched=False),
+            default_predict_splits=("test", "test_matched", "ax"),
         ),
         TaskSpec(
             name="qnli",

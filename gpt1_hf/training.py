@@ -67,6 +67,7 @@ __all__ = [
     "create_accelerator",
     "find_checkpoint",
     "save_directory_atomically",
+    "recover_directory",
     "CHECKPOINTS_DIR",
     "LATEST_POINTER",
     "StopTraining",
@@ -449,13 +450,60 @@ def write_text_atomically(path: str | os.PathLike, text: str) -> None:
     _fsync_dir(path.parent)
 
 
-def save_directory_atomically(final_dir: str | os.PathLike, write_fn: Callable[[Path], None]) -> Path:
-    """Run ``write_fn(tmp_dir)`` into a temporary sibling folder, then rename it to ``final_dir``.
+def _exchange_directories(a: Path, b: Path) -> bool:
+    """Swap two existing paths in ONE atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where the platform or
+    the filesystem cannot (the caller then falls back to two renames)."""
+    if not hasattr(os, "uname") or os.uname().sysname != "Linux":
+        return False
+    try:
+        import ctypes
 
-    If ``final_dir`` exists it is moved aside first and deleted after the rename. If ``write_fn`` raises, the
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = getattr(libc, "renameat2", None)
+        if renameat2 is None:
+            return False
+        at_fdcwd, rename_exchange = -100, 2
+        return renameat2(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), rename_exchange) == 0
+    except (OSError, AttributeError, TypeError):
+        return False
+
+
+def _old_copies(final_dir: Path) -> list[Path]:
+    return sorted(final_dir.parent.glob(f".old-{final_dir.name}-*"), key=lambda p: p.stat().st_mtime)
+
+
+def recover_directory(final_dir: str | os.PathLike) -> Path | None:
+    """Repair what a kill in the middle of `save_directory_atomically`'s fallback swap (two renames: the old folder
+    moved aside to ``.old-<name>-*``, then the new one renamed in) can leave: when ``final_dir`` is missing, the old
+    folder moved aside is renamed back; leftover old copies are deleted once ``final_dir`` exists. Returns
+    ``final_dir`` when it exists afterwards."""
+    final_dir = Path(final_dir)
+    if not final_dir.parent.is_dir():
+        return None
+    old = _old_copies(final_dir)
+    if not final_dir.exists() and old:
+        os.replace(old.pop(), final_dir)  # the most recent complete copy
+        _fsync_dir(final_dir.parent)
+        logger.warning("restored %s from the copy left by an interrupted save", final_dir)
+    if final_dir.exists():
+        for stale in old:
+            shutil.rmtree(stale, ignore_errors=True)
+        return final_dir
+    return None
+
+
+def save_directory_atomically(final_dir: str | os.PathLike, write_fn: Callable[[Path], None]) -> Path:
+    """Run ``write_fn(tmp_dir)`` into a temporary sibling folder, then put it in place as ``final_dir``.
+
+    If ``final_dir`` exists the two folders are swapped in one atomic step (``renameat2(RENAME_EXCHANGE)`` on Linux)
+    and the old one, now at the temporary name, is deleted after: at every moment ``final_dir`` is the complete old
+    or the complete new folder. Where the swap is not available, the old folder is moved aside to ``.old-<name>-*``
+    and the new one renamed in (an error in between puts the old one back; after a kill in between,
+    `recover_directory` -- called at the start of the next save -- restores it). If ``write_fn`` raises, the
     temporary folder is removed and ``final_dir`` is untouched."""
     final_dir = Path(final_dir)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
+    recover_directory(final_dir)
     tmp = final_dir.with_name(f".tmp-{final_dir.name}-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:
@@ -464,14 +512,24 @@ def save_directory_atomically(final_dir: str | os.PathLike, write_fn: Callable[[
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    trash = None
-    if final_dir.exists():
-        trash = final_dir.with_name(f".old-{final_dir.name}-{uuid.uuid4().hex[:8]}")
-        os.replace(final_dir, trash)
-    os.replace(tmp, final_dir)
+    if not final_dir.exists():
+        os.replace(tmp, final_dir)
+        _fsync_dir(final_dir.parent)
+        return final_dir
+    if _exchange_directories(tmp, final_dir):  # final_dir: the new folder; tmp: the old one
+        _fsync_dir(final_dir.parent)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return final_dir
+    trash = final_dir.with_name(f".old-{final_dir.name}-{uuid.uuid4().hex[:8]}")
+    os.replace(final_dir, trash)
+    try:
+        os.replace(tmp, final_dir)
+    except BaseException:
+        os.replace(trash, final_dir)  # the old folder back
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     _fsync_dir(final_dir.parent)
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
+    shutil.rmtree(trash, ignore_errors=True)
     return final_dir
 
 
@@ -852,6 +910,10 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------------------------
     def train(self) -> TrainResult:
         args, acc = self.args, self.accelerator
+        if acc.is_main_process:  # a best/ save interrupted by a kill in an earlier session
+            recover_directory(self.output_dir / BEST_DIR)
+            for stale in self.output_dir.glob(f".tmp-{BEST_DIR}-*"):  # an unfinished write, or the old copy of a swap
+                shutil.rmtree(stale, ignore_errors=True)
         if args.resume_from_checkpoint:
             ckpt = find_checkpoint(self.output_dir, args.resume_from_checkpoint)
             if ckpt is not None:

@@ -188,6 +188,68 @@ def test_snli_no_gold_rows_dropped_and_counted(caplog):
     assert info.layout == "pairid_csv" and info.num_dropped_no_gold == n_dash >= 3 and len(ds) == len(rows) - n_dash
 
 
+def test_dropped_rows_are_a_warning_and_summarised(caplog):
+    from gpt1_hf.data import describe_load_info
+
+    with caplog.at_level(logging.WARNING, logger="gpt1_hf.data"):
+        _, info = load_task_split("snli", "validation", FIX / "snli_original", return_info=True)
+    assert "dropped 3 rows without a gold label" in caplog.text and info.warnings
+    line = describe_load_info(info)
+    assert "\n" not in line and "7 examples" in line and "DROPPED 3 rows" in line and "snli_1.0_dev.jsonl" in line
+    _, info = load_task_split("qqp", "validation", FIX, return_info=True)
+    assert (info.source_split, info.source_examples, info.substitution_part, info.substitution_examples) == (
+        "train", 30, "held-out", 3)
+    line = describe_load_info(info)
+    assert "PARTIAL" in line and "SUBSTITUTED: the held-out 3 of 30 examples of the local 'train' split" in line
+    assert get_load_info(load_task_split("qqp", "train", FIX)).substitution_part == "remaining"
+    line = describe_load_info(load_task_split("sst2", "train", FIX, max_examples=5, return_info=True)[1])
+    assert "5 examples" in line and "random subset (max_examples=5" in line
+
+
+def _glue_diagnostic(root, n=4):
+    """A synthetic GLUE diagnostic file (AX layout: index, sentence1, sentence2; no labels) under ``root``."""
+    folder = root / "glue_diagnostic"
+    folder.mkdir(parents=True)
+    rows = ["index\tsentence1\tsentence2"] + [f"{i}\tthe blue box number {i} is here .\tno box is here ." for i in range(n)]
+    (folder / "diagnostic_unlabeled.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_glue_diagnostic_ax_split(tmp_path):
+    """The GLUE diagnostic set (AX) is a split of mnli / mnli_mm: found beside the MNLI folder or under the root."""
+    shutil.copytree(FIX / "mnli_glue", tmp_path / "mnli")
+    _glue_diagnostic(tmp_path)
+    for task, data_dir in (("mnli", tmp_path / "mnli"), ("mnli", tmp_path), ("mnli_mm", tmp_path / "mnli")):
+        ax, info = load_task_split(task, "ax", data_dir, return_info=True)
+        assert len(ax) == 4 and ax["idx"] == [0, 1, 2, 3] and set(ax["label"]) == {-1} and info.unlabeled
+        assert ax["text_a"][1] == "the blue box number 1 is here ." and info.files[0].endswith("diagnostic_unlabeled.tsv")
+    with pytest.raises(FileNotFoundError, match="diagnostic"):
+        load_task_split("mnli", "ax", FIX / "mnli_glue")
+    (tmp_path / "out").mkdir()
+    p = write_predictions("mnli", [0, 2, 1, 0], tmp_path / "out", indices=ax["idx"], split="ax")
+    assert p.name == "AX.tsv" and p.read_text().splitlines()[:3] == ["index\tprediction", "0\tentailment",
+                                                                     "1\tcontradiction"]
+
+
+def test_hub_ax_uses_its_own_config(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(path, config=None, split=None, **kw):
+        calls.append((path, config, split))
+        return datasets.Dataset.from_dict(
+            {"premise": ["a cat sat ."], "hypothesis": ["no cat sat ."], "label": [-1], "idx": [0]},
+            features=datasets.Features({"premise": datasets.Value("string"), "hypothesis": datasets.Value("string"),
+                                        "label": datasets.ClassLabel(names=["entailment", "neutral", "contradiction"]),
+                                        "idx": datasets.Value("int32")}))
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    ds, info = load_task_split("mnli", "ax", return_info=True)
+    assert calls == [("nyu-mll/glue", "ax", "test")] and (info.hub_config, info.hub_split) == ("ax", "test")
+    assert ds["label"] == [-1] and info.unlabeled and info.num_dropped_no_gold == 0
+
+
 def test_partial_files_reported(caplog):
     with caplog.at_level(logging.WARNING, logger="gpt1_hf.data"):
         ds, info = load_task_split("mnli", "train", FIX, return_info=True)
@@ -598,6 +660,14 @@ def test_write_glue_predictions(tmp_path):
     assert p.name == "STS-B.tsv" and p.read_text().splitlines() == ["index\tprediction", "10\t4.25", "11\t0.5"]
     p = write_predictions("mnli_mm", [2], tmp_path)
     assert p.name == "MNLI-mm.tsv" and p.read_text().splitlines()[1] == "0\tcontradiction"
+    # one GLUE file per MNLI split: matched -> MNLI-m.tsv, mismatched -> MNLI-mm.tsv, diagnostic -> AX.tsv
+    for task, split, name in (("mnli", "test", "MNLI-m.tsv"), ("mnli", "test_mismatched", "MNLI-mm.tsv"),
+                              ("mnli", "validation_mismatched", "MNLI-mm.tsv"), ("mnli_mm", "test", "MNLI-mm.tsv"),
+                              ("mnli_mm", "test_matched", "MNLI-m.tsv"), ("mnli", "ax", "AX.tsv"),
+                              ("mnli_mm", "ax", "AX.tsv"), ("rte", "test", "RTE.tsv")):
+        folder = tmp_path / task / split
+        folder.mkdir(parents=True)
+        assert write_predictions(task, [0], folder, split=split).name == name
     with pytest.raises(ValueError):
         write_predictions("rte", [0, 1], tmp_path / "x.tsv", indices=[0])
 

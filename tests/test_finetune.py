@@ -295,3 +295,129 @@ def test_layer_transfer_sweep(pretrained_dir, tmp_path):
     assert [int(r["transfer_layers"]) for r in rows] == [0, 2] and "accuracy" in rows[0]
     assert (tmp_path / "layer_transfer.png").stat().st_size > 1000
     assert json.loads((tmp_path / "K0" / "results.json").read_text())["model"]["transfer_layers"] == 0
+
+
+def test_results_record_the_data_of_each_split(pretrained_dir, tmp_path, capsys):
+    """results.json["data"]: per split what was loaded and done to it (here SNLI: a partial train file and "-" rows
+    dropped from dev; QQP: validation held out from the local train file), and one printed line per split."""
+    results = run("snli", tmp_path / "snli", model=str(pretrained_dir), num_train_epochs=1, predict_splits=[],
+                  data_dir=str(FIXTURES / "snli_original"))
+    out = capsys.readouterr().out
+    data = json.loads((tmp_path / "snli" / "results.json").read_text())["data"]
+    assert set(data) == {"train", "validation"} and results["data"] == data
+    assert data["validation"]["num_examples"] == results["sizes"]["validation"]
+    assert data["validation"]["num_dropped_no_gold"] == 3 and data["validation"]["files"][0].endswith("dev.jsonl")
+    assert not data["train"]["partial"] and not data["validation"]["substituted"]
+    lines = [line for line in out.splitlines() if line.startswith("data: snli")]
+    assert len(lines) == 2 and "DROPPED 3 rows without a gold label" in lines[1] and "DROPPED" not in lines[0]
+    results = run("qqp", tmp_path / "qqp", model=str(pretrained_dir), num_train_epochs=1, predict_splits=[])
+    val, train = results["data"]["validation"], results["data"]["train"]
+    assert train["partial"] and train["files"][0].endswith("train_partial.jsonl")
+    assert val["substituted"] and val["source_split"] == "train" and val["substitution_part"] == "held-out"
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("data: qqp")]
+    assert len(lines) == 2 and all("PARTIAL" in line and "SUBSTITUTED" in line for line in lines)
+
+
+def test_bad_output_options_fail_before_training(pretrained_dir, tmp_path):
+    """Options that used to fail only after training (an explicit --predict_splits that cannot be loaded,
+    --push_to_hub with --no_save_model) fail before it, with nothing written."""
+    cases = [
+        (dict(predict_splits=["tset"]), "unknown split 'tset' for task 'sst2'"),
+        (dict(task="wnli", data_dir=str(FIXTURES / "wnli"), predict_splits=["test"]), "'test' cannot be loaded"),
+        (dict(task="scitail", data_dir=str(FIXTURES / "scitail"), predict_splits=["test"]), "not available"),
+        (dict(push_to_hub=True, save_model=False), "--no_save_model"),
+    ]
+    for i, (kw, match) in enumerate(cases):
+        out = tmp_path / f"o{i}"
+        task = kw.pop("task", "sst2")
+        with pytest.raises(ValueError, match=match):
+            run(task, out, model=str(pretrained_dir), **kw)
+        assert not out.exists(), kw
+
+
+def test_head_check_reads_a_hub_checkpoint_config(pretrained_dir, tmp_path, monkeypatch):
+    """A Hub id with the wrong number of labels: the friendly error from its config.json (fetched with
+    transformers.utils.cached_file, mocked here: no network), before any weight is loaded."""
+    import transformers.utils
+
+    from gpt1_hf.finetuning import _check_head_compatibility
+
+    run("sst2", tmp_path / "sst2", model=str(pretrained_dir), num_train_epochs=1, predict_splits=[])
+    asked = []
+
+    def fake_cached_file(repo, filename, **kw):
+        asked.append((repo, filename))
+        return str(tmp_path / "sst2" / filename) if repo == "someone/gpt1-sst2" else None
+
+    monkeypatch.setattr(transformers.utils, "cached_file", fake_cached_file)
+    with pytest.raises(ValueError, match="someone/gpt1-sst2 was fine-tuned with 2 labels but task snli has 3"):
+        run("snli", tmp_path / "snli", model="someone/gpt1-sst2", tokenizer_name_or_path=str(pretrained_dir))
+    assert asked == [("someone/gpt1-sst2", "config.json")] and not (tmp_path / "snli").exists()
+    with pytest.raises(ValueError, match="multiple choice"):
+        _check_head_compatibility(get_task("race"), "someone/gpt1-sst2", reinit_head=False)
+    _check_head_compatibility(get_task("snli"), "someone/gpt1-sst2", reinit_head=True)  # --reinit_head: allowed
+    _check_head_compatibility(get_task("snli"), "someone/unknown", reinit_head=False)  # no config: loading decides
+
+
+def test_final_model_install_is_never_a_silent_mix(pretrained_dir, tmp_path, monkeypatch):
+    """The final model is staged complete in .final-pending, then installed with config.json last: a kill during the
+    install leaves a folder without config.json (not a loadable mix of two models), and the next run finishes it."""
+    import os
+
+    from gpt1_hf import finetuning as F
+
+    out = tmp_path / "run"
+    run("sst2", out, model=str(pretrained_dir), num_train_epochs=1, predict_splits=[], seed=0)
+    old = GPT1ForSequenceClassification.from_pretrained(out).state_dict()
+    real_replace = os.replace
+    moved = []
+
+    def killed_after_the_weights(src, dst):
+        if ".final-pending" in str(src) and Path(dst).parent == out:
+            moved.append(Path(dst).name)
+            if Path(dst).name == "tokenizer.json":
+                raise KeyboardInterrupt("killed (simulated)")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(F.os, "replace", killed_after_the_weights)
+    with pytest.raises(KeyboardInterrupt):
+        run("sst2", out, model=str(pretrained_dir), num_train_epochs=1, predict_splits=[], seed=1)
+    monkeypatch.setattr(F.os, "replace", real_replace)
+    assert "model.safetensors" in moved and not (out / "config.json").exists()  # the old config is gone first
+    assert (out / ".final-pending" / "config.json").is_file()  # the complete new model is staged
+    with pytest.raises((OSError, RuntimeError)):  # no config.json: not loadable as the fine-tuned model
+        GPT1ForSequenceClassification.from_pretrained(out)
+    assert F._install_final_model(out) and not (out / ".final-pending").exists()
+    new = GPT1ForSequenceClassification.from_pretrained(out).state_dict()
+    assert not all(torch.equal(old[k], new[k]) for k in old)
+    # a staged folder without its manifest (never renamed into place completely) is discarded
+    (out / ".final-pending").mkdir()
+    assert not F._install_final_model(out) and not (out / ".final-pending").exists()
+
+
+def test_mnli_glue_submission_files_and_ax(pretrained_dir, tmp_path):
+    """MNLI predictions: MNLI-m.tsv for the matched splits, MNLI-mm.tsv for the mismatched ones and AX.tsv for the
+    GLUE diagnostic set (synthetic here), which an MNLI model predicts by default when the file is there."""
+    import shutil
+
+    shutil.copytree(FIXTURES / "mnli_glue", tmp_path / "data" / "mnli")
+    (tmp_path / "data" / "glue_diagnostic").mkdir()
+    rows = ["index\tsentence1\tsentence2"] + [f"{i}\tthe red cup {i} is full .\tthe cup is empty ." for i in range(5)]
+    (tmp_path / "data" / "glue_diagnostic" / "diagnostic_unlabeled.tsv").write_text("\n".join(rows) + "\n")
+    results = run("mnli", tmp_path / "out", model=str(pretrained_dir), data_dir=str(tmp_path / "data" / "mnli"),
+                  num_train_epochs=1)
+    files = {split: Path(p) for split, p in results["prediction_files"].items()}
+    assert set(files) == {"validation", "test", "ax"}  # no test_mismatched file: skipped
+    assert files["validation"].name == files["test"].name == "MNLI-m.tsv" and files["ax"].name == "AX.tsv"
+    ax = files["ax"].read_text().splitlines()
+    assert ax[0] == "index\tprediction" and [r.split("\t")[0] for r in ax[1:]] == ["0", "1", "2", "3", "4"]
+    assert {r.split("\t")[1] for r in ax[1:]} <= {"entailment", "neutral", "contradiction"}
+    assert results["data"]["ax"]["unlabeled"] and results["sizes"]["ax"] == 5
+    results = run("mnli", tmp_path / "out2", model=str(pretrained_dir), data_dir=str(tmp_path / "data" / "mnli"),
+                  num_train_epochs=1, predict_splits=["validation_mismatched"])
+    assert Path(results["prediction_files"]["validation_mismatched"]).name == "MNLI-mm.tsv"
+    results = run("mnli_mm", tmp_path / "out3", model=str(pretrained_dir), data_dir=str(tmp_path / "data" / "mnli"),
+                  num_train_epochs=1, predict_splits=["test_matched", "ax"])
+    assert Path(results["prediction_files"]["validation"]).name == "MNLI-mm.tsv"
+    assert Path(results["prediction_files"]["test_matched"]).name == "MNLI-m.tsv"
+    assert Path(results["prediction_files"]["ax"]).name == "AX.tsv"

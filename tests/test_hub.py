@@ -386,3 +386,70 @@ def test_adapter_card_for_a_converted_openai_gpt_base(finetuned, tmp_path):
                                  return_tensors="pt")
     with torch.no_grad():
         torch.testing.assert_close(namespace["model"].eval()(**enc).logits, trained(**enc).logits)
+
+
+def test_card_architecture_and_data_come_from_the_run(finetuned, tmp_path):
+    """The card's architecture sentence is the checkpoint's (2 layers here, not a hard-coded 12), and it says which
+    data the model was trained and scored on (results["data"])."""
+    root, results = finetuned
+    assert results["data"]["validation"]["source"] == "local"
+    folder = build_hub_folder(root / "ft", tmp_path / "upload", REPO, results=results)
+    meta, body = front_matter((folder / "README.md").read_text())
+    assert "a 2-layer post-LN decoder-only transformer (32-dimensional states, 4 heads)" in body
+    assert "12-layer post-LN" not in body
+    assert "- **train**: " in body and "`train.tsv`" in body and "- **validation**: " in body and "`dev.tsv`" in body
+    assert "read from local files" in body and str(FIXTURES) not in body  # file names only, no local paths
+    assert meta["model-index"][0]["results"][0]["dataset"]["split"] == "validation"
+    assert "{{ architecture }}" in load_model_card_template()
+
+
+def _results_for(results, task, eval_split="validation", data=None):
+    return {**results, "task": task, "eval_split": eval_split, "data": data or {},
+            "sizes": {"train": 10, eval_split: 4}, "metrics": {"accuracy": 0.5, "f1": 0.4} if task == "qqp"
+            else {"accuracy": 0.5}}
+
+
+def test_card_model_index_split_is_the_hub_split(finetuned, tmp_path):
+    """mnli_mm's validation is nyu-mll/glue mnli's validation_mismatched (there is no 'validation' split there)."""
+    root, results = finetuned
+    res = _results_for(results, "mnli_mm")
+    res["data"] = {"validation": {"task": "mnli_mm", "split": "validation", "source": "hub", "hub_path": "nyu-mll/glue",
+                                  "hub_config": "mnli", "hub_split": "validation_mismatched", "num_examples": 4,
+                                  "num_rows_read": 4}}
+    folder = build_hub_folder(root / "ft", tmp_path / "mm", REPO, results=res)
+    meta, body = front_matter((folder / "README.md").read_text())
+    dataset = meta["model-index"][0]["results"][0]["dataset"]
+    assert (dataset["type"], dataset["config"], dataset["split"]) == ("nyu-mll/glue", "mnli", "validation_mismatched")
+    assert "(`validation_mismatched` on the Hub)" in body
+    # an old results.json without "data": the split is mapped all the same
+    res.pop("data")
+    folder = build_hub_folder(root / "ft", tmp_path / "mm_old", REPO, results=res)
+    assert front_matter((folder / "README.md").read_text())[0]["model-index"][0]["results"][0]["dataset"][
+        "split"] == "validation_mismatched"
+
+
+@pytest.mark.parametrize("task,source_split", [("qqp", "train"), ("scitail", "test")])
+def test_card_does_not_claim_a_hub_split_for_substituted_data(finetuned, tmp_path, task, source_split):
+    """QQP / SciTail scored on a slice cut from the local train / test file: the card says so and its model-index
+    does not name the Hub validation split."""
+    from gpt1_hf.data import load_task_split
+
+    root, results = finetuned
+    data = {}
+    for split in ("train", "validation"):
+        _, info = load_task_split(task, split, FIXTURES, return_info=True)
+        data[split] = info.__dict__
+    res = _results_for(results, task, data=data)
+    res["sizes"] = {split: info["num_examples"] for split, info in data.items()}
+    folder = build_hub_folder(root / "ft", tmp_path / task, REPO, results=res)
+    meta, body = front_matter((folder / "README.md").read_text())
+    for entry in meta["model-index"][0]["results"]:
+        split = entry["dataset"]["split"]
+        assert split != "validation" and f"examples of local {source_split}" in split and "held-out" in split
+        assert "local split, not the official one" in entry["dataset"]["name"]
+    n_val, n_src = data["validation"]["num_examples"], data["validation"]["source_examples"]
+    assert (f"cut from local data ({n_val} examples: the held-out {n_val} of the {n_src} examples of the local "
+            f"`{source_split}` split") in body
+    assert "not on the official `validation` split" in body and "*substituted*" in body
+    if task == "qqp":
+        assert "*partial* file" in body  # QQP's local train file is itself a sample

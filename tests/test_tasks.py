@@ -107,7 +107,27 @@ def test_layouts_and_substitutions_are_consistent():
     assert get_task("race").groups == ("middle", "high")
     assert get_task("race_high").groups == ("high",)
     assert get_task("snli").drop_labels == ("-",)
-    assert set(get_task("mnli").splits) == set(SPLITS) | {"validation_mismatched", "test_mismatched"}
+    assert set(get_task("mnli").splits) == set(SPLITS) | {"validation_mismatched", "test_mismatched", "ax"}
+    assert set(get_task("mnli_mm").splits) == set(SPLITS) | {"validation_matched", "test_matched", "ax"}
+
+
+def test_glue_submission_file_per_split():
+    """GLUE wants MNLI-m.tsv (matched), MNLI-mm.tsv (mismatched) and AX.tsv (diagnostic), whichever of mnli / mnli_mm
+    the model was trained as."""
+    mnli, mm = get_task("mnli"), get_task("mnli_mm")
+    for split in ("validation", "test", None):
+        assert mnli.submission_file(split) == "MNLI-m.tsv" and mm.submission_file(split) == "MNLI-mm.tsv"
+    assert mnli.submission_file("test_mismatched") == mnli.submission_file("validation_mismatched") == "MNLI-mm.tsv"
+    assert mm.submission_file("test_matched") == mm.submission_file("validation_matched") == "MNLI-m.tsv"
+    assert mnli.submission_file("ax") == mm.submission_file("ax") == "AX.tsv"
+    assert "ax" in mnli.default_predict_splits and "test_mismatched" in mnli.default_predict_splits
+    assert get_task("rte").submission_file("test") == "RTE.tsv" and get_task("race").submission_file("test") is None
+    assert get_task("rte").default_predict_splits == ("test",)
+    # the Hub: ax is nyu-mll/glue config "ax", split "test"; the other MNLI splits are in config "mnli"
+    hub = mnli.hub
+    assert (hub.config_for("ax"), hub.splits["ax"]) == ("ax", "test") and hub.config_for("test") == "mnli"
+    assert mm.hub_split("validation") == "validation_mismatched" and mnli.hub_split("validation") == "validation_matched"
+    assert get_task("sst2").hub_split("validation") == "validation"
 
 
 def test_get_task():

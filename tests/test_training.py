@@ -2,6 +2,7 @@
 
 import json
 import math
+import platform
 
 import pytest
 import torch
@@ -281,6 +282,85 @@ def test_atomic_checkpoint_failure_keeps_previous_latest(tmp_path, monkeypatch):
                       lm_data(22), lm_collate)
     assert resumed.train().global_step == 12
     assert not list(root.glob(".tmp-*"))  # stale temporary folders are cleaned
+
+
+def _folder(path, tag):
+    """A complete stand-in for a saved model folder: three files that all carry ``tag``."""
+    for name in ("config.json", "model.safetensors", "training_info.json"):
+        (path / name).write_text(tag)
+
+
+def _complete_tag(path):
+    """The tag of a complete folder written by `_folder` (all three files agree), else None."""
+    tags = {(path / n).read_text() for n in ("config.json", "model.safetensors", "training_info.json")
+            if (path / n).is_file()}
+    return tags.pop() if len(tags) == 1 and len(list(path.iterdir())) == 3 else None
+
+
+def test_best_swap_is_atomic(tmp_path, monkeypatch):
+    """Replacing best/: at every point of the swap a complete best/ (the old or the new one) exists."""
+    best = tmp_path / "best"
+    T.save_directory_atomically(best, lambda d: _folder(d, "old"))
+    assert _complete_tag(best) == "old"
+    # the write fails: the old folder is untouched, nothing is left behind
+    with pytest.raises(OSError, match="disk full"):
+        T.save_directory_atomically(best, lambda d: (_folder(d, "new"), (_ for _ in ()).throw(OSError("disk full"))))
+    assert _complete_tag(best) == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+
+    # the one-step swap (Linux renameat2 RENAME_EXCHANGE): "killed" right after it, before the old copy is deleted
+    if platform.system() == "Linux":
+        def killed(path, *a, **k):
+            raise KeyboardInterrupt("killed (simulated)")
+
+        monkeypatch.setattr(T.shutil, "rmtree", killed)
+        with pytest.raises(KeyboardInterrupt):
+            T.save_directory_atomically(best, lambda d: _folder(d, "new"))
+        monkeypatch.undo()
+        assert _complete_tag(best) == "new"
+        leftover = [p for p in tmp_path.iterdir() if p.name != "best"]
+        assert len(leftover) == 1 and _complete_tag(leftover[0]) == "old"  # the old copy (Trainer.train cleans it)
+        T.shutil.rmtree(leftover[0])
+    T.save_directory_atomically(best, lambda d: _folder(d, "newer"))
+    assert _complete_tag(best) == "newer" and sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+
+    # the fallback (no atomic exchange): two renames; a failure between them puts the old folder back
+    monkeypatch.setattr(T, "_exchange_directories", lambda a, b: False)
+    real_replace = T.os.replace
+    calls = []
+
+    def second_rename_fails(src, dst):
+        calls.append((src, dst))
+        if len(calls) == 2:
+            raise OSError("rename failed (simulated)")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(T.os, "replace", second_rename_fails)
+    with pytest.raises(OSError, match="rename failed"):
+        T.save_directory_atomically(best, lambda d: _folder(d, "lost"))
+    monkeypatch.setattr(T.os, "replace", real_replace)
+    assert _complete_tag(best) == "newer" and sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+
+    # ... and a hard kill between them (old folder moved aside, new one not renamed in) is repaired by
+    # recover_directory, which the next save and Trainer.train() call first
+    real_replace(best, tmp_path / ".old-best-deadbeef")
+    (tmp_path / ".tmp-best-cafebabe").mkdir()
+    _folder(tmp_path / ".tmp-best-cafebabe", "unfinished")
+    assert T.recover_directory(best) == best and _complete_tag(best) == "newer"
+    assert not (tmp_path / ".old-best-deadbeef").exists()
+    T.save_directory_atomically(best, lambda d: _folder(d, "fallback"))
+    assert _complete_tag(best) == "fallback" and not list(tmp_path.glob(".old-*"))
+
+
+def test_trainer_restores_best_left_by_a_kill(tmp_path):
+    run_dir = tmp_path / "run"
+    old = run_dir / ".old-best-0badf00d"
+    old.mkdir(parents=True)
+    _folder(old, "old best")
+    (run_dir / ".tmp-best-12345678").mkdir()  # an unfinished write (or the old copy of a swap) of a killed session
+    trainer = Trainer(tiny_lm(0), args_for(run_dir, max_steps=1), lm_data(8), lm_collate)
+    trainer.train()
+    assert _complete_tag(run_dir / "best") == "old best" and not old.exists()
+    assert not list(run_dir.glob(".tmp-best-*"))
 
 
 def test_find_checkpoint_errors(tmp_path):
