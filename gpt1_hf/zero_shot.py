@@ -435,6 +435,9 @@ def evaluate_zero_shot(
 
     if task not in ZERO_SHOT_TASKS:
         raise ValueError(f"no zero-shot heuristic for {task!r}; choose from {ZERO_SHOT_TASKS}")
+    from .convert import check_tokenizer_matches_model
+
+    check_tokenizer_matches_model(tokenizer, model.config.vocab_size)  # another checkpoint's ids: garbage scores
     kwargs = dict(batch_size=batch_size, bf16=bf16, max_length=max_length)
     was_training = model.training
     model.eval()

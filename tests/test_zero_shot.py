@@ -228,3 +228,12 @@ def test_sst2_with_the_real_gpt1_tokenizer():
     with torch.no_grad():
         logp = torch.log_softmax(lm(torch.tensor([ids(tok, sentence) + [963]])).logits[0, -1].double(), -1)
     assert scores[0].tolist() == pytest.approx([float(logp[9503]), float(logp[6353])], abs=1e-6)
+
+
+def test_library_refuses_a_tokenizer_of_another_size(tokenizer):
+    """`evaluate_zero_shot` itself (not only the script) refuses a vocabulary that does not belong to the model."""
+    torch.manual_seed(0)
+    other = GPT1LMHeadModel(GPT1Config(vocab_size=len(tokenizer) + 10, n_positions=64, n_embd=16, n_layer=1,
+                                       n_head=2, n_inner=32))
+    with pytest.raises(ValueError, match="does not belong to this checkpoint"):
+        evaluate_zero_shot("sst2", other, tokenizer, data_dir=TASKS, max_examples=2)
