@@ -467,7 +467,8 @@ def case_generate(spec: dict) -> dict:
 
 
 def case_finetune(spec: dict) -> dict:
-    """One epoch over an SST-2 training subsample with one batching scheme (bf16 autocast, fused AdamW)."""
+    """One epoch over an SST-2 training subsample with one batching scheme (``precision``: bf16 autocast by default,
+    or fp32; fused AdamW)."""
     mode, n, batch_size, device = spec["mode"], spec["examples"], spec["batch"], _device(spec)
     notes = []
     try:
@@ -518,7 +519,7 @@ def case_finetune(spec: dict) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=6.25e-5, weight_decay=0.01, fused=True)
 
     def train_step(b):
-        with _autocast("bf16", device):
+        with _autocast(spec.get("precision", "bf16"), device):
             loss = model(**b).loss
         loss.backward()
         optimizer.step()
