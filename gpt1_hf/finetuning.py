@@ -552,11 +552,7 @@ def finetune(args: FinetuneArguments | None = None, tokenizer=None, **kwargs) ->
     # on CPUs a set of independent single processes)
     accelerator = create_accelerator(args.mixed_precision, args.cpu)
     if output_dir.is_dir() and accelerator.is_main_process:
-        # finish what a kill in an earlier session interrupted: the final model's install, a best/ swap
-        from .training import BEST_DIR, recover_directory
-
-        _install_final_model(output_dir)
-        recover_directory(output_dir / BEST_DIR)
+        _install_final_model(output_dir)  # a final-model install a kill interrupted (Trainer.train repairs best/)
     if tokenizer is None:
         tokenizer = load_tokenizer(args.tokenizer_name_or_path, args.model_name_or_path)
     model, model_info = build_task_model(spec, args, tokenizer)

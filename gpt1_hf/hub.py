@@ -123,6 +123,12 @@ def _split_info(results: dict, split: str) -> dict | None:
     return ((results or {}).get("data") or {}).get(split)
 
 
+def _is_random_subset(info: dict | None) -> bool:
+    """The split's examples are a random ``max_examples`` subset of the rows read."""
+    return bool(info) and info.get("max_examples") is not None and (
+        (info.get("num_examples") or 0) < (info.get("num_rows_read") or 0))
+
+
 def _model_index_split(spec, split: str, info: dict | None) -> tuple[str, str | None]:
     """(model-index ``dataset.split``, note for the dataset name) of the evaluated split: the task's Hub split name
     (``mnli_mm`` "validation" -> "validation_mismatched") when the examples are that split's, else a description of
@@ -140,7 +146,7 @@ def _model_index_split(spec, split: str, info: dict | None) -> tuple[str, str | 
         return desc, "local split, not the official one"
     if info.get("source") == "local" and info.get("partial"):
         return f"{hub_name} (local partial file)", "local partial file"
-    if info.get("max_examples") is not None and (info.get("num_examples") or 0) < (info.get("num_rows_read") or 0):
+    if _is_random_subset(info):
         return f"{hub_name} (random {info.get('num_examples')} of {info.get('num_rows_read')})", "random subset"
     return hub_name, None
 
@@ -173,8 +179,7 @@ def _describe_split_data(spec, split: str, info: dict) -> str:
                          "official split")
     if info.get("num_dropped_no_gold"):
         notes.append(f"{info['num_dropped_no_gold']} rows without a gold label (\"-\") dropped")
-    if info.get("max_examples") is not None and (n or 0) < (info.get("num_rows_read") or 0) and not info.get(
-            "substituted"):
+    if _is_random_subset(info) and not info.get("substituted"):
         notes.append(f"a random subset (max_examples={info['max_examples']}, seed {info.get('seed')})")
     if info.get("unlabeled"):
         notes.append("unlabeled")
@@ -337,8 +342,7 @@ def _results_section(results: dict) -> str:
                 note += " The file is a partial (random) sample of that split."
         else:
             note = f"\n\nOn the {named} split of {results['task']} ({n} examples)."
-        if info and info.get("max_examples") is not None and (info.get("num_examples") or 0) < (
-                info.get("num_rows_read") or 0) and not info.get("substituted"):
+        if _is_random_subset(info) and not info.get("substituted"):
             note += f" A random subset of {info.get('num_examples')} of its {info.get('num_rows_read')} examples."
         if results.get("paper_score") is not None:
             note += f" The GPT-1 paper reports {results['paper_score']} on this task with the full 12-layer model."

@@ -31,7 +31,6 @@ import inspect
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -401,14 +400,9 @@ def obtain_tokenizer(args: PretrainArguments, corpus, state, resume_checkpoint: 
         return _make_tokenizer(args, corpus)
     saved = Path(args.output_dir) / TRAINED_TOKENIZER_DIR
     if state.is_main_process:
-        trained = _make_tokenizer(args, corpus)
-        tmp = saved.with_name(f".{saved.name}.tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        trained.save_pretrained(tmp)
-        if saved.exists():
-            shutil.rmtree(saved)
-        tmp.replace(saved)
+        from .training import save_directory_atomically
+
+        save_directory_atomically(saved, _make_tokenizer(args, corpus).save_pretrained)
     elif not (saved / "tokenizer_config.json").is_file():
         raise FileNotFoundError(
             f"{saved}: the tokenizer trained by the main process is not there; with --train_tokenizer every process "
