@@ -207,6 +207,12 @@ class _Rows:
         self.group = group
 
     def __iter__(self) -> Iterator[tuple[int, dict]]:
+        try:
+            yield from self._rows()
+        except UnicodeDecodeError as e:  # decoded a chunk at a time: find the line from the bytes
+            raise ValueError(_utf8_error_message(self.path, e)) from None
+
+    def _rows(self) -> Iterator[tuple[int, dict]]:
         fmt = self.layout.format
         if fmt == "tsv":
             yield from self._delimited("\t", csv.QUOTE_NONE)
@@ -237,31 +243,57 @@ class _Rows:
 
     def _delimited(self, delimiter: str, quoting: int) -> Iterator[tuple[int, dict]]:
         expected = {name for cands in self.layout.fields.values() for name in cands}
+        _raise_csv_field_limit()
         with open(self.path, encoding="utf-8-sig", newline="") as f:
             reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
-            header = None
-            for row in reader:
-                lineno = reader.line_num
-                if header is None:
-                    cells = [c.strip() for c in row]
-                    if expected.intersection(cells):
-                        header = cells
-                        continue
-                    if self.layout.fieldnames is None:
-                        raise ValueError(
-                            f"{self.path}: row {lineno}: no header with the expected columns "
-                            f"{sorted(expected)} (got {cells[:12]})"
-                        )
-                    header = list(self.layout.fieldnames)
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue
-                if len(row) != len(header):
-                    raise ValueError(
-                        f"{self.path}: row {lineno}: expected {len(header)} columns {header}, got {len(row)}"
-                    )
-                yield lineno, dict(zip(header, row, strict=True))
+            try:
+                yield from self._delimited_rows(reader, expected)
+            except csv.Error as e:  # a malformed quote, a NUL byte...: name the line
+                raise ValueError(f"{self.path} line {reader.line_num}: unreadable {self.layout.format.upper()} "
+                                 f"({e}); fix that line of the file") from None
+
+    def _delimited_rows(self, reader, expected: set[str]) -> Iterator[tuple[int, dict]]:
+        header = None
+        for row in reader:
+            lineno = reader.line_num
             if header is None:
-                return
+                cells = [c.strip() for c in row]
+                if expected.intersection(cells):
+                    header = cells
+                    continue
+                if self.layout.fieldnames is None:
+                    raise ValueError(
+                        f"{self.path}: row {lineno}: no header with the expected columns "
+                        f"{sorted(expected)} (got {cells[:12]})"
+                    )
+                header = list(self.layout.fieldnames)
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != len(header):
+                raise ValueError(
+                    f"{self.path}: row {lineno}: expected {len(header)} columns {header}, got {len(row)}"
+                )
+            yield lineno, dict(zip(header, row, strict=True))
+
+
+def _raise_csv_field_limit() -> None:
+    """Long texts (RACE articles, pasted documents) exceed csv's default 128 KB field limit: allow any size."""
+    import ctypes
+    import sys
+
+    csv.field_size_limit(min(sys.maxsize, 2 ** (8 * ctypes.sizeof(ctypes.c_long) - 1) - 1))
+
+
+def _utf8_error_message(path: str, error: UnicodeDecodeError) -> str:
+    """``<file> line N is not valid UTF-8 ...``: the first line whose bytes do not decode."""
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return (f"{path} line {lineno} is not valid UTF-8 (byte {line[e.start]:#04x} at column {e.start + 1}): "
+                        "save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)")
+    return f"{path} is not valid UTF-8 ({error}): save the file as UTF-8"
 
 
 def _pick(row: Mapping, candidates: Sequence[str]) -> tuple[str | None, Any]:
@@ -274,8 +306,10 @@ def _pick(row: Mapping, candidates: Sequence[str]) -> tuple[str | None, Any]:
 class _Normalizer:
     """Turns raw rows into normalized examples for one task, with row-precise errors."""
 
-    def __init__(self, spec: TaskSpec, label_aliases: Mapping[str, str] | None = None):
+    def __init__(self, spec: TaskSpec, label_aliases: Mapping[str, str] | None = None, require_labels: bool = False):
         self.spec = spec
+        #: a train / validation split: a row without a label column is an error, not an unlabeled (-1) example
+        self.require_labels = require_labels
         self.aliases = dict(label_aliases or {})
         self.dropped = 0
         self.unlabeled = 0
@@ -335,6 +369,19 @@ class _Normalizer:
         except (TypeError, ValueError):
             return position
 
+    def no_label(self, row: Mapping | None, candidates: Sequence[str], where: str) -> None:
+        """Count an unlabeled row, or refuse it where labels are required (a misspelled label header would
+        otherwise train on -1 targets)."""
+        if self.require_labels and row is None:  # a RACE question without its answer
+            raise ValueError(f"{where}: no answer; training and validation splits need labels: use the labeled file")
+        if self.require_labels:
+            raise ValueError(
+                f"{where}: no label column: expected {' or '.join(repr(c) for c in candidates) or 'a label'}, the "
+                f"file has the columns {list(row)}. Training and validation splits need labels: fix the header (a "
+                "misspelled label column?) or point --data_dir at the labeled file"
+            )
+        self.unlabeled += 1
+
     # ---- classification / regression rows ----
     def add_text_row(self, row: Mapping, fields: Mapping[str, Sequence[str]], where: str, position: int) -> None:
         spec = self.spec
@@ -346,7 +393,7 @@ class _Normalizer:
         col, raw = _pick(row, fields.get("label", ()))
         if col is None:
             label = -1.0 if spec.is_regression else -1
-            self.unlabeled += 1
+            self.no_label(row, fields.get("label", ()), where)
         else:
             label = self.label(raw, where)
             if label is None:
@@ -362,7 +409,7 @@ class _Normalizer:
         col, raw = _pick(row, fields.get("label", ()))
         if col is None:
             label = -1
-            self.unlabeled += 1
+            self.no_label(row, fields.get("label", ()), where)
         else:
             label = self.label(raw, where)
         _, raw_id = _pick(row, fields.get("id", ()))
@@ -388,7 +435,7 @@ class _Normalizer:
         options = [self.text(o, f"options[{i}]", where) for i, o in enumerate(options)]
         if answer in (None, ""):
             label = -1
-            self.unlabeled += 1
+            self.no_label(None, ("answer",), where)
         else:
             label = self.label(answer, where)
             if label >= len(options):
@@ -399,7 +446,12 @@ class _Normalizer:
                  idx=len(self.columns.get("idx", ())), id=str(qid), group=group)
 
 
-def _read_local(spec: TaskSpec, split: str, data_dir, info: LoadInfo) -> dict[str, list]:
+def _labels_required(split: str) -> bool:
+    """Train / validation splits are scored or trained on; only test splits (and MNLI's ``ax``) may be unlabeled."""
+    return not (split.startswith("test") or split == "ax")
+
+
+def _read_local(spec: TaskSpec, split: str, data_dir, info: LoadInfo, require_labels: bool = False) -> dict[str, list]:
     found = find_local_files(spec, split, data_dir)
     if found is None:
         expected = _expected_paths(spec, split, data_dir)
@@ -408,7 +460,7 @@ def _read_local(spec: TaskSpec, split: str, data_dir, info: LoadInfo) -> dict[st
             + ", ".join(expected)
         )
     layout, paths = found
-    norm = _Normalizer(spec, layout.label_aliases)
+    norm = _Normalizer(spec, layout.label_aliases, require_labels=require_labels)
     rows_read = 0
     for path, group in paths:
         info.files.append(path)
@@ -571,13 +623,13 @@ def load_task_split(
     else:
         sub = _active_substitution(spec, split, data_dir)
         if sub is None:
-            columns = _read_local(spec, split, data_dir, info)
+            columns = _read_local(spec, split, data_dir, info, require_labels=_labels_required(split))
         elif split not in (sub.holdout_split, sub.rest_split):
             raise ValueError(
                 f"task {spec.name!r}: split {split!r} is not available under {str(data_dir)!r}: {sub.reason}"
             )
         else:
-            source = _read_local(spec, sub.source, data_dir, info)
+            source = _read_local(spec, sub.source, data_dir, info, require_labels=_labels_required(split))
             n = len(source.get("idx", ()))
             k = _holdout_count(sub.holdout, n)
             if not 0 < k < n:
