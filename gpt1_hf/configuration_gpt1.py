@@ -4,7 +4,7 @@ Hub-portable: this file imports only `transformers` and is copied next to the we
 `AutoConfig.from_pretrained(repo, trust_remote_code=True)` works without `gpt1_hf` installed.
 
 Defaults are the paper's (§4.1 "Model specifications"): a 12-layer decoder-only transformer with masked self-attention
-heads (768-dimensional states, 12 heads), position-wise feed-forward networks of 3072 inner states, learned position
+heads (768-dimensional states, 12 heads), position-wise feed-forward networks of 3072 inner states (4 x 768), learned position
 embeddings over 512 positions, GELU, dropout 0.1 on residuals, embeddings and attention, and N(0, 0.02) initialisation.
 The vocabulary is GPT-1's 40,478 BPE entries followed by the fine-tuning special tokens (§3.3): start `_start_`,
 delimiter `_delimiter_`, extract `_classify_`, plus a padding token that the model never attends to.
@@ -25,8 +25,11 @@ class GPT1Config(PreTrainedConfig):
         n_embd (`int`, defaults to 768): width of the residual stream.
         n_layer (`int`, defaults to 12): number of transformer blocks.
         n_head (`int`, defaults to 12): attention heads per block.
-        n_inner (`int`, defaults to 3072): inner width of the position-wise feed-forward network.
-        activation_function (`str`, defaults to `"gelu_new"`): the tanh approximation of GELU used by GPT-1.
+        n_inner (`int`, *optional*): inner width of the position-wise feed-forward network; None (the default) means
+            4 x n_embd, the paper's ratio (3072 at 768).
+        activation_function (`str`, defaults to `"gelu_new"`): any name of transformers' `ACT2FN`. The default is the
+            tanh approximation of GELU used by GPT-1, written out as openai-gpt does (so conversions keep the name);
+            `"gelu_pytorch_tanh"` is the same function as one PyTorch kernel (faster, equal within 1e-6).
         embd_pdrop / attn_pdrop / resid_pdrop (`float`, defaults to 0.1): dropout on the embeddings, on the
             attention probabilities and on each residual branch.
         clf_pdrop (`float`, defaults to 0.1): dropout before the classification / multiple-choice linear head.
@@ -37,7 +40,21 @@ class GPT1Config(PreTrainedConfig):
         start_token_id / delimiter_token_id / clf_token_id / pad_token_id (`int`): ids of the special tokens.
             `clf_token_id` marks the position whose final hidden state feeds the task head. Left unset, the four
             default to the last four ids of the vocabulary (40478..40481 for the paper's vocabulary).
+
+    Fast paths (not architecture: each one can be switched off on a built model, and tests compare it with the
+    reference it replaces; the attention kernel is chosen by `attn_implementation`, "gpt1_sdpa" by default):
+        fast_dropout (`bool`, defaults to True): dropout masks from 16-bit slices of 64-bit random words on CPU
+            (False: `F.dropout`).
+        fused_lm_loss (`bool`, defaults to True): LM head + cross-entropy in chunks with the gradient computed in the
+            same pass (False: logits, then `F.cross_entropy`).
+        attention_recompute (`bool`, defaults to False): with `attn_implementation="gpt1_sdpa"`, the backward of the CPU
+            dropout attention recomputes the probabilities instead of keeping them (less memory, slower).
+        train_logits (`bool`, defaults to False): in training mode with labels, the LM head also returns the
+            (batch, seq, vocab) logits (True), or only the loss (False; pass `logits_to_keep` to get some).
     """
+
+    # transformers' Trainer hands only the logits to `compute_metrics` (not the separate losses or the cache)
+    keys_to_ignore_at_inference = ["cache", "past_key_values", "clf_loss", "lm_loss"]
 
     model_type = "gpt1"
     attribute_map = {
@@ -53,7 +70,7 @@ class GPT1Config(PreTrainedConfig):
     n_embd: int = 768
     n_layer: int = 12
     n_head: int = 12
-    n_inner: int | None = 3072
+    n_inner: int | None = None
     activation_function: str = "gelu_new"
     embd_pdrop: float | int = 0.1
     attn_pdrop: float | int = 0.1
@@ -70,6 +87,10 @@ class GPT1Config(PreTrainedConfig):
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
     tie_word_embeddings: bool = True
+    fast_dropout: bool = True
+    fused_lm_loss: bool = True
+    attention_recompute: bool = False
+    train_logits: bool = False
 
     def __post_init__(self, **kwargs):
         if self.n_inner is None:

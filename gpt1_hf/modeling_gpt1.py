@@ -1,8 +1,9 @@
 """GPT-1 in PyTorch for transformers 5 (Radford et al. 2018, "Improving Language Understanding by Generative
 Pre-Training").
 
-Hub-portable: imports only torch, transformers and `.configuration_gpt1`; `save_pretrained` copies this file next to the
-weights so that `AutoModel*.from_pretrained(repo, trust_remote_code=True)` works without `gpt1_hf` installed.
+Hub-portable: imports only torch, transformers and the relative modules `.configuration_gpt1` and `.kernels_gpt1`;
+`save_pretrained` copies all three next to the weights so that `AutoModel*.from_pretrained(repo, trust_remote_code=True)`
+works without `gpt1_hf` installed. The CPU training kernels live in `kernels_gpt1.py`; this file is the paper.
 
 Where the paper's equations live:
 
@@ -18,9 +19,7 @@ Where the paper's equations live:
          and normalises one score per choice with a softmax.
 """
 
-import math
-from collections.abc import Callable
-from contextlib import contextmanager
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -34,8 +33,10 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, ModelOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import can_return_tuple
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_gpt1 import GPT1Config
+from .kernels_gpt1 import GPT1_SDPA, GPT1Dropout, linear_cross_entropy
 
 # Every head is written into `config.auto_map` on save, so one folder serves all Auto classes with remote code.
 GPT1_AUTO_MAP = {
@@ -45,157 +46,16 @@ GPT1_AUTO_MAP = {
     "AutoModelForSequenceClassification": "modeling_gpt1.GPT1ForSequenceClassification",
     "AutoModelForMultipleChoice": "modeling_gpt1.GPT1ForMultipleChoice",
 }
+SPECIAL_TOKEN_IDS = ("start_token_id", "delimiter_token_id", "clf_token_id", "pad_token_id", "bos_token_id")
+
+
+def checking_values() -> bool:
+    """Value checks (Python branches on tensor data) run in eager mode only; torch.compile and torch.export skip them."""
+    return not (torch.compiler.is_compiling() or torch.compiler.is_exporting())
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Fast paths. Each one keeps its reference next to it and a switch here: tests/test_fast_paths.py checks every fast path
-# against its reference, and docs/benchmarks.md ("What each fast path buys") measures what switching it off costs.
-# ----------------------------------------------------------------------------------------------------------------------
-
-FAST_PATHS = {
-    # dropout masks from 16-bit slices of 64-bit random words on CPU, instead of bernoulli_ (one draw per element)
-    "fast_dropout": True,
-    # training on CPU with attention dropout: low-precision matmul/softmax attention (`dropout_attention_forward`)
-    # instead of SDPA, which has no fused CPU kernel with dropout and falls back to an fp32 math path
-    "dropout_attention": True,
-    # ... whose backward recomputes the (T x T) probabilities instead of keeping three (T x T) tensors per layer
-    "attention_recompute": True,
-    # LM head + cross-entropy in row chunks with the gradient computed in the same pass (`linear_cross_entropy`),
-    # instead of (rows x vocab) fp32 logits, log-probabilities and their gradient
-    "fused_lm_loss": True,
-    # GPT-1's tanh GELU as one kernel (F.gelu(approximate="tanh")) instead of the 8-op formula of `gelu_new`
-    "gelu_kernel": True,
-    # GPT1LMHeadModel in training mode with labels returns the loss and no (batch, seq, vocab) logits
-    "no_train_logits": True,
-}
-
-
-@contextmanager
-def fast_paths(**switches: bool):
-    """Switch fast paths on or off for a block, e.g. `with fast_paths(fused_lm_loss=False): ...` (tests, ablations)."""
-    unknown = set(switches) - set(FAST_PATHS)
-    if unknown:
-        raise ValueError(f"Unknown fast paths {sorted(unknown)}; known: {sorted(FAST_PATHS)}.")
-    saved = dict(FAST_PATHS)
-    FAST_PATHS.update(switches)
-    try:
-        yield
-    finally:
-        FAST_PATHS.clear()
-        FAST_PATHS.update(saved)
-
-
-@torch.compiler.disable  # eager even under torch.compile: inductor's own CPU random numbers are ~3x slower
-def dropout_keep_mask(shape, p: float, dtype: torch.dtype, device) -> torch.Tensor:
-    """Bernoulli(1 - p) keep mask of 0/1 values in `dtype`, P(drop) = round(p * 2^16) / 2^16.
-
-    CPU `bernoulli_` draws one Mersenne-Twister number per element (~5 ns each on the benchmark machine); here every
-    64-bit draw gives four uniform 16-bit integers, compared with a threshold (~1 ns per element).
-    """
-    if not FAST_PATHS["fast_dropout"]:
-        return torch.empty(shape, dtype=dtype, device=device).bernoulli_(1 - p)
-    numel = math.prod(shape)
-    words = torch.empty((numel + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)
-    uniform16 = words.view(torch.int16)[:numel].view(shape)  # uniform on [-2^15, 2^15)
-    keep = torch.empty(shape, dtype=dtype, device=device)  # the comparison writes 0/1 in `dtype` directly
-    return torch.ge(uniform16, round(p * 65536) - 32768, out=keep)
-
-
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """F.dropout, with `dropout_keep_mask` on CPU: x * mask / (1 - p)."""
-    if not training or p == 0:
-        return x
-    if not FAST_PATHS["fast_dropout"] or x.device.type != "cpu" or p >= 1:
-        return F.dropout(x, p, training=True)
-    return (x * dropout_keep_mask(x.shape, p, x.dtype, x.device)).mul_(1.0 / (1.0 - p))
-
-
-class GPT1Dropout(nn.Dropout):
-    """nn.Dropout computed by `dropout` (same module, same state dict; only the random-number path differs)."""
-
-    def forward(self, input):
-        return dropout(input, self.p, self.training)
-
-
-class _LinearCrossEntropy(torch.autograd.Function):
-    """mean_i CE(h_i W^T, t_i) (0 for no rows) without the (rows x vocab) logits of the whole batch; see
-    `linear_cross_entropy`."""
-
-    @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk_size: int, compute_dtype: torch.dtype):
-        want_dh, want_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        n = hidden.shape[0]
-        with torch.autocast(hidden.device.type, enabled=False):
-            h, w = hidden.to(compute_dtype), weight.to(compute_dtype)
-            total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-            dh = torch.empty_like(h) if want_dh else None
-            dw = None
-            for start in range(0, n, chunk_size):
-                h_c, t_c = h[start : start + chunk_size], targets[start : start + chunk_size]
-                # log-softmax in fp32, in place on one (chunk x vocab) buffer: x = logits - max; lse = max + log Σ e^x
-                x = (h_c @ w.T).to(torch.float32)
-                target_logit = x.gather(1, t_c[:, None])
-                row_max = x.amax(dim=-1, keepdim=True)
-                sum_exp = x.sub_(row_max).exp_().sum(dim=-1, keepdim=True)
-                lse = row_max + sum_exp.log()
-                total += (lse - target_logit).sum()
-                if not (want_dh or want_dw):
-                    continue
-                # d(sum of CE)/d(logits) = softmax - one_hot, in fp32, rounded to the matmul dtype (as autocast does)
-                target_grad = (target_logit - lse).exp() - 1
-                grad = x.div_(sum_exp).scatter_(1, t_c[:, None], target_grad).to(compute_dtype)
-                del x
-                if want_dh:
-                    torch.mm(grad, w, out=dh[start : start + chunk_size])
-                if start + chunk_size >= n:
-                    del w  # last chunk: free the weight copy before dW is allocated (lower peak memory)
-                if want_dw:
-                    dw_c = grad.T @ h_c
-                    del grad
-                    dw = dw_c.to(torch.float32) if dw is None else dw.add_(dw_c)
-                    del dw_c
-        ctx.grads = (dh, dw)
-        ctx.n = max(n, 1)  # no rows (no target token in the batch): a zero loss, not 0/0
-        ctx.hidden_dtype = hidden.dtype
-        return total / ctx.n
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_output):
-        if ctx.grads is None:
-            raise RuntimeError(
-                "linear_cross_entropy computes its gradient during the forward pass and gives it out once; backward "
-                "through it twice (retain_graph=True) needs `with fast_paths(fused_lm_loss=False)`."
-            )
-        dh, dw = ctx.grads
-        ctx.grads = None
-        scale = grad_output / ctx.n
-        if dh is not None:
-            dh = (dh * scale).to(ctx.hidden_dtype)
-        if dw is not None:
-            dw = dw.mul_(scale)  # in place: this is the only reference
-        return dh, dw, None, None, None
-
-
-def linear_cross_entropy(hidden, weight, targets, chunk_size: int = 1024):
-    """F.cross_entropy(F.linear(hidden, weight).float(), targets) for the LM head, in chunks of `chunk_size` rows
-    (0, not NaN, for no rows).
-
-    hidden: (rows, H); weight: (vocab, H); targets: (rows,). Matmuls run in the autocast dtype when autocast is on
-    (the dtype of `hidden` otherwise), log-softmax in fp32. The gradient of each chunk is computed right away and kept
-    as dh (rows x H) and dW (vocab x H, fp32), so neither the (rows x vocab) logits nor their fp32 log-probabilities
-    and gradient ever exist for the whole batch, and backward only scales them.
-    """
-    device_type = hidden.device.type
-    if torch.is_autocast_enabled(device_type):
-        compute_dtype = torch.get_autocast_dtype(device_type)
-    else:
-        compute_dtype = hidden.dtype
-    return _LinearCrossEntropy.apply(hidden, weight, targets, chunk_size, compute_dtype)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Attention
+# The transformer block
 # ----------------------------------------------------------------------------------------------------------------------
 
 
@@ -213,79 +73,13 @@ def eager_attention_forward(module, query, key, value, attention_mask, scaling=N
     return output, weights
 
 
-def eager_causal_mask(attention_mask: torch.Tensor | None, q_len: int, kv_len: int, device) -> torch.Tensor:
-    """Boolean (batch|1, 1, q_len, kv_len) mask: causal, and padding keys hidden. Used when attention weights are asked
-    for, since only the eager kernel returns them."""
-    q_pos = torch.arange(kv_len - q_len, kv_len, device=device)[:, None]
-    mask = (torch.arange(kv_len, device=device)[None, :] <= q_pos)[None, None]
-    if attention_mask is not None and attention_mask.dim() == 2:
-        mask = mask & attention_mask[:, None, None, -kv_len:].bool()
-    return mask
-
-
-class _DropoutAttention(torch.autograd.Function):
-    """(softmax(Q K^T s + mask) * keep) V / (1 - p), keeping only Q, K, V, the mask and the keep mask for backward.
-
-    Autograd would keep three (T x T) tensors per layer and head (the probabilities, the keep mask and the dropped
-    probabilities); here backward recomputes the probabilities instead (one Q K^T matmul and a softmax).
-    """
-
-    @staticmethod
-    def forward(ctx, query, key, value, mask, keep, scaling: float, p: float):
-        probs = torch.softmax(torch.matmul(query * scaling, key.transpose(-1, -2)) + mask, dim=-1)
-        output = torch.matmul(probs.mul_(keep), value).mul_(1.0 / (1.0 - p))
-        ctx.save_for_backward(query, key, value, mask, keep)
-        ctx.scaling, ctx.p = scaling, p
-        return output
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_output):
-        query, key, value, mask, keep = ctx.saved_tensors
-        grad_output = grad_output * (1.0 / (1.0 - ctx.p))
-        scaled_query = query * ctx.scaling
-        probs = torch.softmax(torch.matmul(scaled_query, key.transpose(-1, -2)) + mask, dim=-1)
-        grad_value = torch.matmul((probs * keep).transpose(-1, -2), grad_output)
-        grad_probs = torch.matmul(grad_output, value.transpose(-1, -2)).mul_(keep)
-        grad_scores = torch.ops.aten._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
-        grad_query = torch.matmul(grad_scores, key).mul_(ctx.scaling)
-        grad_key = torch.matmul(grad_scores.transpose(-1, -2), scaled_query)
-        return grad_query, grad_key, grad_value, None, None, None, None
-
-
-def dropout_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """softmax(Q K^T / sqrt(d) + mask) with dropout on the probabilities, then V: the CPU training path.
-
-    SDPA has no fused CPU kernel with dropout; its math fallback upcasts bf16 to fp32 and draws the mask with
-    bernoulli_. Here the matmuls and the softmax output stay in the input dtype (the softmax accumulates in fp32), the
-    mask comes from `dropout_keep_mask`, 1/(1-p) scales the (T x d) output instead of the (T x T) probabilities, and
-    `_DropoutAttention` recomputes the probabilities in backward instead of keeping them.
-    attention_mask: None (causal, no padding), boolean (True = attend) or additive, broadcastable to the scores.
-    """
-    q_len, kv_len = query.shape[-2], key.shape[-2]
-    # The mask is added, not filled in: the backward of an addition is free, and softmax's own backward already gives
-    # masked positions a zero gradient.
-    if attention_mask is None:
-        attention_mask = torch.ones(q_len, kv_len, dtype=torch.bool, device=query.device).tril(kv_len - q_len)
-    if attention_mask.dtype == torch.bool:
-        additive = torch.zeros(attention_mask.shape, dtype=query.dtype, device=query.device)
-        attention_mask = additive.masked_fill_(~attention_mask, torch.finfo(query.dtype).min)
-    attention_mask = attention_mask.to(query.dtype)
-    if dropout > 0:
-        keep = dropout_keep_mask((*query.shape[:-1], kv_len), dropout, query.dtype, query.device)
-        if FAST_PATHS["attention_recompute"]:
-            output = _DropoutAttention.apply(query, key, value, attention_mask, keep, scaling, dropout)
-        else:  # the same computation, differentiated by autograd (keeps probabilities, keep mask, dropped probs)
-            probs = torch.softmax(torch.matmul(query * scaling, key.transpose(-1, -2)) + attention_mask, dim=-1)
-            output = torch.matmul(probs * keep, value) * (1.0 / (1.0 - dropout))
-    else:
-        probs = torch.softmax(torch.matmul(query * scaling, key.transpose(-1, -2)) + attention_mask, dim=-1)
-        output = torch.matmul(probs, value)
-    return output.transpose(1, 2), None
-
-
 class GPT1Attention(nn.Module):
-    """Masked multi-head self-attention with one fused QKV projection (`c_attn`) and an output projection (`c_proj`)."""
+    """Masked multi-head self-attention with one fused QKV projection (`c_attn`) and an output projection (`c_proj`).
+
+    The kernel is transformers' attention interface entry named by `config._attn_implementation`: "gpt1_sdpa" (the
+    default: SDPA, with `kernels_gpt1.dropout_attention_forward` for CPU training with attention dropout), "sdpa",
+    "eager", flash when installed. `output_attentions` always uses the eager math, the only one returning weights.
+    """
 
     is_causal = True
 
@@ -299,7 +93,7 @@ class GPT1Attention(nn.Module):
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
         self.attn_dropout = config.attn_pdrop
-        self.resid_dropout = GPT1Dropout(config.resid_pdrop)
+        self.resid_dropout = GPT1Dropout(config.resid_pdrop, config)
 
     def forward(self, hidden_states, attention_mask=None, cache: Cache | None = None, output_attentions=False, **kwargs):
         batch, seq, _ = hidden_states.shape
@@ -307,19 +101,9 @@ class GPT1Attention(nn.Module):
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, seq, head_dim)
         if cache is not None:
             key, value = cache.update(key, value, self.layer_idx)
-
-        if output_attentions:
-            attention_interface = eager_attention_forward
-        elif (
-            self.training
-            and self.attn_dropout > 0
-            and query.device.type == "cpu"
-            and self.config._attn_implementation == "sdpa"
-            and FAST_PATHS["dropout_attention"]
-        ):
-            attention_interface = dropout_attention_forward
-        else:
-            attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+        attention_interface = eager_attention_forward
+        if not output_attentions:
+            attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
                 self.config._attn_implementation, eager_attention_forward
             )
         output, weights = attention_interface(
@@ -332,25 +116,21 @@ class GPT1Attention(nn.Module):
             scaling=self.scaling,
             **kwargs,
         )
-        output = output.reshape(batch, seq, -1)
-        return self.resid_dropout(self.c_proj(output)), weights
+        return self.resid_dropout(self.c_proj(output.reshape(batch, seq, -1))), weights
 
 
 class GPT1MLP(nn.Module):
-    """Position-wise feed-forward network: c_proj(GELU(c_fc(x)))."""
+    """Position-wise feed-forward network: c_proj(act(c_fc(x))), act = ACT2FN[config.activation_function]."""
 
     def __init__(self, config: GPT1Config):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, config.n_inner)
         self.act = ACT2FN[config.activation_function]
-        self.tanh_gelu = config.activation_function == "gelu_new"  # GPT-1's GELU: 0.5x(1 + tanh(√(2/π)(x + 0.044715x³)))
         self.c_proj = nn.Linear(config.n_inner, config.n_embd)
-        self.dropout = GPT1Dropout(config.resid_pdrop)
+        self.dropout = GPT1Dropout(config.resid_pdrop, config)
 
     def forward(self, x):
-        h = self.c_fc(x)
-        h = F.gelu(h, approximate="tanh") if self.tanh_gelu and FAST_PATHS["gelu_kernel"] else self.act(h)
-        return self.dropout(self.c_proj(h))
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
 
 
 class GPT1Block(GradientCheckpointingLayer):
@@ -385,7 +165,7 @@ class GPT1PreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = False
     _supports_attention_backend = True
-    _can_compile_fullgraph = False
+    _can_compile_fullgraph = True
 
     # The default `_init_weights` of transformers already does what the paper asks for every module here:
     # N(0, initializer_range) for every Linear and Embedding weight, zero biases, unit LayerNorm gains.
@@ -412,6 +192,28 @@ class GPT1PreTrainedModel(PreTrainedModel):
                 )
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
+    def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
+        # Unrequested, the default is "gpt1_sdpa" (SDPA + the CPU dropout-attention kernel), not plain "sdpa".
+        return super().get_correct_attn_implementation(requested_attention or GPT1_SDPA, is_init_check)
+
+    def resize_token_embeddings(self, new_num_tokens=None, *args, **kwargs):
+        """transformers' resize, plus a warning (and the id unset in the config) for every special token id that the
+        new vocabulary no longer holds, so that the config stays valid and `save_pretrained` keeps working."""
+        embeddings = super().resize_token_embeddings(new_num_tokens, *args, **kwargs)
+        vocab_size = self.config.vocab_size
+        lost = {name: getattr(self.config, name) for name in SPECIAL_TOKEN_IDS}
+        lost = {name: i for name, i in lost.items() if i is not None and i >= vocab_size}
+        if lost:
+            warnings.warn(
+                f"resize_token_embeddings({vocab_size}) drops the special token ids {lost}; they are set to None in the "
+                "config (the task heads need clf_token_id: keep the vocabulary above the special ids to use them).",
+                UserWarning,
+                stacklevel=2,
+            )
+            for name in lost:
+                setattr(self.config, name, None)
+        return embeddings
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         # Write every head into auto_map (transformers writes only the saved class's entry).
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **GPT1_AUTO_MAP}
@@ -425,7 +227,7 @@ class GPT1Model(GPT1PreTrainedModel):
         super().__init__(config)
         self.tokens_embed = nn.Embedding(config.vocab_size, config.n_embd)  # W_e
         self.positions_embed = nn.Embedding(config.n_positions, config.n_embd)  # W_p
-        self.drop = GPT1Dropout(config.embd_pdrop)
+        self.drop = GPT1Dropout(config.embd_pdrop, config)
         self.h = nn.ModuleList([GPT1Block(config, i) for i in range(config.n_layer)])
         self.gradient_checkpointing = False
         self.post_init()
@@ -438,8 +240,8 @@ class GPT1Model(GPT1PreTrainedModel):
 
     def check_inputs(self, input_ids, attention_mask, position_ids, batch: int, past_length: int, seq_length: int):
         """Bad input fails loudly here instead of becoming an index error deep inside an embedding (or a mask that
-        broadcasts silently)."""
-        if past_length + seq_length > self.config.n_positions:
+        broadcasts silently). Shape checks always run; value checks in eager mode only (`checking_values`)."""
+        if position_ids is None and past_length + seq_length > self.config.n_positions:
             raise ValueError(
                 f"Sequence length {past_length + seq_length} exceeds the model's n_positions={self.config.n_positions}"
                 " (GPT-1 has learned position embeddings for that many positions only). Truncate the input, e.g. "
@@ -452,8 +254,9 @@ class GPT1Model(GPT1PreTrainedModel):
                     f"attention_mask must have shape (batch, past + seq) = ({batch}, {past_length + seq_length}), got "
                     f"{tuple(attention_mask.shape)}."
                 )
-        if torch.compiler.is_compiling():
+        if not checking_values():
             return
+        # Packed rows (DataCollatorWithFlattening) may be longer than n_positions: their position ids are checked.
         if position_ids is not None and position_ids.numel() > 0:
             low, high = int(position_ids.min()), int(position_ids.max())
             if low < 0 or high >= self.config.n_positions:
@@ -469,6 +272,7 @@ class GPT1Model(GPT1PreTrainedModel):
                     "the tokenizer, call model.resize_token_embeddings(len(tokenizer))."
                 )
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,
@@ -480,13 +284,12 @@ class GPT1Model(GPT1PreTrainedModel):
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        past_key_values: Cache | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
-        """attention_mask: (batch, past + seq), 1 for real tokens. Without position_ids, each row's positions count its
-        real tokens (cumsum of the mask - 1), so a left-padded row gets the positions it would have alone.
-        return_dict=False returns a tuple (`can_return_tuple`)."""
-        cache = cache if cache is not None else past_key_values
+        """attention_mask: (batch, past + seq), 1 for real tokens; left out, pad tokens are masked, unless position_ids
+        are given (a packed row: one sequence per run of increasing position ids, as DataCollatorWithFlattening makes).
+        Without position_ids, each row's positions count its real tokens (cumsum of the mask - 1), so a left-padded row
+        gets the positions it would have alone. `past_key_values=` is the deprecated name of `cache=`."""
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
@@ -506,33 +309,28 @@ class GPT1Model(GPT1PreTrainedModel):
         batch, seq = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
         self.check_inputs(input_ids, attention_mask, position_ids, batch, past_length, seq)
 
-        if attention_mask is None and input_ids is not None and past_length == 0 and self.config.pad_token_id is not None:
+        no_mask_given = attention_mask is None and position_ids is None and past_length == 0
+        if no_mask_given and input_ids is not None and self.config.pad_token_id is not None:
             attention_mask = (input_ids != self.config.pad_token_id).long()  # pad tokens are never attended to
         if inputs_embeds is None:
             inputs_embeds = self.tokens_embed(input_ids)
-        if position_ids is None and isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2:
-            # the number of real tokens before each one (padding gets 0): left padding does not shift the positions
-            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seq:]
-        elif position_ids is None:
-            position_ids = torch.arange(past_length, past_length + seq, device=inputs_embeds.device)[None]
+        if position_ids is None:
+            position_ids = self.default_position_ids(attention_mask, past_length, seq, inputs_embeds.device)
         hidden_states = self.drop(inputs_embeds + self.positions_embed(position_ids))  # (2): h_0 = U W_e + W_p
-        if output_attentions:
-            mask = eager_causal_mask(attention_mask, seq, past_length + seq, inputs_embeds.device)
-        else:
-            mask = create_causal_mask(
-                config=self.config,
-                inputs_embeds=inputs_embeds,
-                attention_mask=attention_mask,
-                cache=cache,
-                position_ids=position_ids,
-            )
+        mask = create_causal_mask(
+            config=self.config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            # an empty dynamic cache adds nothing to the mask, and without one packed rows are recognised
+            cache=None if isinstance(cache, DynamicCache) and past_length == 0 else cache,
+            position_ids=position_ids,
+            allow_is_causal_skip=not output_attentions,  # the eager math needs the causal mask written out
+        )
 
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for block in self.h:
-            hidden_states, weights = block(
-                hidden_states, mask, cache=cache, output_attentions=output_attentions, **kwargs
-            )
+            hidden_states, weights = block(hidden_states, mask, cache=cache, output_attentions=output_attentions, **kwargs)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             if output_attentions:
@@ -545,71 +343,83 @@ class GPT1Model(GPT1PreTrainedModel):
             attentions=all_attentions,
         )
 
+    @staticmethod
+    def default_position_ids(attention_mask, past_length: int, seq: int, device) -> torch.Tensor:
+        """The number of real tokens before each one (padding gets 0): left padding does not shift the positions."""
+        if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2:
+            return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seq:]
+        return torch.arange(past_length, past_length + seq, device=device)[None]
+
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Losses and pooling shared by the heads
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def next_token_loss(hidden_states, lm_head: nn.Linear, input_ids, attention_mask=None, ignore_index=None):
+def next_token_loss(
+    hidden_states, lm_head: nn.Linear, labels=None, attention_mask=None, shift_labels=None, fused=True,
+    num_items_in_batch=None,
+):
     """L1 of the paper as a mean: next-token cross-entropy over every non-pad target token of the batch.
 
-    Position t predicts token t+1 and counts when both are real tokens (attention_mask == 1; with left padding, the
-    first real token is not predicted from a pad), special tokens included, as in the original code. Only those
-    positions go through the LM head, so the (tokens x vocab) logits of padding are never built. A batch without any
-    target (every row at most one token long) gives a zero loss that keeps the graph. hidden_states: (N, T, H);
-    input_ids, attention_mask: (N, T).
+    Position t predicts labels[t+1] (or shift_labels[t], targets already shifted, as transformers' Trainer passes them
+    under context parallelism); -100 is ignored, and so is a pair with a pad position (attention_mask == 0) on either
+    side, special tokens included, as in the original code. Only those positions go through the LM head, so the
+    (tokens x vocab) logits of padding are never built; `fused` uses `linear_cross_entropy` (no logits at all). A batch
+    without any target gives a zero loss that keeps the graph; `num_items_in_batch` (Trainer with gradient
+    accumulation) replaces the count of targets as the divisor. hidden_states: (N, T, H); labels, mask: (N, T).
     """
-    targets = input_ids[:, 1:]
-    if attention_mask is None:
-        keep = torch.ones_like(targets, dtype=torch.bool)
-    else:
-        keep = attention_mask[:, 1:].bool() & attention_mask[:, :-1].bool()
-    if ignore_index is not None:
-        keep = keep & (targets != ignore_index)
-    if torch.compiler.is_compiling():  # no boolean indexing (data-dependent shapes); the compiler fuses the loss
-        logits = lm_head(hidden_states[:, :-1]).float()
-        total = F.cross_entropy(logits.flatten(0, 1), targets.masked_fill(~keep, -100).flatten(), reduction="sum")
-        return total / keep.sum().clamp(min=1)
-    if FAST_PATHS["fused_lm_loss"] and type(lm_head) is nn.Linear and lm_head.bias is None:  # not PEFT-wrapped
-        return linear_cross_entropy(hidden_states[:, :-1][keep], lm_head.weight, targets[keep])
-    logits = lm_head(hidden_states[:, :-1][keep])
-    return F.cross_entropy(logits.float(), targets[keep], reduction="sum") / max(logits.shape[0], 1)
+    targets = shift_labels if shift_labels is not None else F.pad(labels[:, 1:], (0, 1), value=-100)
+    if attention_mask is not None:
+        real = attention_mask.bool()
+        keep = real if shift_labels is not None else real & F.pad(real[:, 1:], (0, 1), value=False)
+        targets = targets.masked_fill(~keep, -100)
+    keep = targets != -100
+    if not checking_values():  # no boolean indexing (data-dependent shapes); the compiler fuses the loss
+        total = F.cross_entropy(lm_head(hidden_states).float().flatten(0, 1), targets.flatten(), reduction="sum")
+        return total / (num_items_in_batch if num_items_in_batch is not None else keep.sum().clamp(min=1))
+    rows, row_targets = hidden_states[keep], targets[keep]
+    n = rows.shape[0]
+    if fused and type(lm_head) is nn.Linear and lm_head.bias is None:  # not PEFT-wrapped
+        loss = linear_cross_entropy(rows, lm_head.weight, row_targets)  # mean over the rows (0 for none)
+        return loss if num_items_in_batch is None else loss * (n / num_items_in_batch)
+    total = F.cross_entropy(lm_head(rows).float(), row_targets, reduction="sum")
+    return total / (num_items_in_batch if num_items_in_batch is not None else max(n, 1))
 
 
 def pool_at_extract_token(hidden_states, input_ids, attention_mask, clf_token_id, require_extract_token: bool):
     """h_l^m of eq. (3): the final hidden state at the extract token `_classify_` (its last occurrence).
 
     Rows without it fall back to their last non-pad token, unless `require_extract_token`; a row without any real token
-    is an error. hidden_states: (N, T, H); input_ids, attention_mask: (N, T). Returns (N, H).
+    is an error. Without input_ids (inputs_embeds given), every row pools at its last non-pad position. The value
+    checks run in eager mode only; traced, a bad row pools at position 0. hidden_states: (N, T, H); input_ids,
+    attention_mask: (N, T). Returns (N, H).
     """
-    n, t = input_ids.shape
-    positions = torch.arange(t, device=input_ids.device).expand(n, t)
-    if attention_mask is None:
-        last_real = torch.full((n,), t - 1, device=input_ids.device)
-    else:
-        has_real = attention_mask.bool().any(dim=1)
-        if not bool(has_real.all()):
+    n, t = hidden_states.shape[:2]
+    positions = torch.arange(t, device=hidden_states.device).expand(n, t)
+    real = torch.ones(n, t, dtype=torch.bool, device=hidden_states.device)
+    if attention_mask is not None:
+        real = attention_mask.bool()
+        has_real = real.any(dim=1)
+        if checking_values() and not bool(has_real.all()):
             rows = torch.nonzero(~has_real).flatten().tolist()
             raise ValueError(
                 f"Sequences {rows[:10]} (flattened batch x choice index) have no real token: their attention_mask is "
                 "all 0 (or they are all padding), so there is nothing to classify."
             )
-        last_real = (positions * attention_mask.bool()).amax(dim=1)
-    if clf_token_id is None:
-        if require_extract_token:
-            raise ValueError("config.clf_token_id is None; multiple choice needs an extract token to pool at.")
-        index = last_real
-    else:
+    index = (positions * real).amax(dim=1)  # the last real token
+    if clf_token_id is None and require_extract_token:
+        raise ValueError("config.clf_token_id is None; multiple choice needs an extract token to pool at.")
+    if input_ids is not None and clf_token_id is not None:
         is_extract = input_ids == clf_token_id
         has_extract = is_extract.any(dim=1)
-        if require_extract_token and not bool(has_extract.all()):
+        if require_extract_token and checking_values() and not bool(has_extract.all()):
             rows = torch.nonzero(~has_extract).flatten().tolist()
             raise ValueError(
                 f"Sequences {rows[:10]} (flattened batch x choice index) have no extract token id {clf_token_id} "
                 "(`_classify_`). End every choice with it, e.g. tokenizer(context, answer) adds it."
             )
-        index = torch.where(has_extract, (positions * is_extract).amax(dim=1), last_real)
+        index = torch.where(has_extract, (positions * is_extract).amax(dim=1), index)
     return hidden_states[torch.arange(n, device=hidden_states.device), index]
 
 
@@ -621,9 +431,10 @@ def class_index_loss(logits, labels, classes: str):
         raise ValueError(f"labels must have shape ({batch},), got {tuple(labels.shape)}.")
     if labels.is_floating_point() or labels.is_complex():
         raise ValueError(f"labels must be integer class indices for {classes}, got dtype {labels.dtype}.")
-    bad = labels[(labels < 0) | (labels >= num_classes)]
-    if bad.numel():
-        raise ValueError(f"Label {int(bad[0])} is out of range for {classes}.")
+    if checking_values():
+        bad = labels[(labels < 0) | (labels >= num_classes)]
+        if bad.numel():
+            raise ValueError(f"Label {int(bad[0])} is out of range for {classes}.")
     return F.cross_entropy(logits.float(), labels.long())
 
 
@@ -665,6 +476,7 @@ class GPT1LMHeadModel(GPT1PreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.post_init()
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,
@@ -678,21 +490,23 @@ class GPT1LMHeadModel(GPT1PreTrainedModel, GenerationMixin):
         output_attentions=None,
         output_hidden_states=None,
         logits_to_keep: int | torch.Tensor = 0,
-        past_key_values=None,
+        shift_labels=None,
+        num_items_in_batch=None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """labels: (batch, seq) token ids, shifted inside (labels = input_ids is fine); -100 marks ignored tokens.
+        shift_labels: the same, already shifted (position t predicts shift_labels[t]); used instead of labels.
 
-        In training mode with labels, only the loss is computed (logits=None): the loss projects just the target
-        positions (`next_token_loss`). Pass logits_to_keep > 0 to get the logits of the last positions as well.
-        return_dict=False returns a tuple (`can_return_tuple`).
+        In training mode with labels, only the loss is computed (logits=None, unless `config.train_logits`): the loss
+        projects just the target positions (`next_token_loss`). Pass logits_to_keep > 0 to get the logits of the last
+        positions as well. return_dict=False returns a tuple (`can_return_tuple`).
         """
         out = self.transformer(
             input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
-            cache=cache if cache is not None else past_key_values,
+            cache=cache,
             use_cache=use_cache,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
@@ -701,24 +515,24 @@ class GPT1LMHeadModel(GPT1PreTrainedModel, GenerationMixin):
         )
         hidden_states = out.last_hidden_state
         loss = None
-        if labels is not None:
-            seq = hidden_states.shape[1]
-            if labels.shape != hidden_states.shape[:2]:
-                raise ValueError(f"labels must have shape {tuple(hidden_states.shape[:2])}, got {tuple(labels.shape)}.")
-            if not torch.compiler.is_compiling():
-                bad = labels[(labels != -100) & ((labels < 0) | (labels >= self.config.vocab_size))]
-                if bad.numel():
-                    raise ValueError(
-                        f"Label {int(bad[0])} is out of range: labels must be -100 (ignored) or token ids in "
-                        f"[0, {self.config.vocab_size})."
-                    )
-            if attention_mask is None and input_ids is not None and self.config.pad_token_id is not None:
-                attention_mask = (input_ids != self.config.pad_token_id).long()
+        if labels is not None or shift_labels is not None:
+            targets = self.checked_lm_labels(shift_labels if shift_labels is not None else labels, hidden_states)
+            if attention_mask is None and input_ids is not None and position_ids is None:
+                if self.config.pad_token_id is not None:
+                    attention_mask = (input_ids != self.config.pad_token_id).long()
             elif isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2:
-                attention_mask = attention_mask[:, -seq:]  # with a cache the mask also covers the cached tokens
-            loss = next_token_loss(hidden_states, self.lm_head, labels.long(), attention_mask, ignore_index=-100)
+                attention_mask = attention_mask[:, -hidden_states.shape[1] :]  # with a cache it covers the past too
+            loss = next_token_loss(
+                hidden_states,
+                self.lm_head,
+                labels=targets if shift_labels is None else None,
+                attention_mask=attention_mask if attention_mask is None or attention_mask.dim() == 2 else None,
+                shift_labels=targets if shift_labels is not None else None,
+                fused=self.config.fused_lm_loss,
+                num_items_in_batch=num_items_in_batch,
+            )
         logits = None
-        skip_logits = self.training and loss is not None and FAST_PATHS["no_train_logits"]
+        skip_logits = self.training and loss is not None and not self.config.train_logits
         if not (skip_logits and isinstance(logits_to_keep, int) and logits_to_keep == 0):
             slice_ = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
             logits = self.lm_head(hidden_states[:, slice_])
@@ -726,57 +540,107 @@ class GPT1LMHeadModel(GPT1PreTrainedModel, GenerationMixin):
             loss=loss, logits=logits, cache=out.cache, hidden_states=out.hidden_states, attentions=out.attentions
         )
 
+    def checked_lm_labels(self, labels, hidden_states):
+        """(batch, seq) LM targets as int64: -100 or token ids in [0, vocab_size) (values checked in eager mode)."""
+        if labels.shape != hidden_states.shape[:2]:
+            raise ValueError(f"labels must have shape {tuple(hidden_states.shape[:2])}, got {tuple(labels.shape)}.")
+        if checking_values():
+            bad = labels[(labels != -100) & ((labels < 0) | (labels >= self.config.vocab_size))]
+            if bad.numel():
+                raise ValueError(
+                    f"Label {int(bad[0])} is out of range: labels must be -100 (ignored) or token ids in "
+                    f"[0, {self.config.vocab_size})."
+                )
+        return labels.long()
+
 
 class _GPT1TaskHead(GPT1PreTrainedModel):
     """Backbone + tied LM head (for the auxiliary objective) shared by the two task heads."""
 
     _tied_weights_keys = {"lm_head.weight": "transformer.tokens_embed.weight"}
+    # the loss is a mean over examples: transformers' Trainer scales it for gradient accumulation itself
+    accepts_loss_kwargs = False
 
     def __init__(self, config: GPT1Config):
         super().__init__(config)
         self.transformer = GPT1Model(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.clf_dropout = GPT1Dropout(config.clf_pdrop)
+        self.clf_dropout = GPT1Dropout(config.clf_pdrop, config)
 
-    def encode_flat(self, input_ids, attention_mask, output_attentions, output_hidden_states, **kwargs):
-        """Run the backbone on the (..., T) sequences flattened to (N, T); returns the output, the flat ids and the
-        flat (pad-inferred when not given) mask."""
-        if attention_mask is not None and attention_mask.shape != input_ids.shape:
+    def encode_flat(self, input_ids, inputs_embeds, attention_mask, position_ids, **kwargs):
+        """Run the backbone on the (..., T) sequences (input_ids, or inputs_embeds (..., T, H)) flattened to (N, T);
+        returns the output, the flat ids (None with inputs_embeds) and the flat (pad-inferred when not given) mask."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:-1]
+        if attention_mask is not None and attention_mask.shape != shape:
             raise ValueError(
-                f"attention_mask must have the shape of input_ids, {tuple(input_ids.shape)}, got "
-                f"{tuple(attention_mask.shape)}."
+                f"attention_mask must have the shape of input_ids, {tuple(shape)}, got {tuple(attention_mask.shape)}."
             )
-        seq = input_ids.shape[-1]
-        input_ids = input_ids.reshape(-1, seq)
-        if attention_mask is None and self.config.pad_token_id is not None:
+        seq = shape[-1]
+        if input_ids is not None:
+            input_ids = input_ids.reshape(-1, seq)
+        else:
+            inputs_embeds = inputs_embeds.reshape(-1, seq, inputs_embeds.shape[-1])
+        if attention_mask is None and input_ids is not None and self.config.pad_token_id is not None:
             attention_mask = (input_ids != self.config.pad_token_id).long()
         elif attention_mask is not None:
             attention_mask = attention_mask.reshape(-1, seq)
+        if position_ids is not None:
+            position_ids = position_ids.reshape(-1, position_ids.shape[-1])
+        kwargs.pop("num_items_in_batch", None)  # losses here are means over examples
         out = self.transformer(
             input_ids,
             attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
             use_cache=False,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
             return_dict=True,
             **kwargs,
         )
         return out, input_ids, attention_mask
 
-    def aux_lm_loss(self, hidden_states, input_ids, attention_mask, labels_given: bool):
-        """L1 on the task's own inputs, computed only when it contributes to the loss (λ > 0 and labels given)."""
-        if not labels_given or not self.config.aux_lm_weight:
+    def aux_lm_loss(self, hidden_states, input_ids, attention_mask, shift_labels=None):
+        """L1 on the task's own inputs (or on `shift_labels`, (..., seq) targets already shifted); None when it does not
+        contribute to the loss (λ = 0) or has no targets (inputs_embeds without shift_labels)."""
+        if not self.config.aux_lm_weight or (input_ids is None and shift_labels is None):
             return None
-        return next_token_loss(hidden_states, self.lm_head, input_ids, attention_mask)
+        if shift_labels is not None:
+            shift_labels = shift_labels.reshape(hidden_states.shape[:2]).long()
+        return next_token_loss(
+            hidden_states,
+            self.lm_head,
+            labels=input_ids,
+            attention_mask=attention_mask,
+            shift_labels=shift_labels,
+            fused=self.config.fused_lm_loss,
+        )
+
+    def outputs(self, output_class, logits, labels, clf_loss_fn, out, flat_ids, flat_mask, shift_labels):
+        """(5) L3 = L2 + λ·L1 when labels are given, and the head's output."""
+        loss = clf_loss = lm_loss = None
+        if labels is not None:
+            clf_loss = clf_loss_fn(logits, labels)
+            lm_loss = self.aux_lm_loss(out.last_hidden_state, flat_ids, flat_mask, shift_labels)
+            loss = add_aux_lm_loss(clf_loss, lm_loss, self.config.aux_lm_weight)
+        return output_class(
+            loss=loss,
+            logits=logits,
+            clf_loss=clf_loss,
+            lm_loss=lm_loss,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+        )
 
 
 class GPT1ForSequenceClassification(_GPT1TaskHead):
     """Eq. (3)-(5): a linear layer W_y on the extract token's final state, trained with L3 = L2 + λ·L1.
 
     input_ids: (batch, seq) for single texts and pairs, or (batch, 2, seq) for similarity tasks, whose two orderings
-    are encoded independently and whose pooled states are added before the head (paper §3.3).
-    Losses by `config.problem_type` (inferred like transformers): cross-entropy (single label), MSE (num_labels == 1,
-    e.g. STS-B) or BCE-with-logits (multi-label float targets of shape (batch, num_labels)).
+    are encoded independently and whose pooled states are added before the head (paper §3.3); or inputs_embeds of the
+    same shapes + (H,), pooled at the last non-pad position. Losses by `config.problem_type` (inferred like
+    transformers): cross-entropy (single label), MSE (num_labels == 1, e.g. STS-B) or BCE-with-logits (multi-label
+    float targets of shape (batch, num_labels)).
     """
 
     def __init__(self, config: GPT1Config):
@@ -793,35 +657,26 @@ class GPT1ForSequenceClassification(_GPT1TaskHead):
         labels=None,
         output_attentions=None,
         output_hidden_states=None,
+        position_ids=None,
+        inputs_embeds=None,
+        shift_labels=None,
         **kwargs,
     ) -> GPT1SequenceClassifierOutput:
-        if input_ids is None or input_ids.dim() not in (2, 3) or (input_ids.dim() == 3 and input_ids.shape[1] != 2):
+        shape = input_ids.shape if input_ids is not None else None if inputs_embeds is None else inputs_embeds.shape[:-1]
+        if shape is None or len(shape) not in (2, 3) or (len(shape) == 3 and shape[1] != 2):
             raise ValueError(
-                "input_ids must have shape (batch, seq), or (batch, 2, seq) for similarity tasks (both orderings); "
-                f"got {None if input_ids is None else tuple(input_ids.shape)}."
+                "input_ids must have shape (batch, seq), or (batch, 2, seq) for similarity tasks (both orderings) "
+                f"(inputs_embeds: the same + (hidden,)); got {None if shape is None else tuple(shape)}."
             )
-        batch = input_ids.shape[0]
         out, flat_ids, flat_mask = self.encode_flat(
-            input_ids, attention_mask, output_attentions, output_hidden_states, **kwargs
+            input_ids, inputs_embeds, attention_mask, position_ids,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, **kwargs,
         )
-        hidden_states = out.last_hidden_state
-        pooled = pool_at_extract_token(hidden_states, flat_ids, flat_mask, self.config.clf_token_id, False)
-        pooled = pooled.view(batch, -1, pooled.shape[-1]).sum(dim=1)  # similarity: h(a;b) + h(b;a)
+        pooled = pool_at_extract_token(out.last_hidden_state, flat_ids, flat_mask, self.config.clf_token_id, False)
+        pooled = pooled.view(shape[0], -1, pooled.shape[-1]).sum(dim=1)  # similarity: h(a;b) + h(b;a)
         logits = self.score(self.clf_dropout(pooled))
-
-        loss = clf_loss = lm_loss = None
-        if labels is not None:
-            clf_loss = self.classification_loss(logits, labels)
-            lm_loss = self.aux_lm_loss(hidden_states, flat_ids, flat_mask, labels_given=True)
-            loss = add_aux_lm_loss(clf_loss, lm_loss, self.config.aux_lm_weight)
-        return GPT1SequenceClassifierOutput(
-            loss=loss,
-            logits=logits,
-            clf_loss=clf_loss,
-            lm_loss=lm_loss,
-            hidden_states=out.hidden_states,
-            attentions=out.attentions,
-        )
+        return self.outputs(GPT1SequenceClassifierOutput, logits, labels, self.classification_loss, out, flat_ids,
+                            flat_mask, shift_labels)
 
     def classification_loss(self, logits, labels):
         """(4) L2, with the label checks that turn silent wrong results into errors."""
@@ -845,7 +700,7 @@ class GPT1ForSequenceClassification(_GPT1TaskHead):
             return class_index_loss(logits, labels, f"num_labels={self.num_labels}")
         if labels.shape != logits.shape:
             raise ValueError(f"Multi-label targets must have shape {tuple(logits.shape)}, got {tuple(labels.shape)}.")
-        if bool(((labels < 0) | (labels > 1)).any()):
+        if checking_values() and bool(((labels < 0) | (labels > 1)).any()):
             low, high = float(labels.min()), float(labels.max())
             raise ValueError(f"Multi-label targets must lie in [0, 1], got values from {low} to {high}.")
         return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
@@ -854,8 +709,9 @@ class GPT1ForSequenceClassification(_GPT1TaskHead):
 class GPT1ForMultipleChoice(_GPT1TaskHead):
     """Multiple choice (RACE, Story Cloze): one scalar per choice from its extract token, softmax over the choices.
 
-    input_ids: (batch, num_choices, seq); every choice must contain the extract token. As in the original code, the
-    classifier dropout mask is shared by the choices of one example.
+    input_ids: (batch, num_choices, seq); every choice must contain the extract token (checked in eager mode), or
+    inputs_embeds (batch, num_choices, seq, H), pooled at each choice's last non-pad position. As in the original code,
+    the classifier dropout mask is shared by the choices of one example.
     """
 
     def __init__(self, config: GPT1Config):
@@ -871,19 +727,23 @@ class GPT1ForMultipleChoice(_GPT1TaskHead):
         labels=None,
         output_attentions=None,
         output_hidden_states=None,
+        position_ids=None,
+        inputs_embeds=None,
+        shift_labels=None,
         **kwargs,
     ) -> GPT1MultipleChoiceModelOutput:
-        if input_ids is None or input_ids.dim() != 3:
+        shape = input_ids.shape if input_ids is not None else None if inputs_embeds is None else inputs_embeds.shape[:-1]
+        if shape is None or len(shape) != 3:
             raise ValueError(
-                "GPT1ForMultipleChoice takes input_ids of shape (batch, num_choices, seq), got "
-                f"{None if input_ids is None else tuple(input_ids.shape)}."
+                "GPT1ForMultipleChoice takes input_ids of shape (batch, num_choices, seq) (inputs_embeds: the same + "
+                f"(hidden,)), got {None if shape is None else tuple(shape)}."
             )
-        batch, num_choices, _ = input_ids.shape
+        batch, num_choices, _ = shape
         out, flat_ids, flat_mask = self.encode_flat(
-            input_ids, attention_mask, output_attentions, output_hidden_states, **kwargs
+            input_ids, inputs_embeds, attention_mask, position_ids,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, **kwargs,
         )
-        hidden_states = out.last_hidden_state
-        pooled = pool_at_extract_token(hidden_states, flat_ids, flat_mask, self.config.clf_token_id, True)
+        pooled = pool_at_extract_token(out.last_hidden_state, flat_ids, flat_mask, self.config.clf_token_id, True)
         pooled = pooled.view(batch, num_choices, -1)
         p = self.clf_dropout.p
         if self.training and p > 0:  # one dropout mask per example, shared across its choices
@@ -891,19 +751,11 @@ class GPT1ForMultipleChoice(_GPT1TaskHead):
             pooled = pooled * keep
         logits = self.score(pooled).squeeze(-1)  # (batch, num_choices)
 
-        loss = clf_loss = lm_loss = None
-        if labels is not None:
-            clf_loss = class_index_loss(logits, labels, f"{num_choices} choices")
-            lm_loss = self.aux_lm_loss(hidden_states, flat_ids, flat_mask, labels_given=True)
-            loss = add_aux_lm_loss(clf_loss, lm_loss, self.config.aux_lm_weight)
-        return GPT1MultipleChoiceModelOutput(
-            loss=loss,
-            logits=logits,
-            clf_loss=clf_loss,
-            lm_loss=lm_loss,
-            hidden_states=out.hidden_states,
-            attentions=out.attentions,
-        )
+        def choice_loss(logits, labels):
+            return class_index_loss(logits, labels, f"{num_choices} choices")
+
+        return self.outputs(GPT1MultipleChoiceModelOutput, logits, labels, choice_loss, out, flat_ids, flat_mask,
+                            shift_labels)
 
 
 # `save_pretrained` copies the code and records each class in auto_map (remote code) without a registration call.

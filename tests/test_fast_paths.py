@@ -1,8 +1,11 @@
-"""Every fast path of gpt1_hf.modeling_gpt1 against its eager reference (same loss and gradients within tolerance).
+"""Every fast path of gpt1_hf against its eager reference (same loss and gradients within tolerance).
 
-The fast paths and their switches are listed in `FAST_PATHS`; `fast_paths(...)` turns them off for the reference.
+The switches: `attn_implementation` ("gpt1_sdpa" vs "sdpa"), `activation_function` ("gelu_pytorch_tanh" vs
+"gelu_new") and the config fields `fast_dropout`, `fused_lm_loss`, `attention_recompute`, `train_logits`;
+`reference_paths(model)` turns every one of them to its reference.
 """
 
+import contextlib
 import math
 
 import pytest
@@ -10,21 +13,36 @@ import torch
 from torch.nn import functional as F
 
 from gpt1_hf import GPT1Config, GPT1ForMultipleChoice, GPT1ForSequenceClassification, GPT1LMHeadModel
-from gpt1_hf.modeling_gpt1 import (
-    FAST_PATHS,
+from gpt1_hf.kernels_gpt1 import (
     GPT1Dropout,
     dropout,
     dropout_attention_forward,
     dropout_keep_mask,
-    eager_attention_forward,
-    fast_paths,
     linear_cross_entropy,
-    next_token_loss,
 )
+from gpt1_hf.modeling_gpt1 import eager_attention_forward, next_token_loss
 from tests.conftest import tiny_config_kwargs
 
 START, DELIM, CLF, PAD = 100, 101, 102, 103
-ALL_OFF = {name: False for name in FAST_PATHS}
+CONFIG_SWITCHES_OFF = {"fast_dropout": False, "fused_lm_loss": False, "attention_recompute": False, "train_logits": True}
+
+
+@contextlib.contextmanager
+def reference_paths(model):
+    """Every fast path of `model` switched to its reference for the block: plain SDPA attention, F.dropout, logits +
+    F.cross_entropy, the LM logits in training (the activation is a config choice made at build time)."""
+    config = model.config
+    saved = {name: getattr(config, name) for name in CONFIG_SWITCHES_OFF}
+    saved_attn = config._attn_implementation
+    for name, value in CONFIG_SWITCHES_OFF.items():
+        setattr(config, name, value)
+    model.set_attn_implementation("sdpa")
+    try:
+        yield model
+    finally:
+        for name, value in saved.items():
+            setattr(config, name, value)
+        model.set_attn_implementation(saved_attn)
 NO_DROPOUT = dict(embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0, clf_pdrop=0.0)
 
 
@@ -51,8 +69,10 @@ def assert_same_training_step(model, batch, autocast, rtol, atol):
     """One loss + backward with every fast path on and with every fast path off (the eager reference)."""
     model.train()
     fast_loss, fast_grads = loss_and_grads(model, batch, autocast)
-    with fast_paths(**ALL_OFF):
+    with reference_paths(model):
+        assert model.config._attn_implementation == "sdpa"
         ref_loss, ref_grads = loss_and_grads(model, batch, autocast)
+    assert model.config._attn_implementation == "gpt1_sdpa"
     torch.testing.assert_close(fast_loss, ref_loss, rtol=rtol, atol=atol)
     assert fast_grads.keys() == ref_grads.keys()
     for name in ref_grads:
@@ -173,19 +193,20 @@ def test_dropout_attention_bf16_close_to_fp32_eager():
 
 
 def test_model_uses_dropout_attention_only_when_training_with_attention_dropout(monkeypatch):
-    import gpt1_hf.modeling_gpt1 as modeling
+    import gpt1_hf.kernels_gpt1 as kernels
 
     calls = []
-    original = modeling.dropout_attention_forward
-    monkeypatch.setattr(modeling, "dropout_attention_forward", lambda *a, **kw: calls.append(1) or original(*a, **kw))
+    original = kernels.dropout_attention_forward
+    monkeypatch.setattr(kernels, "dropout_attention_forward", lambda *a, **kw: calls.append(1) or original(*a, **kw))
     model = GPT1LMHeadModel(GPT1Config(**tiny_config_kwargs()))
+    assert model.config._attn_implementation == "gpt1_sdpa"  # the default, from transformers' AttentionInterface
     ids, mask = make_batch()
     model.eval()(ids, attention_mask=mask)
     assert not calls  # inference: SDPA
     model.train()(ids, attention_mask=mask, labels=ids)
     assert len(calls) == 2  # one per layer
-    with fast_paths(dropout_attention=False):
-        model(ids, attention_mask=mask, labels=ids)
+    model.set_attn_implementation("sdpa")  # the reference: SDPA's own dropout
+    model(ids, attention_mask=mask, labels=ids)
     assert len(calls) == 2
 
 
@@ -239,7 +260,7 @@ def test_linear_cross_entropy_backward_twice_raises():
     h = torch.randn(4, 8, requires_grad=True)
     loss = linear_cross_entropy(h, torch.randn(20, 8), torch.randint(0, 20, (4,)))
     loss.backward(retain_graph=True)
-    with pytest.raises(RuntimeError, match="fused_lm_loss=False"):
+    with pytest.raises(RuntimeError, match="fused_lm_loss = False"):
         loss.backward()
 
 
@@ -249,9 +270,8 @@ def test_next_token_loss_fused_equals_reference_with_padding_and_ignore_index():
     labels = ids.clone()
     labels[0, 3] = -100
     hidden = torch.randn(3, 12, 32, requires_grad=True)
-    fused = next_token_loss(hidden, lm.lm_head, labels, mask, ignore_index=-100)
-    with fast_paths(fused_lm_loss=False):
-        ref = next_token_loss(hidden, lm.lm_head, labels, mask, ignore_index=-100)
+    fused = next_token_loss(hidden, lm.lm_head, labels, mask, fused=True)
+    ref = next_token_loss(hidden, lm.lm_head, labels, mask, fused=False)
     torch.testing.assert_close(fused, ref, rtol=1e-6, atol=1e-6)
     for a, b in zip(torch.autograd.grad(fused, (hidden, lm.lm_head.weight)),
                     torch.autograd.grad(ref, (hidden, lm.lm_head.weight)), strict=True):
@@ -264,13 +284,14 @@ def test_next_token_loss_fused_equals_reference_with_padding_and_ignore_index():
 
 
 def test_gelu_kernel_equals_gelu_new_formula():
-    model = GPT1LMHeadModel(GPT1Config(**tiny_config_kwargs())).eval()
+    """`activation_function="gelu_pytorch_tanh"` (one kernel) is the paper's tanh GELU, "gelu_new" (the formula)."""
+    ref = GPT1LMHeadModel(GPT1Config(**tiny_config_kwargs())).eval()
+    fast = GPT1LMHeadModel(GPT1Config(**tiny_config_kwargs(activation_function="gelu_pytorch_tanh"))).eval()
+    fast.load_state_dict(ref.state_dict())
     x = torch.randn(4, 7, 32) * 3
-    mlp = model.transformer.h[0].mlp
-    fast = mlp(x)
-    with fast_paths(gelu_kernel=False):
-        ref = mlp(x)
-    torch.testing.assert_close(fast, ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(fast.transformer.h[0].mlp(x), ref.transformer.h[0].mlp(x), rtol=1e-6, atol=1e-6)
+    ids = torch.randint(0, 100, (2, 9))
+    torch.testing.assert_close(fast(ids).logits, ref(ids).logits, rtol=1e-5, atol=1e-5)
 
 
 def test_training_with_labels_returns_no_logits_unless_asked():
@@ -280,8 +301,9 @@ def test_training_with_labels_returns_no_logits_unless_asked():
     assert out.logits is None and out.loss is not None
     assert model(ids, labels=ids, logits_to_keep=1).logits.shape == (2, 1, 104)
     assert model(ids).logits.shape == (2, 8, 104)  # no labels: logits
-    with fast_paths(no_train_logits=False):
-        assert model(ids, labels=ids).logits.shape == (2, 8, 104)
+    model.config.train_logits = True
+    assert model(ids, labels=ids).logits.shape == (2, 8, 104)
+    model.config.train_logits = False
     model.eval()
     out = model(ids, labels=ids)
     assert out.logits.shape == (2, 8, 104)
@@ -341,21 +363,28 @@ def test_attention_dropout_path_matches_reference_with_attention_dropout_only():
         torch.testing.assert_close(grads_c[name], grads_a[name], rtol=1e-5, atol=1e-6)
     model.gradient_checkpointing_disable()
     fast = torch.stack([loss_and_grads(model, batch)[0] for _ in range(30)]).mean()
-    with fast_paths(**ALL_OFF):
+    with reference_paths(model):
         ref = torch.stack([loss_and_grads(model, batch)[0] for _ in range(30)]).mean()
     model.eval()
     no_dropout = model(**batch).loss.detach()
     assert abs(fast - ref) < 0.05 and abs(fast - no_dropout) < 0.1
 
 
-def test_fast_paths_switch_rejects_unknown_names_and_restores():
-    before = dict(FAST_PATHS)
-    with pytest.raises(ValueError, match="Unknown fast paths"):
-        with fast_paths(nope=False):
-            pass
-    with fast_paths(fused_lm_loss=False):
-        assert FAST_PATHS["fused_lm_loss"] is False
-    assert FAST_PATHS == before
+def test_fast_path_switches_are_config_fields_read_at_call_time():
+    config = GPT1Config(**tiny_config_kwargs())
+    assert (config.fast_dropout, config.fused_lm_loss, config.attention_recompute, config.train_logits) == (
+        True, True, False, False)
+    model = GPT1LMHeadModel(config).train()
+    assert all(m.config is config for m in model.modules() if isinstance(m, GPT1Dropout))
+    x = torch.randn(1000)
+    torch.manual_seed(2)
+    fast = model.transformer.drop(x)
+    config.fast_dropout = False
+    torch.manual_seed(2)
+    reference = model.transformer.drop(x)
+    torch.manual_seed(2)
+    assert torch.equal(reference, F.dropout(x, 0.1, training=True))  # the reference is F.dropout
+    assert not torch.equal(fast, reference)
 
 
 @pytest.mark.slow
@@ -389,11 +418,26 @@ def test_attention_recompute_equals_autograd(dtype):
     results = []
     for recompute in (True, False):
         torch.manual_seed(5)
-        with fast_paths(attention_recompute=recompute):
-            out, _ = dropout_attention_forward(_Module(), q, k, v, mask, scaling=8**-0.5, dropout=0.2)
+        out, _ = dropout_attention_forward(_Module(), q, k, v, mask, scaling=8**-0.5, dropout=0.2, recompute=recompute)
         results.append((out, torch.autograd.grad(out, (q, k, v), g)))
     (out, grads), (ref, ref_grads) = results
     tol = 1e-6 if dtype == torch.float32 else 1e-2
     torch.testing.assert_close(out, ref, rtol=tol, atol=tol)
     for a, b in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+def test_attention_recompute_switch_in_the_model_same_loss_and_gradients():
+    """`config.attention_recompute` (off by default) changes only what backward keeps, not the result."""
+    cfg = GPT1Config(**tiny_config_kwargs(embd_pdrop=0.0, resid_pdrop=0.0, clf_pdrop=0.0, attn_pdrop=0.2))
+    model = GPT1LMHeadModel(cfg).train()
+    batch = _lm_batch()
+    results = []
+    for recompute in (True, False):
+        model.config.attention_recompute = recompute
+        torch.manual_seed(4)
+        results.append(loss_and_grads(model, batch))
+    (loss, grads), (ref, ref_grads) = results
+    torch.testing.assert_close(loss, ref, rtol=1e-6, atol=1e-6)
+    for name in ref_grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-5, atol=1e-6)

@@ -213,9 +213,10 @@ def test_kv_cache_matches_full_forward():
     out = model(ids[:, :7], use_cache=True)
     step = model(ids[:, 7:], cache=out.cache, use_cache=True)
     torch.testing.assert_close(step.logits, full[:, 7:], rtol=1e-5, atol=1e-5)
-    # the deprecated name keeps working
+    # the deprecated name keeps working, with transformers' deprecation warning
     out = model(ids[:, :7], use_cache=True)
-    step = model(ids[:, 7:], past_key_values=out.cache)
+    with pytest.warns(FutureWarning, match="past_key_values"):
+        step = model(ids[:, 7:], past_key_values=out.cache)
     torch.testing.assert_close(step.logits, full[:, 7:], rtol=1e-5, atol=1e-5)
 
 
@@ -347,15 +348,12 @@ def test_classifier_left_padding_equals_right_padding():
 
 @pytest.mark.parametrize("fused", [True, False])
 def test_lm_loss_same_for_left_and_right_padding(fused):
-    from gpt1_hf.modeling_gpt1 import fast_paths
-
     # a large init spread: the per-token losses differ clearly from log(vocab), so one extra target shows
-    model = GPT1LMHeadModel(GPT1Config(**tiny_config_kwargs(initializer_range=0.5))).eval()
+    model = GPT1LMHeadModel(GPT1Config(**tiny_config_kwargs(initializer_range=0.5, fused_lm_loss=fused))).eval()
     right, right_mask = make_batch()
     left, left_mask = left_pad(right, right_mask)
-    with fast_paths(fused_lm_loss=fused):
-        r = model(right, attention_mask=right_mask, labels=right).loss
-        l_ = model(left, attention_mask=left_mask, labels=left).loss
+    r = model(right, attention_mask=right_mask, labels=right).loss
+    l_ = model(left, attention_mask=left_mask, labels=left).loss
     torch.testing.assert_close(l_, r, rtol=1e-5, atol=1e-5)
     # the first real token of a left-padded row is not a target: it would be predicted from a pad
     expected = _aux_lm_by_hand(model(right, attention_mask=right_mask).logits, right, right_mask)
@@ -364,11 +362,9 @@ def test_lm_loss_same_for_left_and_right_padding(fused):
 
 @pytest.mark.parametrize("fused", [True, False])
 def test_batch_without_targets_gives_zero_loss_with_a_graph(fused):
-    from gpt1_hf.modeling_gpt1 import fast_paths
-
-    lm = GPT1LMHeadModel(GPT1Config(**tiny_config_kwargs())).train()
-    clf = GPT1ForSequenceClassification(GPT1Config(**tiny_config_kwargs(num_labels=2))).train()
-    with fast_paths(fused_lm_loss=fused):
+    lm = GPT1LMHeadModel(GPT1Config(**tiny_config_kwargs(fused_lm_loss=fused))).train()
+    clf = GPT1ForSequenceClassification(GPT1Config(**tiny_config_kwargs(num_labels=2, fused_lm_loss=fused))).train()
+    if True:
         loss = lm(torch.randint(0, 100, (2, 1)), labels=torch.randint(0, 100, (2, 1))).loss
         assert loss.item() == 0 and loss.requires_grad
         loss.backward()

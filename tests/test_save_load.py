@@ -81,6 +81,7 @@ def test_auto_map_lists_every_head(tmp_path):
     assert set(auto_map) >= {"AutoConfig", "AutoModel", "AutoModelForCausalLM",
                              "AutoModelForSequenceClassification", "AutoModelForMultipleChoice"}
     assert (tmp_path / "modeling_gpt1.py").exists() and (tmp_path / "configuration_gpt1.py").exists()
+    assert (tmp_path / "kernels_gpt1.py").exists()  # a relative import of modeling_gpt1.py, copied with it
 
 
 REMOTE_SCRIPT = textwrap.dedent(
