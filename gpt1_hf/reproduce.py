@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import platform
+import re
 import statistics
 import sys
 import threading
@@ -670,25 +671,32 @@ def _mean(vals):
 
 def _names(tasks) -> str:
     """"CoLA, MRPC and RTE"."""
-    names = [TASK_NAMES.get(t, t) for t in tasks]
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return _and_join([TASK_NAMES.get(t, t) for t in tasks])
 
 
 def _source_task(task: str) -> str:
     return {"mnli_mm": "mnli", "mnli_avg": "mnli", "race_middle": "race", "race_high": "race"}.get(task, task)
 
 
-def _table(rows: list[tuple[str, str]], results, variant: str, paper: dict[str, float]) -> list[str]:
+def _table(rows: list[tuple[str, str]], results, variant: str, paper: dict[str, float]) -> dict[str, Any]:
     """A paper-style table: one column per task, rows 'paper' and 'ours'."""
-    head = "| | " + " | ".join(label for _, label in rows) + " |"
-    lines = [head, "|---|" + "---:|" * len(rows)]
-    lines.append("| paper (GPT-1, 117M) | " + " | ".join(
-        f"{paper[t]:.1f}" if t in paper else "–" for t, _ in rows) + " |")
-    cells = []
-    for t, _ in rows:
-        cells.append(_fmt(_scores(results.get(variant, {}).get(_source_task(t), []), t)))
-    lines.append("| ours (this study) | " + " | ".join(cells) + " |")
-    return lines
+    ours = [_fmt(_scores(results.get(variant, {}).get(_source_task(t), []), t)) for t, _ in rows]
+    return {"header": ["", *(label for _, label in rows)],
+            "rows": [["paper (GPT-1, 117M)", *(f"{paper[t]:.1f}" if t in paper else "–" for t, _ in rows)],
+                     ["ours (this study)", *ours]]}
+
+
+def _md_table(table: dict[str, Any] | None) -> str:
+    """A table of the report data as markdown: first column left-aligned (right with ``numeric_first``), the rest
+    right-aligned; an empty cell is written ``| |``."""
+    if not table:
+        return ""
+
+    def line(cells):
+        return "|" + "|".join(f" {c} " if c != "" else " " for c in cells) + "|"
+
+    rule = "|" + ("---:|" if table.get("numeric_first") else "---|") + "---:|" * (len(table["header"]) - 1)
+    return "\n".join([line(table["header"]), rule, *(line(r) for r in table["rows"])])
 
 
 def _plot_layer_transfer(out: Path, cfg: StudyConfig, results, path: Path) -> list[dict] | None:
@@ -890,298 +898,361 @@ def _repo_docs() -> Path:
     return Path(__file__).resolve().parent.parent / "docs"
 
 
-def write_report(cfg: StudyConfig, out: Path) -> Path:
-    """Write the results report from what ``out`` holds (any subset of stages: missing cells show "–")."""
+#: The columns of Tables 2-4, in the paper's order: (task or derived score, label). GLUE: the paper's score needs the
+#: test server; ours is never computed, so its cell is always "–".
+PAPER_TABLE_COLUMNS = {
+    "table2": [("mnli", "MNLI-m"), ("mnli_mm", "MNLI-mm"), ("snli", "SNLI"), ("scitail", "SciTail"),
+               ("qnli", "QNLI"), ("rte", "RTE")],
+    "table3": [("story_cloze", "Story Cloze"), ("race_middle", "RACE-m"), ("race_high", "RACE-h"), ("race", "RACE")],
+    "table4": [("cola", "CoLA (mc)"), ("sst2", "SST2 (acc)"), ("mrpc", "MRPC (F1)"), ("stsb", "STSB (pc)"),
+               ("qqp", "QQP (F1)"), ("glue", "GLUE")],
+}
+#: Table 5's columns (MNLI: mean of matched and mismatched) and its rows of ours.
+TABLE5_COLUMNS = [("cola", "CoLA"), ("sst2", "SST2"), ("mrpc", "MRPC"), ("stsb", "STSB"), ("qqp", "QQP"),
+                  ("mnli_avg", "MNLI"), ("qnli", "QNLI"), ("rte", "RTE")]
+TABLE5_ROWS = [("full", "Transformer w/ aux LM (full)"), ("no_pretrain", "Transformer w/o pre-training"),
+               ("no_aux", "Transformer w/o aux LM")]
+#: The GPU line of the full-scale estimate: one H100's dense bf16 peak and an assumed (not measured) MFU.
+H100_BF16_FLOPS = 989e12
+ASSUMED_MFU = 0.4
+#: The report's template (`render_report`), shipped as package data.
+REPORT_TEMPLATE = "templates/results.md"
+
+
+def _and_join(items: list[str]) -> str:
+    """"a, b and c"."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _pretrain_data(cfg: StudyConfig, pre: dict | None, plan: dict | None) -> dict[str, Any] | None:
+    """The pretraining run's numbers (``pretrain/results.json``, ``pretrain_plan.json``), tokens per minute included."""
+    if not pre:
+        return None
+    m, params, minutes = pre["model"], pre["num_parameters"] / 1e6, pre["train_time_s"] / 60
+    return {"params_millions": params, "n_layer": m["n_layer"], "n_embd": m["n_embd"], "n_head": m["n_head"],
+            "n_positions": m["n_positions"], "vocab_size": pre["tokenizer"]["vocab_size"],
+            "documents": pre["corpus"]["documents"], "corpus_tokens_millions": pre["corpus"]["tokens"] / 1e6,
+            "heldout_tokens": pre["corpus"]["heldout_tokens"], "global_step": pre["global_step"],
+            "tokens_per_update": pre["batch"]["tokens_per_update"], "tokens_seen": pre["tokens_seen"],
+            "tokens_seen_millions": pre["tokens_seen"] / 1e6, "train_minutes": minutes,
+            "tokens_per_s": pre["train_tokens_per_s"],
+            "tokens_per_minute": pre["tokens_seen"] / minutes if minutes > 0 else None,
+            "times_smaller": 117 / params, "times_fewer_tokens": 25e9 / max(pre["tokens_seen"], 1),
+            "budget_minutes": cfg.budget_minutes, "planned_tokens_per_s": (plan or {}).get("measured_tokens_per_s"),
+            "initial_perplexity": pre["initial_heldout"]["perplexity"],
+            "final_perplexity": pre["final_heldout"]["perplexity"]}
+
+
+def _finetune_data(cfg: StudyConfig, results) -> dict[str, Any] | None:
+    """The fine-tuning recipe, and the seeds of the tasks that ran several (read from the runs, not the config: an
+    older folder may differ)."""
+    if not results.get("full"):
+        return None
+    seeds_of = {t: len({r["seed"] for r in rs}) for t, rs in results["full"].items()}
+    multi = [t for t in dict.fromkeys([*cfg.small_tasks, *seeds_of]) if seeds_of.get(t, 0) > 1]
+    return {"epochs": cfg.num_train_epochs, "learning_rate": cfg.learning_rate,
+            "precision": _precision_words(cfg.mixed_precision), "max_train_examples": cfg.max_train_examples or "all",
+            "mc_max_train_examples": cfg.mc_max_train_examples or "all", "max_length": cfg.max_length,
+            "mc_max_length": cfg.mc_max_length, "max_eval_examples": cfg.max_eval_examples or "all",
+            "multi_seed": {t: seeds_of[t] for t in multi}}
+
+
+def _table5(results) -> tuple[dict[str, Any], dict[str, dict[str, float | None]]]:
+    """Table 5 (the paper's rows and ours, the LSTM row the paper's only) and our mean per variant and column."""
+    rows, means = [], {}
+    for variant, label in TABLE5_ROWS:
+        p = PAPER["table5"][variant]
+        rows.append([f"paper: {label}", f"{p['avg']:.1f}", *(f"{p[_source_task(t)]:.1f}" for t, _ in TABLE5_COLUMNS)])
+        vals = {t: _scores(results.get(variant, {}).get(_source_task(t), []), t) for t, _ in TABLE5_COLUMNS}
+        means[variant] = {t: _mean(v) for t, v in vals.items()}
+        known = [v for v in means[variant].values() if v is not None]
+        avg = f"{statistics.mean(known):.1f}" if len(known) == len(TABLE5_COLUMNS) else "–"
+        rows.append([f"**ours: {label}**", avg, *(_fmt(vals[t]) for t, _ in TABLE5_COLUMNS)])
+    p = PAPER["table5"]["lstm"]
+    rows.append(["paper: LSTM w/ aux LM", f"{p['avg']:.1f}", *(f"{p[_source_task(t)]:.1f}" for t, _ in TABLE5_COLUMNS)])
+    return {"header": ["method", "Avg", *(label for _, label in TABLE5_COLUMNS)], "rows": rows}, means
+
+
+def _ablation_verdicts(means) -> tuple[dict | None, dict | None]:
+    """Does pretraining help, does the aux LM loss help: the columns each wins, of those both variants have."""
+    label = dict(TABLE5_COLUMNS)
+    full, scratch, no_aux = (means.get(v, {}) for v in ("full", "no_pretrain", "no_aux"))
+    compared = [t for t, _ in TABLE5_COLUMNS if full.get(t) is not None and scratch.get(t) is not None]
+    if not compared:
+        return None, None
+    helps = {"compared": len(compared), "winners": [label[t] for t in compared if full[t] > scratch[t]],
+             "losers": [label[t] for t in compared if not full[t] > scratch[t]]}
+    both = [t for t in compared if no_aux.get(t) is not None]
+    aux = {"compared": len(both), "winners": [label[t] for t in both if full[t] > no_aux[t]]} if both else None
+    return helps, aux
+
+
+def _layer_transfer_table(task: str | None, lt: list[dict] | None) -> dict[str, Any] | None:
+    if not lt:
+        return None
+    rows = [[f"{task} dev", *(f"{p['value']:.1f}" for p in lt)]]
+    if any(p.get("mismatched") is not None for p in lt):
+        rows.append(["mnli mismatched", *("–" if p.get("mismatched") is None else f"{p['mismatched']:.1f}"
+                                          for p in lt)])
+    return {"header": ["layers transferred", *(str(p["layers"]) for p in lt)], "rows": rows}
+
+
+def _zero_shot_table(zsc: list[dict] | None, given: str | None) -> dict[str, Any] | None:
+    if not zsc:
+        return None
+    tasks = [k for k in zsc[0] if k != "step"]
+    rows = []
+    for row in zsc:
+        if row["step"] == GIVEN:
+            label = f"given model (`{given}`)" if given else "given model"
+        else:
+            label = f"{row['step']:,}"
+        rows.append([label, *(f"{row[t]:.1f}" for t in tasks)])
+    return {"header": ["pretraining updates", *tasks], "rows": rows, "numeric_first": True}
+
+
+def _lora_table(cfg: StudyConfig, results) -> dict[str, Any] | None:
+    """LoRA against full fine-tuning of the same task and seed."""
+    lora = results.get("lora", {}).get(cfg.lora_task or "", [])
+    full = [r for r in results.get("full", {}).get(cfg.lora_task or "", []) if r["seed"] == cfg.seed]
+    if not (lora and full):
+        return None
+    lo, fr = lora[0], full[0]
+    metric = lo["primary_metric"]
+    info = lo["model"].get("lora") or {}
+    tp, tot = info.get("trainable_parameters"), info.get("total_parameters")
+    share = f" ({100 * tp / tot:.1f}%)" if tp and tot else ""
+    return {"header": ["method", "trainable parameters", "lr", f"{cfg.lora_task} {metric}", "train time",
+                       "wall time"],
+            "rows": [["full fine-tuning", f"{fr['model']['num_parameters']:,} (100%)",
+                      f"{fr['config']['learning_rate']:g}", f"{100 * fr['metrics'][metric]:.1f}",
+                      f"{fr['train_time_s']:.0f} s", f"{fr['wall_time_s']:.0f} s"],
+                     [f"LoRA r={info.get('r')}, α={info.get('alpha')} (c_attn, c_proj, c_fc; `score` + special-token "
+                      "rows trained in full)", f"{tp:,}{share}", f"{lo['config']['learning_rate']:g}",
+                      f"{100 * lo['metrics'][metric]:.1f}", f"{lo['train_time_s']:.0f} s",
+                      f"{lo['wall_time_s']:.0f} s"]]}
+
+
+def _budget_data(cfg: StudyConfig, results, log: dict) -> dict[str, Any]:
+    """Fine-tuning runs and their time, wall time per stage summed over sittings, the machine of the last one."""
+    run_times = [r.get("wall_time_s") or 0 for by_task in results.values() for rs in by_task.values() for r in rs]
+    stage_s: dict[str, float] = {}
+    for s in log["sessions"]:
+        for k, v in s.get("stages", {}).items():
+            stage_s[k] = stage_s.get(k, 0.0) + v
+    return {"runs": sum(len(rs) for by in results.values() for rs in by.values()), "run_minutes": sum(run_times) / 60,
+            "jobs": cfg.jobs, "stage_minutes": {k: v / 60 for k, v in stage_s.items()},
+            "total_minutes": sum(stage_s.values()) / 60,
+            "machine": log["sessions"][-1]["machine"] if log["sessions"] else machine_info()}
+
+
+def _estimate_data(est: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The full-scale estimate (`_full_scale`) with its times on this CPU and on one H100, and its table."""
+    if not est:
+        return None
+    measured, total = est["measured"], est["total_tokens"]
+    tps = measured["tokens_per_s"]
+    race = sum(r["tokens"] for r in est["rows"] if r["task"] == "race")
+    rows = [[r["task"], f"{r['train_examples']:,}", f"{r['mean_tokens']:.0f}", str(r["runs"]),
+             f"{r['tokens'] / 1e6:,.1f}M"] for r in est["rows"]]
+    rows.append(["**total**", "", "", "", f"**{total / 1e6:,.0f}M**"])
+    return {"sample": est["sample"], "epochs": est["epochs"], "runs": est["runs"], "multi_seed": est["multi_seed"],
+            "ablations": est["ablations"], "layer_transfer_task": est["layer_transfer_task"],
+            "n_layer": est["n_layer"], "lora_task": est["lora_task"],
+            "precision": _precision_words(measured.get("mixed_precision", "bf16")), "batch": measured["batch"],
+            "n_ctx": measured["n_ctx"], "tokens_per_s": tps, "total_tokens": total,
+            "cpu_hours": total / tps / 3600, "cpu_days": total / tps / 86400,
+            "h100_hours": total * 6 * 117e6 / (ASSUMED_MFU * H100_BF16_FLOPS) / 3600,
+            "h100_tflops": H100_BF16_FLOPS / 1e12, "mfu_percent": 100 * ASSUMED_MFU, "race_percent": 100 * race / total,
+            "table": {"header": ["task", "training examples", "mean tokens read per example", "runs",
+                                 "tokens trained on"], "rows": rows}}
+
+
+def report_data(cfg: StudyConfig, out: Path, target: Path) -> dict[str, Any]:
+    """Everything the report shows, as plain data: numbers, table cells, figure paths (relative to `target`, next to
+    which the figures are drawn), machine, the full-scale estimate, and every run's metrics."""
     cfg = cfg.resolved()
     results = _collect(out)
     log = _read_json(out / "study_log.json") or {"sessions": []}
-    pre = _read_json(out / "pretrain" / "results.json")
-    plan = _read_json(out / "pretrain_plan.json")
     zs = _read_json(out / "zero_shot.json")
-    docs = Path(cfg.docs_dir) if cfg.docs_dir else _repo_docs()
-    target = docs / "results.md" if cfg.write_docs else out / "report" / "results.md"
-    img_dir = target.parent / "img"
-    lt_png, zs_png = img_dir / "results_layer_transfer.png", img_dir / "results_zero_shot.png"
+    img = target.parent / "img"
+    lt_png, zs_png = img / "results_layer_transfer.png", img / "results_zero_shot.png"
     lt = _plot_layer_transfer(out, cfg, results, lt_png)
     zsc, zs_plotted = _plot_zero_shot(zs, zs_png)
     given = (zs or {}).get("given_model") or cfg.model_name_or_path
-    commands = [s.get("command") for s in log["sessions"] if s.get("command")]
-    machine = (log["sessions"][-1]["machine"] if log["sessions"] else machine_info())
-    run_times = [r.get("wall_time_s") or 0 for by_task in results.values() for rs in by_task.values() for r in rs]
-    stage_times: dict[str, float] = {}
-    for s in log["sessions"]:
-        for k, v in s.get("stages", {}).items():
-            stage_times[k] = stage_times.get(k, 0.0) + v
+    table5, means = _table5(results)
+    helps, aux = _ablation_verdicts(means)
+    tables = {name: _table(cols, results, "full", PAPER[name]) for name, cols in PAPER_TABLE_COLUMNS.items()}
+    tables.update(table5=table5, layer_transfer=_layer_transfer_table(cfg.layer_transfer_task, lt),
+                  zero_shot=_zero_shot_table(zsc, given), lora=_lora_table(cfg, results))
+    return {
+        "out": str(out), "model_name_or_path": cfg.model_name_or_path,
+        "commands": list(dict.fromkeys(s["command"] for s in log["sessions"] if s.get("command"))),
+        "pretrain": _pretrain_data(cfg, _read_json(out / "pretrain" / "results.json"),
+                                   _read_json(out / "pretrain_plan.json")),
+        "finetune": _finetune_data(cfg, results), "tables": tables, "paper_glue": PAPER["table4"]["glue"],
+        "table5_means": means, "pretraining_helps": helps, "aux_helps": aux,
+        "figures": {"layer_transfer": os.path.relpath(lt_png, target.parent) if lt else None,
+                    "zero_shot": os.path.relpath(zs_png, target.parent) if zs_plotted else None},
+        "layer_transfer": lt, "zero_shot": zsc, "zero_shot_examples": cfg.zero_shot_examples,
+        "budget": _budget_data(cfg, results, log),
+        "estimate": _estimate_data(_full_scale(cfg, out) if cfg.full_scale_estimate else None),
+        "runs": {v: {t: [{"seed": r["seed"], "metrics": r["metrics"], "mnli_mm": r.get("mnli_mm_metrics"),
+                          "wall_time_s": r.get("wall_time_s")} for r in rs] for t, rs in by.items()}
+                 for v, by in results.items()},
+    }
 
-    L: list[str] = []
-    w = L.append
-    w("# Results: the paper's tables, reproduced in miniature")
-    w("")
-    w("Generated by `gpt1_hf.reproduce.write_report` from the study folder; do not edit by hand. Every number "
-      "below was made by the command(s) in [How this was made](#how-this-was-made).")
-    w("")
-    if cfg.model_name_or_path is None and pre:
-        m = pre["model"]
-        w(f"**What was run.** A {pre['num_parameters'] / 1e6:.1f}M-parameter GPT-1 ({m['n_layer']} layers, "
-          f"{m['n_embd']} wide, {m['n_head']} heads, context {m['n_positions']}, a {pre['tokenizer']['vocab_size']:,}-entry "
-          f"BPE vocabulary trained on the corpus with GPT-1's tokenizer pipeline) pretrained from scratch on "
-          f"{pre['corpus']['documents']} public-domain novels ({pre['corpus']['tokens'] / 1e6:.1f}M tokens) for "
-          f"{pre['global_step']:,} updates of {pre['batch']['tokens_per_update']:,} tokens "
-          f"(**{pre['tokens_seen'] / 1e6:.1f}M tokens seen**, {pre['train_time_s'] / 60:.1f} min, "
-          f"{pre['train_tokens_per_s']:,.0f} tokens/s), then fine-tuned on every task of the paper with its recipe. "
-          f"GPT-1 itself has 117M parameters and saw about 25B tokens (BooksCorpus, 100 epochs of 64 × 512): this "
-          f"study's model is {117 / (pre['num_parameters'] / 1e6):.0f}× smaller and saw "
-          f"{25e9 / max(pre['tokens_seen'], 1):,.0f}× fewer tokens, so the absolute numbers are far below "
-          "the paper's; what it reproduces is the *study*: the same tables, ablations and analyses, computed end to end.")
-    elif cfg.model_name_or_path:
-        w(f"**What was run.** Fine-tuning of `{cfg.model_name_or_path}` on every task of the paper with its recipe.")
-    w("")
-    if results.get("full"):
-        # the tasks that did run several seeds (read from the runs, not the config: an older folder may differ)
-        seeds_of = {t: len({r["seed"] for r in rs}) for t, rs in results["full"].items()}
-        multi = [t for t in dict.fromkeys([*cfg.small_tasks, *seeds_of]) if seeds_of.get(t, 0) > 1]
-        n_seeds = "/".join(str(n) for n in sorted({seeds_of[t] for t in multi}))
-        w(f"Fine-tuning: {cfg.num_train_epochs} epochs, batch 32, lr {cfg.learning_rate:g} with linear decay "
-          f"(warmup 0.2%), L3 = L2 + 0.5·L1, classifier dropout 0.1, weight decay 0.01, {_precision_words(cfg.mixed_precision)}; training sets "
-          f"subsampled to {cfg.max_train_examples or 'all'} examples (RACE / Story Cloze: "
-          f"{cfg.mc_max_train_examples or 'all'}), inputs cut to {cfg.max_length} tokens ({cfg.mc_max_length} for "
-          f"multiple choice; the long side is cut, never the extract token or an answer), evaluation on at most "
-          f"{cfg.max_eval_examples or 'all'} dev examples (a fixed random subset, seed 0). "
-          + (f"{_names(multi)}: mean ± std over {n_seeds} seeds; the other tasks: one seed. " if multi else
-             "One seed per task. ")
-          + "Dev-set numbers (the paper reports test numbers for most tasks).")
-        w("")
 
-    w("## Table 2 — natural language inference")
-    w("")
-    L.extend(_table([("mnli", "MNLI-m"), ("mnli_mm", "MNLI-mm"), ("snli", "SNLI"), ("scitail", "SciTail"),
-                     ("qnli", "QNLI"), ("rte", "RTE")], results, "full", PAPER["table2"]))
-    w("")
-    w("## Table 3 — question answering and commonsense reasoning")
-    w("")
-    L.extend(_table([("story_cloze", "Story Cloze"), ("race_middle", "RACE-m"), ("race_high", "RACE-h"),
-                     ("race", "RACE")], results, "full", PAPER["table3"]))
-    w("")
-    w("## Table 4 — semantic similarity and classification")
-    w("")
-    # GLUE: the paper's score needs the test server; ours is never computed, so its cell is always "–"
-    L.extend(_table([("cola", "CoLA (mc)"), ("sst2", "SST2 (acc)"), ("mrpc", "MRPC (F1)"), ("stsb", "STSB (pc)"),
-                     ("qqp", "QQP (F1)"), ("glue", "GLUE")], results, "full", PAPER["table4"]))
-    w("")
-    w("(The paper's GLUE score, 72.8, needs the GLUE test server; it is not computed here.)")
-    w("")
+# ---------------------------------------------------------------------------------------------------------------------
+# the report's text: the template's blocks filled with the data
+# ---------------------------------------------------------------------------------------------------------------------
 
-    w("## Table 5 — ablations")
-    w("")
-    cols = [("cola", "CoLA"), ("sst2", "SST2"), ("mrpc", "MRPC"), ("stsb", "STSB"), ("qqp", "QQP"),
-            ("mnli_avg", "MNLI"), ("qnli", "QNLI"), ("rte", "RTE")]
-    w("| method | Avg | " + " | ".join(c for _, c in cols) + " |")
-    w("|---|---:|" + "---:|" * len(cols))
-    ablation_means: dict[str, dict[str, float | None]] = {}
-    for variant, label in [("full", "Transformer w/ aux LM (full)"), ("no_pretrain", "Transformer w/o pre-training"),
-                           ("no_aux", "Transformer w/o aux LM")]:
-        p = PAPER["table5"][variant]
-        w(f"| paper: {label} | {p['avg']:.1f} | " + " | ".join(f"{p[_source_task(t) if t == 'mnli_avg' else t]:.1f}"
-                                                              for t, _ in cols) + " |")
-        vals = {t: _scores(results.get(variant, {}).get(_source_task(t), []), t) for t, _ in cols}
-        means = {t: _mean(v) for t, v in vals.items()}
-        ablation_means[variant] = means
-        avg = (statistics.mean(means.values()) if all(v is not None for v in means.values()) else None)
-        w(f"| **ours: {label}** | {'–' if avg is None else f'{avg:.1f}'} | "
-          + " | ".join(_fmt(vals[t]) for t, _ in cols) + " |")
-    p = PAPER["table5"]["lstm"]
-    w(f"| paper: LSTM w/ aux LM | {p['avg']:.1f} | " + " | ".join(
-        f"{p['mnli' if t == 'mnli_avg' else t]:.1f}" for t, _ in cols) + " | ")
-    w("")
-    w("MNLI here is the mean of matched and mismatched accuracy (as the paper's Table 5). The LSTM row is not "
-      "reproduced (this package has no LSTM model).")
-    w("")
-    full_m, np_m = ablation_means.get("full", {}), ablation_means.get("no_pretrain", {})
-    compared = [t for t, _ in cols if full_m.get(t) is not None and np_m.get(t) is not None]
-    if compared:
-        label = dict(cols)
-        wins = [t for t in compared if full_m[t] > np_m[t]]
-        w(f"**Does pretraining help?** The pretrained model beats the no-pretraining ablation on **{len(wins)} of "
-          f"{len(compared)}** tasks ({', '.join(label[t] for t in wins) or 'none'})"
-          + ("; not on " + ", ".join(label[t] for t in compared if t not in wins) + "." if len(wins) < len(compared)
-             else ", i.e. on every task."))
-        w("")
-        noaux = ablation_means.get("no_aux", {})
-        both = [t for t in compared if noaux.get(t) is not None]
-        if both:
-            aux_wins = [t for t in both if full_m[t] > noaux[t]]
-            w(f"**Does the auxiliary LM loss help?** With it, {len(aux_wins)} of {len(both)} tasks score higher "
-              f"({', '.join(label[t] for t in aux_wins) or 'none'}).")
-            w("")
-    w("<!-- DISCUSSION -->")
-    w("")
 
-    w("## Figure 2 (left) — transferring pretrained layers")
-    w("")
-    if lt:
-        w(f"![layer transfer]({os.path.relpath(lt_png, target.parent)})")
-        w("")
-        w("| layers transferred | " + " | ".join(str(p["layers"]) for p in lt) + " |")
-        w("|---|" + "---:|" * len(lt))
-        w(f"| {cfg.layer_transfer_task} dev | " + " | ".join(f"{p['value']:.1f}" for p in lt) + " |")
-        if any(p.get("mismatched") is not None for p in lt):
-            w("| mnli mismatched | " + " | ".join("–" if p.get("mismatched") is None else f"{p['mismatched']:.1f}"
-                                                    for p in lt) + " |")
-        w("")
-        w("0 layers = only the pretrained embeddings are kept; the rest is re-initialised (`--transfer_layers K`). "
-          "One seed.")
+def report_template() -> dict[str, str]:
+    """The blocks of ``gpt1_hf/templates/results.md`` by name (its head note says how they are read)."""
+    from importlib import resources
+
+    text = (resources.files(__package__) / REPORT_TEMPLATE).read_text(encoding="utf-8")
+    parts = re.split(r"^<!-- template: (\w+) -->\n", text, flags=re.MULTILINE)
+    return {name: body.strip("\n") for name, body in zip(parts[1::2], parts[2::2])}
+
+
+class _Blocks:
+    """The template's blocks, filled by name: ``blocks("name", key=value, ...)``."""
+
+    def __init__(self, blocks: dict[str, str]):
+        self.blocks = blocks
+
+    def __call__(self, name: str, **values) -> str:
+        # a line that holds only an empty value is dropped: an optional paragraph needs no condition in the template
+        lines = [ln for ln in self.blocks[name].split("\n")
+                 if not ((m := re.fullmatch(r"\{(\w+)\}", ln)) and m[1] in values and not values[m[1]])]
+        return "\n".join(lines).format_map(values)
+
+
+def _render_intro(data: dict[str, Any], fill: _Blocks) -> dict[str, str]:
+    """What was run, and the fine-tuning recipe."""
+    pre, ft = data["pretrain"], data["finetune"]
+    if data["model_name_or_path"] is None and pre:
+        what = fill("what_pretrained", **pre)
+    elif data["model_name_or_path"]:
+        what = fill("what_given", model=data["model_name_or_path"])
     else:
-        w("Not run.")
-    w("")
-    w("## Figure 2 (right) — zero-shot behaviour over pretraining")
-    w("")
+        what = ""
+    setup = ""
+    if ft:
+        multi = ft["multi_seed"]
+        counts = "/".join(str(n) for n in sorted(set(multi.values())))
+        seeds = fill("seeds_several", tasks=_names(multi), counts=counts) if multi else fill("seeds_one")
+        setup = fill("finetune_setup", **ft, seeds=seeds)
+    return {"what_was_run": what, "finetune_setup": setup}
+
+
+def _render_ablations(data: dict[str, Any], fill: _Blocks) -> dict[str, str]:
+    """The two verdicts under Table 5."""
+    helps, aux = data["pretraining_helps"], data["aux_helps"]
+    out = {"pretraining_helps": "", "aux_helps": ""}
+    if helps:
+        rest = (fill("pretraining_helps_not_everywhere", losers=", ".join(helps["losers"])) if helps["losers"]
+                else fill("pretraining_helps_everywhere"))
+        out["pretraining_helps"] = fill("pretraining_helps", wins=len(helps["winners"]), compared=helps["compared"],
+                                        winners=", ".join(helps["winners"]) or "none", rest=rest)
+    if aux:
+        out["aux_helps"] = fill("aux_helps", wins=len(aux["winners"]), compared=aux["compared"],
+                                winners=", ".join(aux["winners"]) or "none")
+    return out
+
+
+def _render_figures(data: dict[str, Any], fill: _Blocks) -> dict[str, str]:
+    """Figure 2 left (layer transfer), Figure 2 right (zero-shot) and LoRA: each "Not run." without its data."""
+    tables, figures = data["tables"], data["figures"]
+    out = {}
+    out["layer_transfer"] = (fill("layer_transfer", figure=figures["layer_transfer"],
+                                  table=_md_table(tables["layer_transfer"]))
+                             if tables["layer_transfer"] else fill("not_run"))
+    zsc = data["zero_shot"]
     if zsc:
-        if zs_plotted:
-            w(f"![zero-shot]({os.path.relpath(zs_png, target.parent)})")
-            w("")
-        tasks = [k for k in zsc[0] if k != "step"]
-        w("| pretraining updates | " + " | ".join(tasks) + " |")
-        w("|---:|" + "---:|" * len(tasks))
-        for row in zsc:
-            if row["step"] == GIVEN:
-                label = f"given model (`{given}`)" if given else "given model"
-            else:
-                label = f"{row['step']:,}"
-            w(f"| {label} | " + " | ".join(f"{row[t]:.1f}" for t in tasks) + " |")
-        w("")
         given_note = ""
         if any(row["step"] == GIVEN for row in zsc):
-            given_note = (" (of the given model's configuration); \"given model\" is the given model itself, whose "
-                          "number of pretraining updates is not known here")
-            if not zs_plotted:
-                given_note += ", so there is no curve over pretraining"
-        w(f"The paper's heuristics (`gpt1_hf.zero_shot`, docs/zero_shot.md) on at most {cfg.zero_shot_examples} dev "
-          "examples per task; CoLA's threshold is fit on the same number of training examples. Step 0 is the "
-          f"random initialisation{given_note}. Chance: SST-2 50, CoLA 0 (MCC), RACE 25, Story Cloze 50, WNLI 50.")
+            given_note = fill("zero_shot_given", no_curve="" if figures["zero_shot"] else fill("zero_shot_no_curve"))
+        figure = fill("zero_shot_figure", figure=figures["zero_shot"]) if figures["zero_shot"] else ""
+        out["zero_shot"] = fill("zero_shot", figure=figure, table=_md_table(tables["zero_shot"]),
+                                examples=data["zero_shot_examples"], given_note=given_note)
     else:
-        w("Not run.")
-    w("")
+        out["zero_shot"] = fill("not_run")
+    out["lora"] = fill("lora", table=_md_table(tables["lora"])) if tables["lora"] else fill("not_run")
+    return out
 
-    lora = results.get("lora", {}).get(cfg.lora_task or "", [])
-    full_same = [r for r in results.get("full", {}).get(cfg.lora_task or "", []) if r["seed"] == cfg.seed]
-    w("## LoRA vs full fine-tuning")
-    w("")
-    if lora and full_same:
-        lr_, fr = lora[0], full_same[0]
-        metric = lr_["primary_metric"]
-        info = lr_["model"].get("lora") or {}
-        w("| method | trainable parameters | lr | " + f"{cfg.lora_task} {metric}" + " | train time | wall time |")
-        w("|---|---:|---:|---:|---:|---:|")
-        w(f"| full fine-tuning | {fr['model']['num_parameters']:,} (100%) | {fr['config']['learning_rate']:g} | "
-          f"{100 * fr['metrics'][metric]:.1f} | {fr['train_time_s']:.0f} s | {fr['wall_time_s']:.0f} s |")
-        tp, tot = info.get("trainable_parameters"), info.get("total_parameters")
-        share = f" ({100 * tp / tot:.1f}%)" if tp and tot else ""
-        w(f"| LoRA r={info.get('r')}, α={info.get('alpha')} (c_attn, c_proj, c_fc; `score` + special-token rows "
-          f"trained in full) | {tp:,}{share} | {lr_['config']['learning_rate']:g} | "
-          f"{100 * lr_['metrics'][metric]:.1f} | {lr_['train_time_s']:.0f} s | {lr_['wall_time_s']:.0f} s |")
-        w("")
-        w("Same data, seed, epochs and batch; LoRA uses a higher learning rate (adapters start at zero).")
-    else:
-        w("Not run.")
-    w("")
 
-    w("## Budget")
-    w("")
-    if pre:
-        w(f"* Pretraining: {pre['global_step']:,} updates × {pre['batch']['tokens_per_update']:,} tokens = "
-          f"{pre['tokens_seen'] / 1e6:.1f}M tokens in {pre['train_time_s'] / 60:.1f} min "
-          f"(budget {cfg.budget_minutes:g} min; the schedule was sized from "
-          f"{plan['measured_tokens_per_s']:,.0f} tokens/s measured before the run). Held-out perplexity "
-          f"{pre['initial_heldout']['perplexity']:,.0f} → **{pre['final_heldout']['perplexity']:,.1f}** "
-          f"({pre['corpus']['heldout_tokens']:,} held-out tokens).")
-    n_runs = sum(len(rs) for by in results.values() for rs in by.values())
-    w(f"* Fine-tuning: {n_runs} runs, {sum(run_times) / 60:.0f} min of run time in all ({cfg.jobs} at a time).")
-    if stage_times:
-        w("* Wall time per stage (summed over sittings): " + ", ".join(
-            f"{k} {v / 60:.1f} min" for k, v in stage_times.items()) + f"; total **{sum(stage_times.values()) / 60:.0f} "
-          "min**.")
-    w(f"* Machine: {machine['cpu']}, {machine['cores']} cores"
-      + (f", {machine['gpu']}" if machine.get("gpu") else ", no GPU") + f"; torch {machine['torch']}, transformers "
-      f"{machine['transformers']}, python {machine['python']}.")
-    w("")
-    w("## The full-scale study")
-    w("")
-    w("With the real GPT-1 weights the same command runs the paper's scale (no subsampling, 512-token inputs, "
-      "lr 6.25e-5, 3 epochs):")
-    w("")
-    w("```bash")
-    w("python scripts/convert_checkpoint.py --input openai-community/openai-gpt "
-      "--output gpt1-base   # or the original release, see docs/conversion.md")
-    w("python scripts/reproduce.py --preset full --model_name_or_path gpt1-base --data_dir <data> "
-      "--output_dir outputs/study-full --write_docs")
-    w("```")
-    w("")
-    est = _full_scale(cfg, out) if cfg.full_scale_estimate else None
-    if est:
-        tps = est["measured"]["tokens_per_s"]
-        race = sum(r["tokens"] for r in est["rows"] if r["task"] == "race")
-        n = est["runs"]
-        seeds = est["multi_seed"]
-        parts = [f"{n['finetune']} fine-tuning runs ("
-                 + (f"{'/'.join(str(k) for k in sorted(set(seeds.values())))} seeds for {_names(seeds)}; "
-                    if seeds else "one seed per task; ")
-                 + ("the two Table 5 ablations on the GLUE tasks)" if est["ablations"] else "no ablations)")]
-        if n.get("layer_transfer"):
-            lt_task = TASK_NAMES.get(est["layer_transfer_task"], est["layer_transfer_task"])
-            parts.append(f"{n['layer_transfer']} layer-transfer runs of {lt_task} (K = 0–{est['n_layer'] - 1} "
-                         f"pretrained blocks; K = {est['n_layer']} is its fine-tuning run)")
-        if n.get("lora"):
-            parts.append(f"{n['lora']} LoRA run of {TASK_NAMES.get(est['lora_task'], est['lora_task'])}, counted "
-                         "at the cost of full fine-tuning")
-        w(f"What it costs, estimated from the tokens it trains on (GPT-1 BPE lengths of {est['sample']} training "
-          f"examples per task × the official training-set sizes × {est['epochs']} epochs × every run the command "
-          f"plans, {sum(n.values())} in all: " + ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "")
-          + parts[-1] + "):")
-        w("")
-        w("| task | training examples | mean tokens read per example | runs | tokens trained on |")
-        w("|---|---:|---:|---:|---:|")
-        for r in est["rows"]:
-            w(f"| {r['task']} | {r['train_examples']:,} | {r['mean_tokens']:.0f} | {r['runs']} | "
-              f"{r['tokens'] / 1e6:,.1f}M |")
-        w(f"| **total** | | | | **{est['total_tokens'] / 1e6:,.0f}M** |")
-        w("")
-        w("A training step of the full GPT-1 (12 × 768, 116M parameters with the LM head; "
-          f"{_precision_words(est['measured'].get('mixed_precision', 'bf16'))}, batch "
-          f"{est['measured']['batch']} × {est['measured']['n_ctx']} tokens, the LM loss through the 40k-entry head as the "
-          f"auxiliary loss needs) runs at "
-          f"**{tps:,.0f} tokens/s on this machine** (measured by the report stage), so the full-scale fine-tuning "
-          f"study needs about **{est['total_tokens'] / tps / 3600:,.0f} hours ({est['total_tokens'] / tps / 86400:,.1f}"
-          " days) of this 2-core CPU** — not a CPU job. On a GPU the time is tokens × 6 × 117M FLOPs / (MFU × peak): "
-          f"{est['total_tokens'] * 6 * 117e6 / (0.4 * 989e12) / 3600:,.1f} hours on one H100 (989 dense bf16 "
-          "TFLOP/s) at an assumed 40% MFU (not measured here; no GPU was available to this study). RACE "
-          f"(4 choices × up to 512 tokens) is {100 * race / est['total_tokens']:.0f}% of it.")
-    w("")
-    w("<!-- FULLSCALE -->")
-    w("")
-    w("## How this was made")
-    w("")
-    w("```bash")
-    for c in dict.fromkeys(commands):
-        w(c)
-    w("```")
-    w("")
-    w(f"Study folder: `{out}` (per-run `results.json`, the pretraining checkpoints, `zero_shot.json`, "
-      "`study_log.json`). Stages are resumable: rerunning the command skips every finished run.")
-    text = "\n".join(L) + "\n"
+def _render_budget(data: dict[str, Any], fill: _Blocks) -> dict[str, Any]:
+    budget = data["budget"]
+    stages = ", ".join(f"{k} {v:.1f} min" for k, v in budget["stage_minutes"].items())
+    return {"budget_pretrain": fill("budget_pretrain", **data["pretrain"]) if data["pretrain"] else "",
+            "budget_stages": fill("budget_stages", stages=stages, total_minutes=budget["total_minutes"])
+            if budget["stage_minutes"] else "",
+            "runs": budget["runs"], "run_minutes": budget["run_minutes"], "jobs": budget["jobs"],
+            "machine": budget["machine"], "gpu": budget["machine"].get("gpu") or "no GPU"}
+
+
+def _render_full_scale(est: dict[str, Any] | None, fill: _Blocks) -> str:
+    """The full-scale estimate: what it counts (its planned runs), its table and its times."""
+    if not est:
+        return ""
+    n, seeds = est["runs"], est["multi_seed"]
+    parts = [fill("full_scale_finetune_runs", runs=n["finetune"],
+                  seeds=fill("full_scale_seeds_several", tasks=_names(seeds),
+                             counts="/".join(str(k) for k in sorted(set(seeds.values()))))
+                  if seeds else fill("full_scale_seeds_one"),
+                  ablations=fill("full_scale_ablations" if est["ablations"] else "full_scale_no_ablations"))]
+    if n.get("layer_transfer"):
+        parts.append(fill("full_scale_layer_transfer", runs=n["layer_transfer"], n_layer=est["n_layer"],
+                          task=TASK_NAMES.get(est["layer_transfer_task"], est["layer_transfer_task"]),
+                          last_k=est["n_layer"] - 1))
+    if n.get("lora"):
+        parts.append(fill("full_scale_lora", runs=n["lora"], task=TASK_NAMES.get(est["lora_task"], est["lora_task"])))
+    return fill("full_scale", **{**est, "table": _md_table(est["table"]), "total_runs": sum(n.values()),
+                                 "runs_described": _and_join(parts)})
+
+
+def render_report(data: dict[str, Any], blocks: dict[str, str] | None = None) -> str:
+    """The report's markdown: `report_data`'s data in the blocks of `report_template` (or `blocks`)."""
+    fill = _Blocks(blocks if blocks is not None else report_template())
+    tables = data["tables"]
+    values = {**_render_intro(data, fill), **_render_ablations(data, fill), **_render_figures(data, fill),
+              **_render_budget(data, fill), "full_scale": _render_full_scale(data["estimate"], fill),
+              **{name: _md_table(tables[name]) for name in (*PAPER_TABLE_COLUMNS, "table5")},
+              "paper_glue": data["paper_glue"], "commands": "\n".join(data["commands"]), "out": data["out"]}
+    # an optional paragraph left out leaves two blank lines: one is enough
+    return re.sub(r"\n{3,}", "\n\n", fill("report", **values)) + "\n"
+
+
+#: Hand-written text lives between ``<!-- X -->`` and ``<!-- /X -->``; a regenerated report keeps it.
+HAND_WRITTEN_MARKERS = ("<!-- DISCUSSION -->", "<!-- FULLSCALE -->")
+
+
+def _keep_hand_written(text: str, old: str) -> str:
+    """`text` with each marker replaced by the marked section of the earlier report `old` (when it has one)."""
+    for marker in HAND_WRITTEN_MARKERS:
+        closing = marker.replace("<!-- ", "<!-- /")
+        start, end = old.find(marker), old.find(closing)
+        if start != -1 and end != -1:
+            text = text.replace(marker, old[start:end + len(closing)])
+    return text
+
+
+def write_report(cfg: StudyConfig, out: Path) -> Path:
+    """Write the results report from what ``out`` holds (any subset of stages: missing cells show "–")."""
+    cfg = cfg.resolved()
+    docs = Path(cfg.docs_dir) if cfg.docs_dir else _repo_docs()
+    target = docs / "results.md" if cfg.write_docs else out / "report" / "results.md"
+    data = report_data(cfg, out, target)
+    text = render_report(data)
     if target.is_file():  # keep hand-written sections between the markers of an earlier report
-        old = target.read_text()
-        for marker in ("<!-- DISCUSSION -->", "<!-- FULLSCALE -->"):
-            closing = marker.replace("<!-- ", "<!-- /")  # hand-written text lives between <!-- X --> and <!-- /X -->
-            start = old.find(marker)
-            end = old.find(closing)
-            if start != -1 and end != -1:
-                text = text.replace(marker, old[start:end + len(closing)])
+        text = _keep_hand_written(text, target.read_text())
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text)
-    summary = {"table5_means": ablation_means, "layer_transfer": lt, "zero_shot": zsc,
-               "runs": {v: {t: [{"seed": r["seed"], "metrics": r["metrics"], "mnli_mm": r.get("mnli_mm_metrics"),
-                                  "wall_time_s": r.get("wall_time_s")} for r in rs] for t, rs in by.items()}
-                        for v, by in results.items()}}
+    summary = {"table5_means": data["table5_means"], "layer_transfer": data["layer_transfer"],
+               "zero_shot": data["zero_shot"], "runs": data["runs"]}
     _write_json(out / "report" / "summary.json", summary)
     return target
 

@@ -400,3 +400,175 @@ def test_committed_results_use_the_generators_table_layout(tmp_path):
     for table in ("## Table 2", "## Table 3", "## Table 4"):
         head = text.split(table)[1].split("\n\n")[1].splitlines()[:3]  # header, rule, paper row
         assert "\n".join(head) in committed, table
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the report: a template (gpt1_hf/templates/results.md) filled with the data of a study folder
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _fake_study(out, pretrained=True, estimate=True):
+    """A study folder with every stage's output (no training): pretraining, zero-shot, every variant's runs, layer
+    transfer, LoRA, the study log and a cached full-scale estimate."""
+    for seed, acc in ((0, 0.50), (1, 0.56), (2, 0.53)):
+        _fake_run(out, "full", "rte", seed, {"accuracy": acc})
+        _fake_run(out, "no_pretrain", "rte", seed, {"accuracy": acc - 0.02})
+        _fake_run(out, "no_aux", "rte", seed, {"accuracy": acc + 0.01})
+    _fake_run(out, "full", "mnli", 0, {"accuracy": 0.428}, mm=0.432)
+    _fake_run(out, "no_pretrain", "mnli", 0, {"accuracy": 0.36}, mm=0.35)
+    _fake_run(out, "no_aux", "mnli", 0, {"accuracy": 0.42}, mm=0.43)
+    _fake_run(out, "full", "sst2", 0, {"accuracy": 0.627})
+    _fake_run(out, "no_pretrain", "sst2", 0, {"accuracy": 0.508})
+    _fake_run(out, "no_aux", "sst2", 0, {"accuracy": 0.662})
+    _fake_run(out, "full", "race", 0, {"accuracy": 0.272, "accuracy_middle": 0.271, "accuracy_high": 0.272})
+    for k, acc in enumerate((0.344, 0.347, 0.411, 0.425)):
+        _fake_run(out, f"transfer{k}", "mnli", 0, {"accuracy": acc}, mm=acc - 0.01)
+    lora = out / "runs" / "lora" / "sst2" / "seed0"
+    lora.mkdir(parents=True)
+    (lora / "results.json").write_text(json.dumps({
+        "task": "sst2", "seed": 0, "metrics": {"accuracy": 0.55}, "primary_metric": "accuracy", "wall_time_s": 33.0,
+        "train_time_s": 24.0, "config": {"learning_rate": 1e-3},
+        "model": {"config": {"n_layer": 4}, "num_parameters": 7_289_346,
+                  "lora": {"r": 8, "alpha": 16, "trainable_parameters": 132_354, "total_parameters": 7_289_346}}}))
+    machine = {"cpu": "AMD EPYC", "cores": 2, "torch": "2.13.0+cpu", "transformers": "5.24.0", "python": "3.11.7",
+               "gpu": None}
+    sessions = [{"command": "python scripts/reproduce.py --data_dir d --budget_minutes 30", "machine": machine,
+                 "stages": {"pretrain": 2166.0, "zero_shot": 90.0, "finetune": 3228.0}},
+                {"command": "python scripts/reproduce.py --data_dir d --budget_minutes 30 --stages report",
+                 "machine": machine, "stages": {"report": 24.0}}]
+    (out / "study_log.json").write_text(json.dumps({"sessions": sessions}))
+    if pretrained:
+        (out / "pretrain").mkdir(parents=True)
+        (out / "pretrain" / "results.json").write_text(json.dumps({
+            "corpus": {"documents": 71, "tokens": 11_400_000, "heldout_tokens": 113_920},
+            "tokenizer": {"vocab_size": 16_004},
+            "model": {"vocab_size": 16_004, "n_positions": 128, "n_embd": 256, "n_layer": 4, "n_head": 4},
+            "num_parameters": 7_289_346, "initial_heldout": {"loss": 9.7, "perplexity": 16_794.2},
+            "final_heldout": {"loss": 4.9, "perplexity": 133.94}, "global_step": 1_079,
+            "tokens_seen": 1_079 * 4_096, "train_time_s": 2_016.0, "train_tokens_per_s": 1_079 * 4_096 / 2_016.0,
+            "batch": {"tokens_per_update": 4_096}}))
+        (out / "pretrain_plan.json").write_text(json.dumps({"measured_tokens_per_s": 4_701.3, "max_steps": 1_817}))
+        row = {"sst2": {"metrics": {"accuracy": 0.484}}, "race": {"metrics": {"accuracy": 0.25}}}
+        later = {"sst2": {"metrics": {"accuracy": 0.514}}, "race": {"metrics": {"accuracy": 0.238}}}
+        (out / "zero_shot.json").write_text(json.dumps({"points": {"0": row, "1079": later, "302": row}}))
+    if estimate:
+        rows = [{"task": "mnli", "train_examples": 392_702, "mean_tokens": 39.2, "runs": 15, "tokens": 688e6,
+                 "runs_by_stage": {"finetune": 3, "layer_transfer": 12}},
+                {"task": "race", "train_examples": 87_866, "mean_tokens": 1419.4, "runs": 1, "tokens": 374e6,
+                 "runs_by_stage": {"finetune": 1}}]
+        (out / "full_scale_estimate.json").write_text(json.dumps({
+            "rows": rows, "total_tokens": 1062e6, "sample": 300, "epochs": 3,
+            "runs": {"finetune": 54, "layer_transfer": 12, "lora": 1},
+            "multi_seed": {"cola": 3, "rte": 3}, "ablations": True, "layer_transfer_task": "mnli", "n_layer": 12,
+            "lora_task": "sst2", "hours": {},
+            "measured": {"tokens_per_s": 390.2, "batch": 8, "n_ctx": 128, "config": "12x768",
+                         "mixed_precision": "bf16"}}))
+
+
+def _report_cfg(out, docs, **kw):
+    args = dict(data_dir=str(FIXTURES), output_dir=str(out), budget_minutes=30.0, n_layer=4, n_embd=256, n_head=4,
+                n_ctx=128, vocab_size=16000, tasks=["mnli", "rte", "race", "sst2"], zero_shot_tasks=["sst2", "race"],
+                zero_shot_examples=500, layer_transfer_task="mnli", lora_task="sst2", mixed_precision="bf16",
+                jobs=2, write_docs=True, docs_dir=str(docs))
+    args.update(kw)
+    return StudyConfig(**args)
+
+
+def test_report_is_the_template_filled_with_the_study_data(tmp_path):
+    """Every section of the report from a study folder with every stage's output (no training): the text the report
+    had before it became a template (gpt1_hf/templates/results.md) plus data (`report_data`)."""
+    from gpt1_hf.reproduce import render_report, report_data, report_template
+
+    out = tmp_path / "study"
+    _fake_study(out)
+    cfg = _report_cfg(out, tmp_path / "docs")
+    target = write_report(cfg, out)
+    text = target.read_text()
+    assert target == tmp_path / "docs" / "results.md"
+    expected = [
+        "**What was run.** A 7.3M-parameter GPT-1 (4 layers, 256 wide, 4 heads, context 128, a 16,004-entry BPE "
+        "vocabulary trained on the corpus with GPT-1's tokenizer pipeline) pretrained from scratch on 71 public-domain "
+        "novels (11.4M tokens) for 1,079 updates of 4,096 tokens (**4.4M tokens seen**, 33.6 min, 2,192 tokens/s), "
+        "then fine-tuned on every task of the paper with its recipe. GPT-1 itself has 117M parameters and saw about "
+        "25B tokens (BooksCorpus, 100 epochs of 64 × 512): this study's model is 16× smaller and saw 5,657× fewer "
+        "tokens, so the absolute numbers are far below the paper's; what it reproduces is the *study*: the same "
+        "tables, ablations and analyses, computed end to end.",
+        "Fine-tuning: 3 epochs, batch 32, lr 0.00025 with linear decay (warmup 0.2%), L3 = L2 + 0.5·L1, classifier "
+        "dropout 0.1, weight decay 0.01, bf16 autocast; training sets subsampled to 1500 examples (RACE / Story Cloze: "
+        "400), inputs cut to 96 tokens (160 for multiple choice; the long side is cut, never the extract token or an "
+        "answer), evaluation on at most 2000 dev examples (a fixed random subset, seed 0). RTE: mean ± std over 3 "
+        "seeds; the other tasks: one seed. Dev-set numbers (the paper reports test numbers for most tasks).",
+        "| ours (this study) | 42.8 | 43.2 | – | – | – | 53.0 ± 3.0 |",
+        "| ours (this study) | – | 27.1 | 27.2 | 27.2 |",
+        "(The paper's GLUE score, 72.8, needs the GLUE test server; it is not computed here.)",
+        "| **ours: Transformer w/o pre-training** | – | – | 50.8 | – | – | – | 35.5 | – | 51.0 ± 3.0 |",
+        "| paper: LSTM w/ aux LM | 69.1 | 30.3 | 90.5 | 83.2 | 71.8 | 68.1 | 73.7 | 81.1 | 54.6 |",
+        "**Does pretraining help?** The pretrained model beats the no-pretraining ablation on **3 of 3** tasks "
+        "(SST2, MNLI, RTE), i.e. on every task.",
+        "**Does the auxiliary LM loss help?** With it, 1 of 3 tasks score higher (MNLI).",
+        "![layer transfer](img/results_layer_transfer.png)\n\n| layers transferred | 0 | 1 | 2 | 3 | 4 |\n"
+        "|---|---:|---:|---:|---:|---:|\n| mnli dev | 34.4 | 34.7 | 41.1 | 42.5 | 42.8 |\n"
+        "| mnli mismatched | 33.4 | 33.7 | 40.1 | 41.5 | 43.2 |",
+        "![zero-shot](img/results_zero_shot.png)\n\n| pretraining updates | race | sst2 |\n|---:|---:|---:|\n"
+        "| 0 | 25.0 | 48.4 |\n| 302 | 25.0 | 48.4 |\n| 1,079 | 23.8 | 51.4 |",
+        "Step 0 is the random initialisation. Chance: SST-2 50",
+        "| LoRA r=8, α=16 (c_attn, c_proj, c_fc; `score` + special-token rows trained in full) | 132,354 (1.8%) | "
+        "0.001 | 55.0 | 24 s | 33 s |",
+        "* Fine-tuning: 21 runs, 1 min of run time in all (2 at a time).\n* Wall time per stage (summed over "
+        "sittings): pretrain 36.1 min, zero_shot 1.5 min, finetune 53.8 min, report 0.4 min; total **92 min**.\n"
+        "* Machine: AMD EPYC, 2 cores, no GPU; torch 2.13.0+cpu, transformers 5.24.0, python 3.11.7.",
+        "every run the command plans, 67 in all: 54 fine-tuning runs (3 seeds for CoLA and RTE; the two Table 5 "
+        "ablations on the GLUE tasks), 12 layer-transfer runs of MNLI (K = 0–11 pretrained blocks; K = 12 is its "
+        "fine-tuning run) and 1 LoRA run of SST-2, counted at the cost of full fine-tuning):",
+        "| race | 87,866 | 1419 | 1 | 374.0M |\n| **total** | | | | **1,062M** |",
+        "runs at **390 tokens/s on this machine** (measured by the report stage), so the full-scale fine-tuning study "
+        "needs about **756 hours (31.5 days) of this 2-core CPU** — not a CPU job. On a GPU the time is tokens × 6 × "
+        "117M FLOPs / (MFU × peak): 0.5 hours on one H100 (989 dense bf16 TFLOP/s) at an assumed 40% MFU",
+        "RACE (4 choices × up to 512 tokens) is 35% of it.\n\n<!-- FULLSCALE -->\n\n## How this was made",
+        "```bash\npython scripts/reproduce.py --data_dir d --budget_minutes 30\n"
+        "python scripts/reproduce.py --data_dir d --budget_minutes 30 --stages report\n```",
+        f"Study folder: `{out}` (per-run `results.json`",
+    ]
+    for piece in expected:
+        assert piece in text, piece
+    assert "{" not in text.replace("{ours}", "") and "\n\n\n" not in text and " \n" not in text
+    # the data is plain (it goes to JSON as it is), and the same data renders the same text
+    data = report_data(cfg, out, target)
+    assert json.loads(json.dumps(data)) == data
+    assert render_report(data) == text
+    assert data["estimate"]["cpu_hours"] == pytest.approx(1062e6 / 390.2 / 3600)
+    # the template is package data, in blocks; another template renders the same data differently
+    blocks = report_template()
+    assert {"report", "what_pretrained", "budget_pretrain", "full_scale"} <= set(blocks)
+    mine = {**blocks, "report": "{table2}\n\nseen: {budget_pretrain}"}
+    assert render_report(data, mine).startswith("| | MNLI-m | MNLI-mm |")
+
+
+def test_report_without_optional_data_says_not_run(tmp_path):
+    """A study with only fine-tuning runs of a given model: no pretraining, zero-shot, estimate; LoRA/transfer off."""
+    out = tmp_path / "study"
+    _fake_study(out, pretrained=False, estimate=False)
+    cfg = _report_cfg(out, tmp_path / "docs", model_name_or_path="some/model", full_scale_estimate=False,
+                      lora_task=None, layer_transfer_task=None)
+    text = write_report(cfg, out).read_text()
+    assert "**What was run.** Fine-tuning of `some/model` on every task of the paper with its recipe.\n\n" \
+           "Fine-tuning: 3 epochs" in text
+    for section in ("Figure 2 (left)", "Figure 2 (right)", "LoRA vs full fine-tuning"):
+        assert text.split(f"## {section}")[1].split("\n\n", 1)[1].split("##")[0].strip() == "Not run.", section
+    assert "## Budget\n\n* Fine-tuning: 21 runs" in text  # no pretraining line
+    assert "--write_docs\n```\n\n<!-- FULLSCALE -->" in text  # no estimate
+    assert "\n\n\n" not in text
+
+
+def test_report_keeps_both_hand_written_sections(tmp_path):
+    out = tmp_path / "study"
+    _fake_study(out)
+    cfg = _report_cfg(out, tmp_path / "docs")
+    target = write_report(cfg, out)
+    text = target.read_text()
+    for marker, words in (("DISCUSSION", "Why RTE is hard.\n\nSecond paragraph."), ("FULLSCALE", "A correction.")):
+        text = text.replace(f"<!-- {marker} -->", f"<!-- {marker} -->\n{words}\n<!-- /{marker} -->")
+    target.write_text(text)
+    again = write_report(cfg, out).read_text()
+    assert again == text
+    assert again.count("Why RTE is hard.\n\nSecond paragraph.") == 1 and again.count("A correction.") == 1
