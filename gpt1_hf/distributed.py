@@ -292,13 +292,13 @@ def deepspeed_available() -> bool:
 
 
 def sharded_engines_supported() -> bool:
-    """Whether `gpt1_hf.training.Trainer` declares FSDP/DeepSpeed support (``Trainer.supports_sharded_engines``): saving
+    """Whether `gpt1_hf.loop.TrainingLoop` declares FSDP/DeepSpeed support (``supports_sharded_engines``): saving
     a model, checkpoint or ``best/`` under FSDP / ZeRO-3 must gather the weights on every process
     (``accelerator.get_state_dict``), which the loop has to do before these engines can train (see
     docs/distributed.md)."""
-    from .training import Trainer
+    from .loop import TrainingLoop
 
-    return bool(getattr(Trainer, "supports_sharded_engines", False))
+    return bool(getattr(TrainingLoop, "supports_sharded_engines", False))
 
 
 def check_launch_environment(
@@ -385,7 +385,7 @@ def check_launch_environment(
         label = "FSDP" if engine == "fsdp" else "DeepSpeed"
         raise LaunchConfigError(
             f"{name} asks for {label}, which this gpt1_hf training loop does not support "
-            "(Trainer.supports_sharded_engines is False): saving under FSDP / ZeRO-3 needs the weights gathered on "
+            "(TrainingLoop.supports_sharded_engines is False): saving under FSDP / ZeRO-3 needs the weights gathered on "
             "every process first (accelerator.get_state_dict). Use configs/ddp_gpu.yaml; see docs/distributed.md."
         )
     return result

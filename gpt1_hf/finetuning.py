@@ -2,7 +2,7 @@
 
 `finetune(FinetuneArguments(...))` (what ``scripts/finetune.py`` runs):
 
-1. the tokenizer (``tokenizer_name_or_path``, else the model's, else the GPT-1 BPE files bundled in the package);
+1. the tokenizer (``tokenizer_name``, else the model's, else the GPT-1 BPE files bundled in the package);
 2. the model for the task's kind -- ``multiple_choice`` -> `GPT1ForMultipleChoice`, otherwise
    `GPT1ForSequenceClassification` (``num_labels`` from the task, 1 for STS-B regression; similarity tasks feed both
    orderings as (batch, 2, seq)) -- from a gpt1 folder / Hub id, a transformers ``openai-gpt`` checkpoint or OpenAI's
@@ -15,36 +15,38 @@
 5. ``<output_dir>``: the final model + tokenizer, ``results.json``, ``predictions/<split>/`` (GLUE submission TSVs for
    GLUE tasks) and, with ``push_to_hub``, the Hub upload (`gpt1_hf.hub`).
 
-Defaults are the paper's fine-tuning recipe (`PAPER_DEFAULTS`). With no model at all (``model_name_or_path=None``)
+Defaults are the paper's fine-tuning recipe (`FINETUNE_PAPER_DEFAULTS`). With no model at all (``model_name_or_path=None``)
 the *embedded default* runs instead: a tiny GPT-1 trained from scratch on the SST-2 sample bundled in the package
-(`EMBEDDED_DEFAULTS`), offline, in a few minutes on a laptop CPU.
+(`FINETUNE_EMBEDDED_DEFAULTS`), offline, in a few minutes on a laptop CPU.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import os
-import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from .arguments import EMBEDDED_MODEL_CONFIG, FINETUNE_EMBEDDED_DEFAULTS, FINETUNE_PAPER_DEFAULTS, FinetuneArguments
+from .durable import check_finite_weights, save_final_model, write_text_atomically
+from .loop import TrainingLoop
 from .tasks import TaskSpec, get_task
-from .training import Trainer, TrainingArguments, create_accelerator, predict_logits
+from .training import create_accelerator, open_run_folder, predict_logits
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "FinetuneArguments",
-    "PAPER_DEFAULTS",
-    "EMBEDDED_DEFAULTS",
+    "FINETUNE_PAPER_DEFAULTS",
+    "FINETUNE_EMBEDDED_DEFAULTS",
     "EMBEDDED_MODEL_CONFIG",
-    "resolve_finetune_arguments",
     "finetune",
     "evaluate_checkpoint",
     "load_tokenizer",
@@ -54,143 +56,9 @@ __all__ = [
     "bundled_data_path",
 ]
 
-#: The paper's fine-tuning hyperparameters (§4.1 "Fine-tuning details").
-PAPER_DEFAULTS: dict[str, Any] = dict(
-    learning_rate=6.25e-5,
-    global_batch_size=32,
-    num_train_epochs=3,
-    lr_scheduler_type="linear",
-    warmup_ratio=0.002,
-    aux_lm_weight=0.5,
-    clf_pdrop=0.1,
-    weight_decay=0.01,
-    max_grad_norm=1.0,
-    max_length=512,
-)
-
-#: The tiny GPT-1 of the embedded default (trained from scratch, GPT-1's real BPE vocabulary).
-EMBEDDED_MODEL_CONFIG: dict[str, Any] = dict(n_positions=64, n_embd=128, n_layer=2, n_head=4, n_inner=512)
-
-#: What runs with no model (``python scripts/finetune.py`` with no arguments).
-EMBEDDED_DEFAULTS: dict[str, Any] = dict(
-    task="sst2",
-    learning_rate=1e-3,
-    global_batch_size=32,
-    num_train_epochs=3,
-    lr_scheduler_type="linear",
-    warmup_ratio=0.05,
-    aux_lm_weight=0.0,
-    clf_pdrop=0.1,
-    weight_decay=0.01,
-    max_grad_norm=1.0,
-    max_length=64,
-    mixed_precision="auto",  # bf16 where the CPU has it natively (AMX / AVX512-BF16), else fp32 (10x faster there)
-    num_threads=1,  # tiny matrices: one intra-op thread is faster, and does not spin against other jobs
-    output_dir="outputs/finetune-embedded-sst2",
-)
-
-
-@dataclass
-class FinetuneArguments:
-    """Arguments of `finetune`. ``None`` means "the default": `PAPER_DEFAULTS` when a model is given, else
-    `EMBEDDED_DEFAULTS` (see `resolve_finetune_arguments`)."""
-
-    task: str | None = None
-    model_name_or_path: str | None = None
-    tokenizer_name_or_path: str | None = None
-    data_dir: str | None = None
-    output_dir: str | None = None
-    max_length: int | None = None
-    max_train_examples: int | None = None
-    max_eval_examples: int | None = None
-    train_split: str = "train"
-    eval_split: str = "validation"
-    predict_splits: tuple[str, ...] | list[str] | None = None  # None: ("test",) when it can be loaded
-    # optimisation (None -> defaults)
-    learning_rate: float | None = None
-    per_device_batch_size: int | None = None
-    global_batch_size: int | None = None
-    gradient_accumulation_steps: int | None = None
-    eval_batch_size: int | None = None
-    num_train_epochs: int | None = None
-    lr_scheduler_type: str | None = None
-    warmup_ratio: float | None = None
-    warmup_steps: int | None = None
-    weight_decay: float | None = None
-    max_grad_norm: float | None = None
-    aux_lm_weight: float | None = None
-    clf_pdrop: float | None = None
-    mixed_precision: str | None = None
-    seed: int = 42
-    group_by_length: bool = False
-    gradient_checkpointing: bool = False
-    torch_compile: bool = False
-    cpu: bool = False
-    num_threads: int | None = None  # torch intra-op threads (None: torch's default)
-    # budgets / checkpoints
-    max_steps: int | None = None
-    max_train_tokens: int | None = None
-    max_time: float | None = None
-    eval_every_steps: int | None = None
-    save_every_steps: int | None = None
-    save_total_limit: int | None = 2
-    resume_from_checkpoint: str | None = None
-    # model surgery
-    transfer_layers: int | None = None
-    from_scratch: bool = False
-    reinit_head: bool = False
-    # PEFT / LoRA (gpt1_hf.lora): adapters on the projections; `score` and the special-token rows trained in full
-    lora: bool = False
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] | None = None
-    model_config_overrides: dict[str, Any] = field(default_factory=dict)
-    # outputs
-    save_model: bool = True
-    push_to_hub: bool = False
-    hub_model_id: str | None = None
-    hub_base_model: str | None = None  # LoRA: the base model's Hub id for the adapter's card / adapter_config.json
-    hub_private: bool = False
-    hub_token: str | None = None
-    progress_bar: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("hub_token", None)
-        return d
-
-
 def bundled_data_path(*parts: str) -> Path:
     """A path inside the package's ``data_files`` (embedded SST-2 sample, GPT-1 BPE files)."""
     return Path(str(resources.files("gpt1_hf").joinpath("data_files", *parts)))
-
-
-def resolve_finetune_arguments(args: FinetuneArguments | None = None, **kwargs) -> FinetuneArguments:
-    """Fill the ``None`` fields: `PAPER_DEFAULTS` when a model is given (or ``from_scratch``), `EMBEDDED_DEFAULTS`
-    (tiny model from scratch on the bundled SST-2 sample) when there is no model."""
-    args = FinetuneArguments(**kwargs) if args is None else args
-    embedded = args.model_name_or_path is None
-    defaults = EMBEDDED_DEFAULTS if embedded else PAPER_DEFAULTS
-    values = {f.name: getattr(args, f.name) for f in fields(args)}
-    for key, value in defaults.items():
-        if values.get(key) is None:
-            values[key] = value
-    if values["task"] is None:
-        raise ValueError("--task is required when a model is given (e.g. --task sst2); known tasks: see gpt1_hf.tasks")
-    if embedded:
-        values["from_scratch"] = True
-        values["model_config_overrides"] = {**EMBEDDED_MODEL_CONFIG, **(values["model_config_overrides"] or {})}
-        if values["data_dir"] is None:
-            if get_task(values["task"]).name != "sst2":
-                raise ValueError(
-                    "without --model_name_or_path the embedded default trains a tiny model from scratch on the bundled "
-                    "SST-2 sample only; give --data_dir for other tasks (or a model to fine-tune)."
-                )
-            values["data_dir"] = str(bundled_data_path("sst2"))
-    if values["output_dir"] is None:
-        values["output_dir"] = f"outputs/finetune-{get_task(values['task']).name}"
-    return FinetuneArguments(**values)
 
 
 # ======================================================================================================================
@@ -214,7 +82,7 @@ def load_tokenizer(tokenizer_name_or_path: str | None = None, model_name_or_path
     except (OSError, ValueError) as e:
         if tokenizer_name_or_path is None:
             raise OSError(
-                f"no GPT-1 tokenizer found with the model {model_name_or_path!r} ({e}); pass --tokenizer_name_or_path"
+                f"no GPT-1 tokenizer found with the model {model_name_or_path!r} ({e}); pass --tokenizer_name"
             ) from e
         raise
 
@@ -341,7 +209,7 @@ def build_task_model(spec: TaskSpec, args: FinetuneArguments, tokenizer):
                 base.pop(k, None)
         else:
             base = {}
-        base.update(args.model_config_overrides or {})
+        base.update(args.model_config_overrides())
         base.update(vocab_size=len(tokenizer), start_token_id=tokenizer.start_token_id,
                     delimiter_token_id=tokenizer.delimiter_token_id, clf_token_id=tokenizer.classify_token_id,
                     pad_token_id=tokenizer.pad_token_id)
@@ -359,9 +227,11 @@ def build_task_model(spec: TaskSpec, args: FinetuneArguments, tokenizer):
         info["source_format"] = detect_checkpoint_format(args.model_name_or_path)
         info["converted"] = info["source_format"] != "gpt1"
         extra = dict(overrides)
-        extra.update(args.model_config_overrides or {})
+        extra.update(args.model_config_overrides())
         if args.reinit_head:
             extra["ignore_mismatched_sizes"] = True
+        if Path(args.model_name_or_path).is_dir():  # NaN/inf weights (a diverged run) are refused, naming the file
+            check_finite_weights(args.model_name_or_path)
         model = load_as_gpt1(args.model_name_or_path, head, seed=args.seed, **extra)
         info["init"] = "pretrained"
         if args.transfer_layers is not None:
@@ -395,8 +265,6 @@ def _check_tokenizer_matches(config, tokenizer) -> None:
 def _load_split(spec, split, args, max_examples, tokenizer, max_length):
     """(raw, encoded, n_truncated, load info dict) of one split; the info (`gpt1_hf.data.LoadInfo`: files, partial
     sample, split substitution, rows dropped without a gold label) goes to ``results["data"]``."""
-    from dataclasses import asdict
-
     from .data import encode_dataset, load_task_split
 
     raw, info = load_task_split(spec, split, data_dir=args.data_dir, max_examples=max_examples, seed=args.seed,
@@ -444,145 +312,52 @@ def _metrics(spec, logits, labels, groups):
     return compute_task_metrics(spec, logits, labels, groups=groups)
 
 
+def data_fingerprint(encoded) -> str:
+    """A short hash of an encoded split (labels, lengths, token ids): what a checkpoint's run was trained on."""
+    digest = hashlib.sha256()
+    for column in ("labels", "length"):
+        if column in encoded.column_names:
+            digest.update(np.asarray(encoded[column], dtype=np.float64).tobytes())
+    for ids in encoded["input_ids"][:: max(1, len(encoded) // 256)]:  # a sample of rows: cheap on big splits
+        digest.update(np.asarray(ids, dtype=np.int64).tobytes())
+    return digest.hexdigest()[:16]
+
+
 # ======================================================================================================================
 # Main entry points
 # ======================================================================================================================
 
 
-#: the complete new final model, staged inside the output folder while its files are moved into place
-FINAL_PENDING_DIR = ".final-pending"
-_FINAL_MANIFEST = ".manifest.json"
-#: the files that make a folder loadable as a model / adapter / tokenizer: removed first and moved in last, so a kill
-#: in the middle of an install leaves a folder that does not load (and the staged copy), never a mix that does
-_ANCHOR_FILES = ("config.json", "adapter_config.json", "tokenizer_config.json")
-_WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "adapter_model.bin",
-                    "adapter_config.json")
-
-
-def _install_final_model(output_dir: Path) -> bool:
-    """Move the staged final model (``<output_dir>/.final-pending``, complete: it was renamed into place atomically)
-    into ``output_dir``: the old model's anchor files (config.json, ...) and its weight files that the new model does
-    not have are removed first, the new files moved in with ``os.replace``, the anchors last, then the staged folder
-    is deleted. Idempotent: after a kill, calling it again finishes the install. False when nothing is staged."""
-    staged = output_dir / FINAL_PENDING_DIR
-    manifest_path = staged / _FINAL_MANIFEST
-    if not manifest_path.is_file():
-        if staged.exists():
-            shutil.rmtree(staged, ignore_errors=True)
-        return False
-    new_files = set(json.loads(manifest_path.read_text(encoding="utf-8")))
-    for name in _ANCHOR_FILES:
-        if (staged / name).is_file() or (name not in new_files and (output_dir / name).is_file()):
-            (output_dir / name).unlink(missing_ok=True)
-    for pattern in _WEIGHT_PATTERNS:  # an older run's weights (a LoRA adapter, other shards) would mix with the new
-        for stale in output_dir.glob(pattern):
-            if stale.is_file() and stale.name not in new_files:
-                stale.unlink()
-    items = [p for p in staged.iterdir() if p.name != _FINAL_MANIFEST]
-    for item in sorted(items, key=lambda p: (p.name in _ANCHOR_FILES, p.name)):
-        target = output_dir / item.name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        os.replace(item, target)
-    from .training import _fsync_dir
-
-    _fsync_dir(output_dir)
-    shutil.rmtree(staged, ignore_errors=True)
-    return True
-
-
-def _save_final_model(model, tokenizer, output_dir: Path) -> None:
-    """Write model + tokenizer into ``output_dir`` (checkpoints/ and best/ are left alone): the complete model is
-    first written to ``.final-pending`` with `gpt1_hf.training.save_directory_atomically` (the mechanism of the
-    checkpoints), then installed by `_install_final_model`. A kill while writing leaves the old model; a kill while
-    installing leaves a folder without config.json (not loadable, never a mix of two models) whose install the next
-    `finetune` on that output folder finishes."""
-    from .training import save_directory_atomically
-
-    _install_final_model(output_dir)  # an install interrupted in an earlier session
-
-    def write(tmp: Path) -> None:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        names = sorted(p.name for p in tmp.iterdir())
-        (tmp / _FINAL_MANIFEST).write_text(json.dumps(names), encoding="utf-8")
-
-    save_directory_atomically(output_dir / FINAL_PENDING_DIR, write)
-    _install_final_model(output_dir)
-
-
-def _write_json(path: Path, data) -> None:
-    from .training import write_text_atomically
-
-    write_text_atomically(path, json.dumps(data, indent=2, default=str) + "\n")
-
-
-def _write_prediction_files(spec, split: str, logits, idx, out_dir: Path) -> Path:
-    from .data import write_predictions
-
-    folder = out_dir / "predictions" / split
-    folder.mkdir(parents=True, exist_ok=True)
-    return write_predictions(spec, logits, folder, indices=idx, split=split)
-
-
-def finetune(args: FinetuneArguments | None = None, tokenizer=None, **kwargs) -> dict[str, Any]:
-    """Fine-tune (see module docstring). Returns the content of ``results.json``.
-
-    ``tokenizer``: a tokenizer object to use instead of loading one (it needs the GPT-1 special-token ids)."""
-    from accelerate.utils import set_seed
-
-    from .data import GPT1Collator
-
-    start = time.perf_counter()
-    args = resolve_finetune_arguments(args, **kwargs)
-    from .distributed import preflight
-
-    # launch and batch checks before any model or data is loaded (GPU config on a CPU machine, non-dividing batch)
-    # and LoRA (with its trainable special-token rows) under FSDP, which crashes in accelerator.prepare
-    preflight(args.per_device_batch_size, args.global_batch_size, args.gradient_accumulation_steps, cpu=args.cpu,
-              lora_trainable_tokens=args.lora)
-    spec = get_task(args.task)
-    _check_run_options(spec, args)  # --push_to_hub without a saved model, unknown --predict_splits: before training
-    output_dir = Path(args.output_dir)
-    set_seed(args.seed)
-    if args.num_threads:
-        torch.set_num_threads(int(args.num_threads))
-
-    # the accelerator first: it decides the process group (an earlier bare PartialState() would make a torchrun launch
-    # on CPUs a set of independent single processes)
-    accelerator = create_accelerator(args.mixed_precision, args.cpu)
-    if output_dir.is_dir() and accelerator.is_main_process:
-        _install_final_model(output_dir)  # a final-model install a kill interrupted (Trainer.train repairs best/)
-    if tokenizer is None:
-        tokenizer = load_tokenizer(args.tokenizer_name_or_path, args.model_name_or_path)
-    model, model_info = build_task_model(spec, args, tokenizer)
-    if args.lora:  # checked (targets exist) before any data is loaded or training starts
+def _build_model(spec: TaskSpec, args: FinetuneArguments, tokenizer):
+    """The task model, with LoRA adapters when asked (their targets checked before any data is loaded)."""
+    model, info = build_task_model(spec, args, tokenizer)
+    if args.lora:
         from .lora import apply_lora, count_parameters, resolve_lora_targets
 
         model = apply_lora(model, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
                            target_modules=args.lora_target_modules)
         trainable, total = count_parameters(model)
-        model_info["lora"] = {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
-                              "target_modules": resolve_lora_targets(args.lora_target_modules),
-                              "trainable_parameters": trainable, "total_parameters": total}
-    max_length = min(int(args.max_length), int(model.config.n_positions))
+        info["lora"] = {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
+                        "target_modules": resolve_lora_targets(args.lora_target_modules),
+                        "trainable_parameters": trainable, "total_parameters": total}
+    return model, info
 
-    _, train_enc, train_trunc, train_info = _load_split(spec, args.train_split, args, args.max_train_examples,
-                                                        tokenizer, max_length)
-    _, eval_enc, eval_trunc, eval_info = _load_split(spec, args.eval_split, args, args.max_eval_examples, tokenizer,
-                                                     max_length)
-    if any(float(x) < 0 for x in eval_enc["labels"]):  # -1 marks unlabeled examples (test splits)
+
+def _load_data(spec: TaskSpec, args: FinetuneArguments, tokenizer, max_length: int) -> dict[str, Any]:
+    """Training, evaluation and prediction splits, loaded and encoded before training: an explicit
+    ``--predict_splits`` that cannot be loaded fails here, before anything is trained; a missing default is skipped."""
+    _, train, train_trunc, train_info = _load_split(spec, args.train_split, args, args.max_train_samples, tokenizer,
+                                                    max_length)
+    _, evals, eval_trunc, eval_info = _load_split(spec, args.eval_split, args, args.max_eval_samples, tokenizer,
+                                                  max_length)
+    if any(float(x) < 0 for x in evals["labels"]):  # -1 marks unlabeled examples (test splits)
         raise ValueError(f"task {spec.name} split {args.eval_split!r} is unlabeled; evaluate on a labeled split")
-    data_info: dict[str, dict] = {args.train_split: train_info, args.eval_split: eval_info}
-
-    # the prediction splits are loaded (and encoded) before training too: an explicit --predict_splits that cannot be
-    # loaded fails here, before anything is trained or written; a default one that is missing is skipped
-    predict_splits = list(args.predict_splits) if args.predict_splits is not None else list(spec.default_predict_splits)
+    data = {"train": train, "eval": evals, "predict": [], "info": {args.train_split: train_info,
+                                                                 args.eval_split: eval_info},
+            "sizes": {"train": len(train), args.eval_split: len(evals)},
+            "truncated": {args.train_split: train_trunc, args.eval_split: eval_trunc}}
     explicit = args.predict_splits is not None
-    predict_data: list[tuple[str, Any]] = []
-    split_sizes = {"train": len(train_enc), args.eval_split: len(eval_enc)}
-    truncated = {args.train_split: train_trunc, args.eval_split: eval_trunc}
-    for split in dict.fromkeys(predict_splits):
+    for split in dict.fromkeys(args.predict_splits if explicit else spec.default_predict_splits):
         if split in (args.eval_split, args.train_split):
             continue
         try:
@@ -592,128 +367,144 @@ def finetune(args: FinetuneArguments | None = None, tokenizer=None, **kwargs) ->
                 raise ValueError(f"--predict_splits {split!r} cannot be loaded for task {spec.name}: {e}") from e
             (logger.info if isinstance(e, FileNotFoundError) else logger.warning)("no %s predictions: %s", split, e)
             continue
-        predict_data.append((split, enc))
-        split_sizes[split] = len(enc)
-        truncated[split] = n_trunc
-        data_info[split] = info
-    _report_data(data_info, accelerator.is_main_process)
-    collator = GPT1Collator(pad_token_id=tokenizer.pad_token_id)
-    eval_inputs, eval_groups = _model_inputs(eval_enc), _groups(eval_enc)
+        data["predict"].append((split, enc))
+        data["sizes"][split], data["truncated"][split], data["info"][split] = len(enc), n_trunc, info
+    return data
 
-    train_args = TrainingArguments(
-        output_dir=str(output_dir),
-        learning_rate=args.learning_rate,
-        weight_decay=args.weight_decay,
-        max_grad_norm=args.max_grad_norm,
-        lr_scheduler_type=args.lr_scheduler_type,
-        warmup_ratio=args.warmup_ratio,
-        warmup_steps=args.warmup_steps,
-        num_train_epochs=args.num_train_epochs,
-        max_steps=args.max_steps,
-        max_train_tokens=args.max_train_tokens,
-        max_time=args.max_time,
-        per_device_batch_size=args.per_device_batch_size,
-        global_batch_size=args.global_batch_size,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        seed=args.seed,
-        mixed_precision=args.mixed_precision,
-        cpu=args.cpu,
-        eval_every_steps=args.eval_every_steps,
-        save_every_steps=args.save_every_steps,
-        save_total_limit=args.save_total_limit,
-        metric_for_best_model=spec.primary_metric,
-        greater_is_better=True,
-        resume_from_checkpoint=args.resume_from_checkpoint,
-        torch_compile=args.torch_compile,
-        gradient_checkpointing=args.gradient_checkpointing,
-        group_by_length=args.group_by_length,
-        progress_bar=args.progress_bar,
-    )
 
-    def eval_fn(trainer: Trainer) -> dict[str, float]:
-        out = trainer.predict(eval_inputs, collator, batch_size=args.eval_batch_size)
+def _run_identity(spec: TaskSpec, args: FinetuneArguments, model, tokenizer, data: dict, max_length: int) -> dict:
+    """What a checkpoint of this run must share with the run that resumes it (`gpt1_hf.loop.TrainingLoop`)."""
+    config = model.config
+    return {"task": spec.name, "train_data": data_fingerprint(data["train"]),
+            "model": {k: getattr(config, k, None) for k in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head",
+                                                            "n_inner", "num_labels")},
+            "tokenizer": len(tokenizer), "aux_lm_weight": float(args.aux_lm_weight), "max_length": max_length,
+            "lora": [args.lora_r, args.lora_alpha, sorted(args.lora_target_modules or [])] if args.lora else None}
+
+
+def finetune(args: FinetuneArguments | None = None, tokenizer=None, **kwargs) -> dict[str, Any]:
+    """Fine-tune (see module docstring); returns the content of ``results.json``. ``tokenizer``: use this tokenizer
+    object instead of loading one (it needs the GPT-1 special-token ids)."""
+    from accelerate.utils import set_seed
+
+    from .distributed import preflight
+
+    start = time.perf_counter()
+    args = (args if args is not None else FinetuneArguments(**kwargs)).resolved()
+    # launch and batch checks before anything is loaded (GPU config on a CPU machine, non-dividing batch, LoRA + FSDP)
+    preflight(args.per_device_train_batch_size, args.global_batch_size, args.gradient_accumulation_steps,
+              cpu=args.cpu, lora_trainable_tokens=args.lora)
+    spec = get_task(args.task_name)
+    _check_run_options(spec, args)
+    if args.push_to_hub:  # a push that cannot happen must fail now, not after training
+        from .hub import check_hub_access
+
+        check_hub_access(args.hub_model_id or Path(args.output_dir).name, token=args.hub_token,
+                         private=args.hub_private_repo)
+    set_seed(args.seed)
+    if args.num_threads:
+        torch.set_num_threads(int(args.num_threads))
+    # the accelerator first: it decides the process group (a bare PartialState() would make a torchrun launch on CPUs
+    # a set of independent single processes)
+    accelerator = create_accelerator(args.mixed_precision, args.cpu, args.with_tracking, args.report_to,
+                                     args.output_dir)
+    with open_run_folder(args.output_dir, accelerator, args.resume_from_checkpoint, args.overwrite_output_dir):
+        return _finetune(args, spec, accelerator, tokenizer, start)
+
+
+def _finetune(args: FinetuneArguments, spec: TaskSpec, accelerator, tokenizer, start: float) -> dict[str, Any]:
+    from .data import GPT1Collator
+
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(args.tokenizer_name, args.model_name_or_path)
+    model, model_info = _build_model(spec, args, tokenizer)
+    max_length = min(int(args.max_length), int(model.config.n_positions))
+    data = _load_data(spec, args, tokenizer, max_length)
+    _report_data(data["info"], accelerator.is_main_process)
+    collator = GPT1Collator(pad_token_id=tokenizer.pad_token_id,
+                            pad_to_max_length=max_length if args.pad_to_max_length else None)
+    eval_inputs, eval_groups = _model_inputs(data["eval"]), _groups(data["eval"])
+
+    def eval_fn(loop: TrainingLoop) -> dict[str, float]:
+        out = loop.predict(eval_inputs, collator, batch_size=args.per_device_eval_batch_size)
         return _metrics(spec, out["logits"], out["labels"], eval_groups)
 
-    trainer = Trainer(
-        model,
-        train_args,
-        _model_inputs(train_enc),
-        collator,
-        eval_fn=eval_fn,
-        lengths=list(train_enc["length"]) if args.group_by_length else None,
-        save_fn=tokenizer.save_pretrained,
-        accelerator=accelerator,
-    )
-    result = trainer.train()
-    acc = trainer.accelerator
+    loop = TrainingLoop(model, args, _model_inputs(data["train"]), collator, accelerator, eval_fn=eval_fn,
+                        lengths=list(data["train"]["length"]) if args.group_by_length else None,
+                        save_fn=tokenizer.save_pretrained, metric_for_best_model=spec.primary_metric,
+                        run_identity=_run_identity(spec, args, model, tokenizer, data, max_length),
+                        tracking_name=f"gpt1-{spec.name}")
+    result = loop.fit()
+    # predictions of the final model on the eval split and the prediction splits loaded before training
+    to_write = [(args.eval_split, loop.predict(eval_inputs, collator, args.per_device_eval_batch_size)["logits"],
+                 list(data["eval"]["idx"]))]
+    for split, enc in data["predict"]:
+        to_write.append((split, loop.predict(_model_inputs(enc), collator, args.per_device_eval_batch_size)["logits"],
+                         list(enc["idx"])))
+    final_model = loop.finalize_model()
+    results = _results(spec, args, loop, result, model_info, final_model, data, max_length)
+    if accelerator.is_main_process:
+        _write_outputs(spec, args, results, to_write, final_model, tokenizer, start)
+    accelerator.wait_for_everyone()
+    results["wall_time_s"] = results["wall_time_s"] or time.perf_counter() - start
+    return results
 
-    # predictions of the final model on the eval split (+ the prediction splits loaded before training)
-    prediction_files: dict[str, str] = {}
-    eval_out = trainer.predict(eval_inputs, collator, batch_size=args.eval_batch_size)
-    to_write = [(args.eval_split, eval_out["logits"], list(eval_enc["idx"]))]
-    for split, enc in predict_data:
-        out = trainer.predict(_model_inputs(enc), collator, batch_size=args.eval_batch_size)
-        to_write.append((split, out["logits"], list(enc["idx"])))
 
-    final_model = trainer.finalize_model()
-    results: dict[str, Any] = {
-        "task": spec.name,
-        "task_kind": spec.kind,
-        "primary_metric": spec.primary_metric,
-        "metrics": result.metrics,
-        "eval_split": args.eval_split,
-        "mixed_precision": acc.mixed_precision,
+def _results(spec, args, loop, result, model_info, final_model, data, max_length) -> dict[str, Any]:
+    """``results.json``: metrics, history, data accounting, batch layout, model and the arguments."""
+    batch = loop.batch
+    return {
+        "task": spec.name, "task_kind": spec.kind, "primary_metric": spec.primary_metric, "metrics": result.metrics,
+        "eval_split": args.eval_split, "mixed_precision": loop.accelerator.mixed_precision,
         "best": {"metric": spec.primary_metric, "value": result.best_metric, "step": result.best_step,
-                 "path": str(output_dir / "best")},
-        "paper_score": spec.paper_score,
-        "eval_history": result.eval_history,
-        "seed": args.seed,
-        "wall_time_s": None,
-        "train_time_s": result.train_time,
-        "global_step": result.global_step,
-        "epochs_completed": result.epoch,
-        "stop_reason": result.stop_reason,
-        "tokens_seen": result.tokens_seen,
-        "examples_seen": result.examples_seen,
-        "sizes": split_sizes,
-        "truncated": truncated,
+                 "path": str(Path(args.output_dir) / "best")},
+        "paper_score": spec.paper_score, "eval_history": result.eval_history, "seed": args.seed, "wall_time_s": None,
+        "train_time_s": result.train_time, "global_step": result.global_step, "epochs_completed": result.epoch,
+        "stop_reason": result.stop_reason, "tokens_seen": result.tokens_seen, "examples_seen": result.examples_seen,
+        "skipped_updates": loop.state.skipped_updates, "sizes": data["sizes"], "truncated": data["truncated"],
         # per split: what was loaded (source, files) and done to it (partial sample, substitution, dropped rows)
-        "data": data_info,
-        "max_length": max_length,
-        "batch": {"per_device": trainer.batch.per_device_batch_size, "processes": trainer.batch.num_processes,
-                  "gradient_accumulation_steps": trainer.batch.gradient_accumulation_steps,
-                  "global": trainer.batch.global_batch_size},
-        "total_steps": trainer.total_steps,
-        "warmup_steps": trainer.warmup_steps,
+        "data": data["info"], "max_length": max_length,
+        "batch": {"per_device": batch.per_device_batch_size, "processes": batch.num_processes,
+                  "gradient_accumulation_steps": batch.gradient_accumulation_steps,
+                  "global": batch.global_batch_size},
+        "total_steps": loop.total_steps, "warmup_steps": loop.warmup_steps,
         "model": {**{k: v for k, v in model_info.items() if k != "reinitialized"},
                   "n_reinitialized_params": len(model_info.get("reinitialized", [])),
                   "config": {k: getattr(final_model.config, k) for k in
                              ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner", "aux_lm_weight",
                               "clf_pdrop")},
                   "num_parameters": sum(p.numel() for p in final_model.parameters())},
-        "config": args.to_dict(),
-        "prediction_files": prediction_files,
-        "log_history": result.log_history,
+        "config": args.to_dict(), "prediction_files": {}, "log_history": result.log_history,
     }
-    if acc.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        for split, logits, idx in to_write:
-            prediction_files[split] = str(_write_prediction_files(spec, split, logits, idx, output_dir))
-        if args.save_model:
-            _save_final_model(final_model, tokenizer, output_dir)
-        results["wall_time_s"] = time.perf_counter() - start
-        _write_json(output_dir / "results.json", results)
-        if args.push_to_hub:
-            from .hub import push_to_hub
-
-            repo = args.hub_model_id or output_dir.name
-            results["hub_url"] = push_to_hub(output_dir, repo, results=results, private=args.hub_private,
-                                             token=args.hub_token, base_model=args.hub_base_model)
-    acc.wait_for_everyone()
-    results["wall_time_s"] = results["wall_time_s"] or time.perf_counter() - start
-    return results
 
 
+def _write_outputs(spec, args, results, to_write, final_model, tokenizer, start) -> None:
+    """Main process: prediction files, the final model (installed whole), results.json, then the Hub."""
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for split, logits, idx in to_write:
+        results["prediction_files"][split] = str(_write_prediction_files(spec, split, logits, idx, output_dir))
+    if args.save_model:
+        save_final_model(final_model, tokenizer, output_dir)
+    results["wall_time_s"] = time.perf_counter() - start
+    _write_json(output_dir / "results.json", results)
+    if args.push_to_hub:
+        from .hub import push_to_hub
+
+        results["hub_url"] = push_to_hub(output_dir, args.hub_model_id or output_dir.name, results=results,
+                                         private=args.hub_private_repo, token=args.hub_token,
+                                         base_model=args.hub_base_model)
+
+
+def _write_json(path: Path, data) -> None:
+    write_text_atomically(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _write_prediction_files(spec, split: str, logits, idx, out_dir: Path) -> Path:
+    from .data import write_predictions
+
+    folder = out_dir / "predictions" / split
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_predictions(spec, logits, folder, indices=idx, split=split)
 def evaluate_checkpoint(
     model_name_or_path: str,
     task: str,

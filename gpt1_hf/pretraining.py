@@ -8,17 +8,17 @@
 2. tokenizer: an existing GPT-1 tokenizer (default: the GPT-1 BPE files bundled in the package) or, with
    ``train_tokenizer``, a new BPE vocabulary of ``vocab_size`` trained on the corpus by the main process, saved
    into ``<output_dir>/trained_tokenizer`` and loaded from there by every process (saved with the model);
-3. contiguous blocks of ``n_ctx`` tokens (the paper samples contiguous 512-token sequences): documents are cut into
+3. contiguous blocks of ``block_size`` tokens (the paper samples contiguous 512-token sequences): documents are cut into
    segments at spaces (same token stream as the whole document), tokenized and concatenated in order, and cut into
    blocks -- all with ``datasets.map``
-   (batched, cached on disk under explicit fingerprints that do not depend on PYTHONHASHSEED, ``num_proc``
-   workers; the main process first, the others then read its cache). Up to ``n_ctx - 1`` tokens per map batch of
+   (batched, cached on disk under explicit fingerprints that do not depend on PYTHONHASHSEED, ``preprocessing_num_workers``
+   workers; the main process first, the others then read its cache). Up to ``block_size - 1`` tokens per map batch of
    ``block_map_batch_size`` segments are dropped (the remainder that does not fill a block);
-4. a held-out split (``validation_files``, else ``validation_ratio`` of the blocks, chosen with the seed) reporting
+4. a held-out split (``validation_files``, else ``validation_split_percentage`` % of the blocks, chosen with the seed) reporting
    loss and perplexity before training, every ``eval_every_steps`` updates (default: each epoch) and at the end;
 5. the paper's optimisation: AdamW lr 2.5e-4, linear warmup (2000 updates, or 1% of the run when that is shorter, or
    ``warmup_steps``/``warmup_ratio``), cosine decay to 0, decoupled weight decay 0.01 on non-bias non-gain weights,
-   dropout 0.1, batch 64 x 512 (``global_batch_size`` x ``n_ctx``), gradient clipping 1.0;
+   dropout 0.1, batch 64 x 512 (``global_batch_size`` x ``block_size``), gradient clipping 1.0;
 6. output: ``<output_dir>`` holds a `GPT1LMHeadModel` + tokenizer that ``scripts/finetune.py --model_name_or_path``
    takes directly, ``results.json`` (sizes, time, tokens/s, held-out curve) and ``heldout_perplexity.png``.
 """
@@ -32,13 +32,15 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .training import Trainer, TrainingArguments, find_checkpoint, write_text_atomically
+from .arguments import PretrainArguments
+from .durable import save_final_model, write_text_atomically
+from .loop import TrainingLoop
+from .training import create_accelerator, find_checkpoint, open_run_folder, resolve_batch_config
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +51,6 @@ __all__ = [
     "load_corpus",
     "build_blocks",
     "BlockCollator",
-    "default_warmup_steps",
     "tokenizer_fingerprint",
     "obtain_tokenizer",
     "TRAINED_TOKENIZER_DIR",
@@ -62,78 +63,6 @@ JSON_SUFFIXES = (".jsonl", ".json")
 TRAINED_TOKENIZER_DIR = "trained_tokenizer"
 #: Bumped when the tokenization / block-building code changes in a way that changes its output (cache key).
 _BLOCKS_VERSION = "1"
-
-
-@dataclass
-class PretrainArguments:
-    # corpus
-    train_files: list[str] = field(default_factory=list)
-    validation_files: list[str] = field(default_factory=list)
-    dataset_name: str | None = None
-    dataset_config: str | None = None
-    dataset_split: str = "train"
-    text_column: str = "text"
-    document_per: str = "file"  # "file" | "line" (text files)
-    validation_ratio: float = 0.01
-    max_documents: int | None = None
-    # tokenizer
-    tokenizer_name_or_path: str | None = None
-    train_tokenizer: bool = False
-    vocab_size: int = 40000
-    # model
-    model_name_or_path: str | None = None  # continue pretraining a checkpoint
-    n_ctx: int = 512
-    n_embd: int = 768
-    n_layer: int = 12
-    n_head: int = 12
-    n_inner: int | None = None
-    dropout: float = 0.1
-    # optimisation (paper)
-    learning_rate: float = 2.5e-4
-    lr_scheduler_type: str = "cosine"
-    warmup_steps: int | None = None  # None: min(2000, 1% of the updates) unless warmup_ratio is set
-    warmup_ratio: float | None = None
-    weight_decay: float = 0.01
-    max_grad_norm: float | None = 1.0
-    per_device_batch_size: int | None = None
-    global_batch_size: int | None = 64
-    gradient_accumulation_steps: int | None = None
-    eval_batch_size: int | None = None
-    num_train_epochs: int = 100
-    max_steps: int | None = None
-    max_train_tokens: int | None = None
-    max_time: float | None = None
-    seed: int = 42
-    mixed_precision: str | None = None  # None: Accelerate's config / env
-    cpu: bool = False
-    gradient_checkpointing: bool = False
-    torch_compile: bool = False
-    # data processing
-    num_proc: int | None = None
-    cache_dir: str | None = None
-    segment_chars: int = 20000
-    block_map_batch_size: int = 1000
-    # checkpoints / evaluation
-    output_dir: str = "outputs/pretrain"
-    eval_every_steps: int | None = None
-    save_every_steps: int | None = 1000  # a checkpoint every N updates (None / 0: only at epoch ends and stops)
-    save_total_limit: int | None = 2
-    resume_from_checkpoint: str | None = None
-    log_every_steps: int = 10
-    progress_bar: bool = True
-    plot: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def default_warmup_steps(total_steps: int, warmup_steps: int | None, warmup_ratio: float | None) -> int:
-    """The paper's 2000 warmup updates, shortened to 1% of the run for short runs (explicit values win)."""
-    if warmup_steps is not None:
-        return int(warmup_steps)
-    if warmup_ratio is not None:
-        return int(math.ceil(warmup_ratio * total_steps))
-    return min(2000, int(math.ceil(0.01 * total_steps)))
 
 
 # ======================================================================================================================
@@ -199,7 +128,7 @@ def load_corpus(files: list[str], args: PretrainArguments, split_name: str = "tr
                          if args.text_column != "text" else ds.select_columns(["text"]))
         ds = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     elif args.dataset_name:
-        ds = datasets.load_dataset(args.dataset_name, args.dataset_config, split=args.dataset_split,
+        ds = datasets.load_dataset(args.dataset_name, args.dataset_config_name, split=args.dataset_split,
                                    cache_dir=args.cache_dir)
         if args.text_column not in ds.column_names:
             raise ValueError(f"{args.dataset_name}: no {args.text_column!r} column (columns {ds.column_names})")
@@ -210,7 +139,8 @@ def load_corpus(files: list[str], args: PretrainArguments, split_name: str = "tr
         raise ValueError("no corpus: pass train files/folders (--train_files) or a Hub dataset (--dataset_name)")
     if args.max_documents is not None:
         ds = ds.select(range(min(args.max_documents, len(ds))))
-    ds = ds.filter(lambda b: [bool(t and t.strip()) for t in b["text"]], batched=True, num_proc=args.num_proc,
+    ds = ds.filter(lambda b: [bool(t and t.strip()) for t in b["text"]], batched=True,
+                   num_proc=args.preprocessing_num_workers,
                    desc=f"dropping empty {split_name} documents")
     if len(ds) == 0:
         raise ValueError(f"the {split_name} corpus is empty (no non-blank document in {files or args.dataset_name})")
@@ -323,8 +253,8 @@ def build_blocks(texts, tokenizer, block_size: int, num_proc: int | None = None,
         raise ValueError(f"the {name} corpus is empty after tokenization")
     if n_tokens < block_size:
         raise ValueError(
-            f"the {name} corpus has {n_tokens} tokens, shorter than one block of n_ctx={block_size} tokens: add text "
-            "or lower --n_ctx."
+            f"the {name} corpus has {n_tokens} tokens, shorter than one block of --block_size {block_size} tokens: add text "
+            "or lower --block_size."
         )
     blocks = tok.map(_group, batched=True, batch_size=map_batch_size, fn_kwargs={"block_size": block_size},
                      remove_columns=tok.column_names, num_proc=num_proc, desc=f"grouping {name} into blocks",
@@ -360,10 +290,10 @@ def _make_tokenizer(args: PretrainArguments, corpus):
     from .finetuning import load_tokenizer
 
     if args.train_tokenizer:
-        base = load_tokenizer(args.tokenizer_name_or_path, None)
+        base = load_tokenizer(args.tokenizer_name, None)
         logger.info("training a %d-entry BPE vocabulary on the corpus", args.vocab_size)
         return base.train_new_from_iterator(_iter_texts(corpus), args.vocab_size)
-    return load_tokenizer(args.tokenizer_name_or_path, args.model_name_or_path)
+    return load_tokenizer(args.tokenizer_name, args.model_name_or_path)
 
 
 @contextlib.contextmanager
@@ -400,7 +330,7 @@ def obtain_tokenizer(args: PretrainArguments, corpus, state, resume_checkpoint: 
         return _make_tokenizer(args, corpus)
     saved = Path(args.output_dir) / TRAINED_TOKENIZER_DIR
     if state.is_main_process:
-        from .training import save_directory_atomically
+        from .durable import save_directory_atomically
 
         save_directory_atomically(saved, _make_tokenizer(args, corpus).save_pretrained)
     elif not (saved / "tokenizer_config.json").is_file():
@@ -419,14 +349,15 @@ def _make_model(args: PretrainArguments, tokenizer):
         from .convert import load_as_gpt1
 
         model = load_as_gpt1(args.model_name_or_path, GPT1LMHeadModel)
-        if model.config.n_positions < args.n_ctx:
-            raise ValueError(f"n_ctx={args.n_ctx} exceeds the checkpoint's n_positions={model.config.n_positions}")
+        if model.config.n_positions < args.block_size:
+            raise ValueError(f"--block_size {args.block_size} exceeds the checkpoint's n_positions="
+                             f"{model.config.n_positions}")
         if len(tokenizer) > model.config.vocab_size:
             raise ValueError(f"the tokenizer has {len(tokenizer)} entries, the checkpoint {model.config.vocab_size}")
         return model
     config = GPT1Config(
         vocab_size=len(tokenizer),
-        n_positions=args.n_ctx,
+        n_positions=args.block_size,
         n_embd=args.n_embd,
         n_layer=args.n_layer,
         n_head=args.n_head,
@@ -471,154 +402,131 @@ def _plot_curve(history: list[dict], path: Path) -> bool:
     return True
 
 
+
+
 def pretrain(args: PretrainArguments | None = None, **kwargs) -> dict[str, Any]:
     """Pretrain (see module docstring). Returns the content of ``results.json``."""
     from accelerate.utils import set_seed
 
-    start = time.perf_counter()
-    args = PretrainArguments(**kwargs) if args is None else args
     from .distributed import preflight
 
+    start = time.perf_counter()
+    args = (args if args is not None else PretrainArguments(**kwargs)).resolved()
     # launch and batch checks before any model or data is loaded (GPU config on a CPU machine, non-dividing batch)
-    preflight(args.per_device_batch_size, args.global_batch_size, args.gradient_accumulation_steps, cpu=args.cpu)
+    preflight(args.per_device_train_batch_size, args.global_batch_size, args.gradient_accumulation_steps,
+              cpu=args.cpu)
     if args.document_per not in ("file", "line"):
-        raise ValueError(f"document_per must be 'file' or 'line', got {args.document_per!r}")
-    output_dir = Path(args.output_dir)
+        raise ValueError(f"--document_per must be 'file' or 'line', got {args.document_per!r}")
     set_seed(args.seed)
-    from .training import create_accelerator, resolve_batch_config
-
+    if args.num_threads:
+        torch.set_num_threads(int(args.num_threads))
     # the processes exist before any data is read: the main one trains the tokenizer (if asked) and builds the
     # datasets cache first, the others then read both
-    accelerator = create_accelerator(args.mixed_precision, args.cpu)
+    accelerator = create_accelerator(args.mixed_precision, args.cpu, args.with_tracking, args.report_to,
+                                     args.output_dir)
+    with open_run_folder(args.output_dir, accelerator, args.resume_from_checkpoint, args.overwrite_output_dir):
+        return _pretrain(args, accelerator, start)
 
-    # tokenizer saved with a previous run's checkpoint wins when resuming (a trained vocabulary must not change)
-    resume_ckpt = None
-    if args.resume_from_checkpoint:
-        resume_ckpt = find_checkpoint(output_dir, args.resume_from_checkpoint)
+
+def _corpus_blocks(args: PretrainArguments, accelerator, resume_ckpt) -> dict[str, Any]:
+    """Tokenizer, training blocks and held-out blocks (``--validation_files``, else a seeded slice)."""
     with _main_process_first(accelerator):
         corpus = load_corpus(args.train_files, args, "train")
         tokenizer = obtain_tokenizer(args, corpus, accelerator, resume_ckpt)
-        blocks, n_tokens = build_blocks(corpus, tokenizer, args.n_ctx, args.num_proc, args.segment_chars,
-                                        args.block_map_batch_size, "train")
+        blocks, n_tokens = build_blocks(corpus, tokenizer, args.block_size, args.preprocessing_num_workers,
+                                        args.segment_chars, args.block_map_batch_size, "train")
         if args.validation_files:
             val_corpus = load_corpus(args.validation_files, args, "validation")
-            heldout, n_val_tokens = build_blocks(val_corpus, tokenizer, args.n_ctx, args.num_proc,
+            heldout, n_val_tokens = build_blocks(val_corpus, tokenizer, args.block_size, args.preprocessing_num_workers,
                                                  args.segment_chars, args.block_map_batch_size, "validation")
             train_blocks = blocks
         else:
             if len(blocks) < 2:
-                raise ValueError(
-                    f"the corpus gives {len(blocks)} block of n_ctx={args.n_ctx} tokens; at least 2 are needed to "
-                    "hold one out for evaluation (add text, lower --n_ctx or pass --validation_files)."
-                )
-            n_val = min(len(blocks) - 1, max(1, int(round(args.validation_ratio * len(blocks)))))
+                raise ValueError(f"the corpus gives {len(blocks)} block of --block_size {args.block_size} tokens; at "
+                                 "least 2 are needed to hold one out for evaluation (add text, lower --block_size or "
+                                 "pass --validation_files).")
+            n_val = min(len(blocks) - 1, max(1, int(round(args.validation_split_percentage / 100 * len(blocks)))))
             split = blocks.train_test_split(test_size=n_val, seed=args.seed, shuffle=True)
             train_blocks, heldout = split["train"], split["test"]
-            n_val_tokens = len(heldout) * args.n_ctx
+            n_val_tokens = len(heldout) * args.block_size
+    return {"corpus": corpus, "tokenizer": tokenizer, "train": train_blocks, "heldout": heldout,
+            "tokens": n_tokens, "heldout_tokens": n_val_tokens}
 
+
+def _sized_arguments(args: PretrainArguments, num_processes: int) -> PretrainArguments:
+    """A token budget sizes the schedule: ``max_train_steps`` = the updates that reach ``max_train_tokens``."""
+    from dataclasses import replace
+
+    if args.max_train_steps is not None or args.max_train_tokens is None:
+        return args
+    batch = resolve_batch_config(args.per_device_train_batch_size, args.global_batch_size, num_processes,
+                                 args.gradient_accumulation_steps)
+    tokens_per_update = batch.global_batch_size * args.block_size
+    return replace(args, max_train_steps=max(1, math.ceil(args.max_train_tokens / tokens_per_update)))
+
+
+def _pretrain(args: PretrainArguments, accelerator, start: float) -> dict[str, Any]:
+    resume_ckpt = find_checkpoint(args.output_dir, args.resume_from_checkpoint) if args.resume_from_checkpoint \
+        else None
+    data = _corpus_blocks(args, accelerator, resume_ckpt)
+    tokenizer, heldout = data["tokenizer"], data["heldout"]
     model = _make_model(args, tokenizer)
     collator = BlockCollator()
-    n_proc = accelerator.num_processes
-    batch = resolve_batch_config(args.per_device_batch_size, args.global_batch_size, n_proc,
-                                 args.gradient_accumulation_steps)
-    tokens_per_update = batch.global_batch_size * args.n_ctx
-    max_steps = args.max_steps
-    if max_steps is None and args.max_train_tokens is not None:
-        max_steps = max(1, math.ceil(args.max_train_tokens / tokens_per_update))
-    micro = math.ceil(len(train_blocks) / batch.micro_batch_size)
-    total = max_steps if max_steps is not None else args.num_train_epochs * math.ceil(
-        micro / batch.gradient_accumulation_steps)
-    warmup = default_warmup_steps(total, args.warmup_steps, args.warmup_ratio)
+    args = _sized_arguments(args, accelerator.num_processes)
+    eval_bs = args.per_device_eval_batch_size
 
-    train_args = TrainingArguments(
-        output_dir=str(output_dir),
-        learning_rate=args.learning_rate,
-        weight_decay=args.weight_decay,
-        max_grad_norm=args.max_grad_norm,
-        lr_scheduler_type=args.lr_scheduler_type,
-        warmup_steps=warmup,
-        num_train_epochs=args.num_train_epochs,
-        max_steps=max_steps,
-        max_train_tokens=args.max_train_tokens,
-        max_time=args.max_time,
-        per_device_batch_size=batch.per_device_batch_size,
-        global_batch_size=batch.global_batch_size,
-        seed=args.seed,
-        mixed_precision=args.mixed_precision,
-        cpu=args.cpu,
-        eval_every_steps=args.eval_every_steps,
-        save_every_steps=args.save_every_steps,
-        save_total_limit=args.save_total_limit,
-        metric_for_best_model="loss",
-        greater_is_better=False,
-        resume_from_checkpoint=args.resume_from_checkpoint,
-        torch_compile=args.torch_compile,
-        gradient_checkpointing=args.gradient_checkpointing,
-        log_every_steps=args.log_every_steps,
-        progress_bar=args.progress_bar,
-    )
-    eval_bs = args.eval_batch_size or batch.per_device_batch_size
+    def eval_fn(loop: TrainingLoop) -> dict[str, float]:
+        return loop.evaluate_loss(heldout, collator, batch_size=eval_bs)
 
-    def eval_fn(trainer: Trainer) -> dict[str, float]:
-        return trainer.evaluate_loss(heldout, collator, batch_size=eval_bs)
-
-    trainer = Trainer(model, train_args, train_blocks, collator, eval_fn=eval_fn, save_fn=tokenizer.save_pretrained,
-                      accelerator=accelerator)
+    identity = {"task": "pretraining", "tokenizer": tokenizer_fingerprint(tokenizer),
+                "train_data": _digest(len(data["train"]), data["tokens"], args.block_size, args.seed),
+                "model": {k: getattr(model.config, k) for k in ("vocab_size", "n_positions", "n_embd", "n_layer",
+                                                                "n_head", "n_inner")}}
+    loop = TrainingLoop(model, args, data["train"], collator, accelerator, eval_fn=eval_fn,
+                        save_fn=tokenizer.save_pretrained, run_identity=identity, metric_for_best_model="loss",
+                        greater_is_better=False, tracking_name="gpt1-pretraining")
     initial = None
-    if resume_ckpt is None:
-        with trainer._eval_mode():
-            initial = trainer.evaluate_loss(heldout, collator, batch_size=eval_bs)
-        trainer.state.eval_history.append({"step": 0, "epoch": 0.0, **initial})
-    result = trainer.train()
-    acc = trainer.accelerator
+    if resume_ckpt is None:  # the untrained model's held-out loss: the curve's first point
+        initial = loop.evaluate_loss(heldout, collator, batch_size=eval_bs)
+        loop.state.eval_history.append({"step": 0, "epoch": 0.0, **initial})
+    result = loop.fit()
     history = result.eval_history
     if initial is None:
         initial = next(({k: h[k] for k in ("loss", "perplexity")} for h in history if h["step"] == 0), None)
-    final_model = trainer.finalize_model()
-    train_tps = result.tokens_seen / result.train_time if result.train_time > 0 else None
-    results: dict[str, Any] = {
-        "corpus": {
-            "train_files": list(args.train_files),
-            "dataset_name": args.dataset_name,
-            "documents": len(corpus),
-            "tokens": n_tokens,
-            "train_blocks": len(train_blocks),
-            "heldout_blocks": len(heldout),
-            "heldout_tokens": n_val_tokens,
-            "n_ctx": args.n_ctx,
-        },
-        "tokenizer": {"trained": args.train_tokenizer, "vocab_size": len(tokenizer)},
-        "model": {k: getattr(final_model.config, k) for k in ("vocab_size", "n_positions", "n_embd", "n_layer",
-                                                              "n_head", "n_inner")},
-        "num_parameters": sum(p.numel() for p in final_model.parameters()),
-        "initial_heldout": initial,
-        "final_heldout": result.metrics,
-        "best_heldout_loss": result.best_metric,
-        "best_step": result.best_step,
-        "heldout_history": history,
-        "global_step": result.global_step,
-        "total_steps": trainer.total_steps,
-        "warmup_steps": trainer.warmup_steps,
-        "stop_reason": result.stop_reason,
-        "tokens_seen": result.tokens_seen,
-        "train_time_s": result.train_time,
-        "train_tokens_per_s": train_tps,
-        "batch": {"per_device": trainer.batch.per_device_batch_size, "processes": trainer.batch.num_processes,
-                  "gradient_accumulation_steps": trainer.batch.gradient_accumulation_steps,
-                  "global": trainer.batch.global_batch_size, "tokens_per_update": tokens_per_update},
-        "seed": args.seed,
-        "config": args.to_dict(),
-        "log_history": result.log_history,
-    }
-    if acc.is_main_process:
+    final_model = loop.finalize_model()
+    results = _results(args, data, loop, result, final_model, initial)
+    if accelerator.is_main_process:
+        output_dir = Path(args.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        from .finetuning import _save_final_model
-
-        _save_final_model(final_model, tokenizer, output_dir)
+        save_final_model(final_model, tokenizer, output_dir)
         if args.plot and _plot_curve(history, output_dir / "heldout_perplexity.png"):
             results["plot"] = str(output_dir / "heldout_perplexity.png")
         results["wall_time_s"] = time.perf_counter() - start
         write_text_atomically(output_dir / "results.json", json.dumps(results, indent=2, default=str) + "\n")
-    acc.wait_for_everyone()
+    accelerator.wait_for_everyone()
     results.setdefault("wall_time_s", time.perf_counter() - start)
     return results
+
+
+def _results(args, data, loop, result, final_model, initial) -> dict[str, Any]:
+    batch = loop.batch
+    train_tps = result.tokens_seen / result.train_time if result.train_time > 0 else None
+    return {
+        "corpus": {"train_files": list(args.train_files), "dataset_name": args.dataset_name,
+                   "documents": len(data["corpus"]), "tokens": data["tokens"], "train_blocks": len(data["train"]),
+                   "heldout_blocks": len(data["heldout"]), "heldout_tokens": data["heldout_tokens"],
+                   "block_size": args.block_size},
+        "tokenizer": {"trained": args.train_tokenizer, "vocab_size": len(data["tokenizer"])},
+        "model": {k: getattr(final_model.config, k) for k in ("vocab_size", "n_positions", "n_embd", "n_layer",
+                                                              "n_head", "n_inner")},
+        "num_parameters": sum(p.numel() for p in final_model.parameters()),
+        "initial_heldout": initial, "final_heldout": result.metrics, "best_heldout_loss": result.best_metric,
+        "best_step": result.best_step, "heldout_history": result.eval_history, "global_step": result.global_step,
+        "total_steps": loop.total_steps, "warmup_steps": loop.warmup_steps, "stop_reason": result.stop_reason,
+        "tokens_seen": result.tokens_seen, "train_time_s": result.train_time, "train_tokens_per_s": train_tps,
+        "train_tokens_per_min": train_tps * 60 if train_tps else None, "skipped_updates": loop.state.skipped_updates,
+        "batch": {"per_device": batch.per_device_batch_size, "processes": batch.num_processes,
+                  "gradient_accumulation_steps": batch.gradient_accumulation_steps,
+                  "global": batch.global_batch_size, "tokens_per_update": batch.global_batch_size * args.block_size},
+        "seed": args.seed, "config": args.to_dict(), "log_history": result.log_history,
+    }

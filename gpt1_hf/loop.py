@@ -1,0 +1,516 @@
+"""`TrainingLoop`: GPT-1's one training loop (pretraining and fine-tuning). Its parts and their reasons are in
+`gpt1_hf.training`; this file is the loop itself, read top-down: ``fit`` -> ``_run_epoch`` -> ``_update``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .durable import check_finite_weights, disk_errors, fsync_tree, save_directory_atomically, write_text_atomically
+from .training import (
+    BEST_DIR,
+    CHECKPOINTS_DIR,
+    LATEST_POINTER,
+    STATE_FILE,
+    EpochSampler,
+    LoopState,
+    NonFiniteError,
+    RunMismatchError,
+    StopTraining,
+    TrainResult,
+    build_optimizer,
+    count_items,
+    find_checkpoint,
+    lm_heldout_loss,
+    predict_logits,
+    resolve_batch_config,
+    total_and_warmup_steps,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TrainingLoop"]
+
+
+class TrainingLoop:
+    """Train ``model`` on ``train_dataset`` with ``args`` (a resolved `gpt1_hf.arguments.RunArguments`).
+
+    Args:
+        eval_fn: ``eval_fn(loop) -> dict[str, float]`` on every process (use `predict` / `evaluate_loss`).
+        lengths: per-example lengths, for ``args.group_by_length``.
+        save_fn: ``save_fn(folder)`` writes what travels with every saved model (the tokenizer).
+        run_identity: what defines this run (task, data fingerprint, model config, tokenizer, aux weight...): stored in
+            every checkpoint and compared on resume.
+        metric_for_best_model / greater_is_better: which evaluation metric keeps ``<output_dir>/best``.
+        callbacks: ``callback(loop)`` after every update; raising `StopTraining` stops cleanly.
+        tracking_name: the trackers' project name.
+    """
+
+    #: gpt1_hf.distributed.preflight lets FSDP / DeepSpeed launches through only when this is True
+    supports_sharded_engines = True
+
+    def __init__(self, model, args, train_dataset, data_collator: Callable, accelerator, *,
+                 eval_fn: Callable | None = None, lengths: Sequence[int] | None = None,
+                 save_fn: Callable[[Path], None] | None = None, run_identity: dict | None = None,
+                 metric_for_best_model: str | None = None, greater_is_better: bool = True,
+                 callbacks: Iterable[Callable] = (), tracking_name: str = "gpt1", final_evaluation: bool = True):
+        from accelerate.utils import DistributedType
+        from transformers import get_scheduler
+
+        acc = self.accelerator = accelerator
+        self.args, self.eval_fn, self.save_fn, self.callbacks = args, eval_fn, save_fn, list(callbacks)
+        self.metric_for_best_model, self.greater_is_better = metric_for_best_model, greater_is_better
+        self.tracking_name, self.final_evaluation = tracking_name, final_evaluation
+        self.output_dir = Path(args.output_dir)
+        self.batch = resolve_batch_config(args.per_device_train_batch_size, args.global_batch_size,
+                                          acc.num_processes, args.gradient_accumulation_steps)
+        if len(train_dataset) == 0:
+            raise ValueError("the training dataset is empty")
+        if args.group_by_length and lengths is None:
+            raise ValueError("--group_by_length needs the examples' lengths")
+        self.engine = {DistributedType.FSDP: "fsdp", DistributedType.DEEPSPEED: "deepspeed"}.get(
+            acc.distributed_type, "ddp")
+        if self.engine == "deepspeed":
+            self._configure_deepspeed()
+        self.sampler = EpochSampler(len(train_dataset), args.seed, lengths if args.group_by_length else None,
+                                    self.batch.micro_batch_size)
+        loader = torch.utils.data.DataLoader(
+            train_dataset, batch_size=self.batch.per_device_batch_size, sampler=self.sampler,
+            collate_fn=data_collator, num_workers=args.dataloader_num_workers,
+            pin_memory=acc.device.type == "cuda",
+            generator=torch.Generator().manual_seed(args.seed))  # its own: iterators must not draw the global RNG
+        if args.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if args.torch_compile:
+            model.compile()
+        model.to(acc.device)
+        self.model, self.optimizer, self.loader = acc.prepare(model, build_optimizer(model, args), loader)
+        self.micro_batches_per_epoch = len(self.loader)
+        updates_per_epoch = math.ceil(self.micro_batches_per_epoch / self.batch.gradient_accumulation_steps)
+        self.total_steps, self.warmup_steps = total_and_warmup_steps(args, updates_per_epoch)
+        # a prepared scheduler steps once per process at every update (Accelerate's convention): scale its lengths
+        p = acc.num_processes
+        self.scheduler = acc.prepare(get_scheduler(args.lr_scheduler_type, self.optimizer,
+                                                   num_warmup_steps=self.warmup_steps * p,
+                                                   num_training_steps=self.total_steps * p))
+        self.state = LoopState(total_steps=self.total_steps)
+        self.run_identity = {**(run_identity or {}), "batch": asdict(self.batch), "seed": args.seed,
+                             "total_steps": self.total_steps, "engine": self.engine}
+        unwrapped = acc.unwrap_model(self.model)
+        config = getattr(unwrapped, "config", None)
+        self.pad_token_id = getattr(config, "pad_token_id", None)
+        self.aux_weight = float(getattr(config, "aux_lm_weight", 0.0) or 0.0)
+        self._progress = None
+
+    @property
+    def sharded(self) -> bool:
+        return self.engine in ("fsdp", "deepspeed")
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def _configure_deepspeed(self) -> None:
+        """DeepSpeed's batch entries, filled before ``prepare`` (without them it cannot resolve "auto"). Not run here
+        (no DeepSpeed install); see docs/distributed.md."""
+        if self.batch.gradient_accumulation_steps > 1:
+            raise ValueError(f"global batch {self.batch.global_batch_size} needs gradient accumulation "
+                             f"({self.batch.gradient_accumulation_steps}), which the loop does not do under DeepSpeed "
+                             "(the engine steps at every backward); use --per_device_train_batch_size "
+                             f"{self.batch.global_batch_size // self.batch.num_processes}.")
+        config = self.accelerator.state.deepspeed_plugin.deepspeed_config
+        config["train_micro_batch_size_per_gpu"] = self.batch.per_device_batch_size
+        config["gradient_accumulation_steps"] = 1
+        config["train_batch_size"] = self.batch.global_batch_size
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # The loop
+    # ------------------------------------------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        args, acc, state = self.args, self.accelerator, self.state
+        if args.resume_from_checkpoint:
+            ckpt = find_checkpoint(self.output_dir, args.resume_from_checkpoint)
+            if ckpt is not None:
+                self.load_checkpoint(ckpt)
+        if args.with_tracking:
+            acc.init_trackers(self.tracking_name, config=_scalar_config(args.to_dict()))
+        if acc.is_main_process and not args.disable_tqdm:
+            from tqdm.auto import tqdm
+
+            self._progress = tqdm(total=self.total_steps, initial=state.global_step, desc="training",
+                                  dynamic_ncols=True)
+        self._session_start = time.perf_counter()
+        stop = "completed" if state.global_step >= self.total_steps else None
+        while stop is None:
+            stop = self._run_epoch()
+        if self._progress is not None:
+            self._progress.close()
+        state.stop_reason = stop
+        metrics = None
+        if self.eval_fn is not None and self.final_evaluation:
+            if state.last_eval_step == state.global_step and state.eval_history:
+                metrics = {k: v for k, v in state.eval_history[-1].items() if k not in ("step", "epoch")}
+            else:
+                metrics = self.evaluate()
+        if args.with_tracking:
+            acc.end_training()
+        return TrainResult(global_step=state.global_step, epoch=state.epoch, tokens_seen=state.tokens_seen,
+                           examples_seen=state.examples_seen, train_time=state.train_time, stop_reason=stop,
+                           metrics=metrics, best_metric=state.best_metric, best_step=state.best_step,
+                           eval_history=list(state.eval_history), log_history=list(state.log_history))
+
+    def _run_epoch(self) -> str | None:
+        """The rest of the current epoch, one update per window of micro-batches; returns the stop reason, if any."""
+        args, acc, state = self.args, self.accelerator, self.state
+        self.sampler.set_epoch(state.epoch)
+        loader = self.loader if state.batch_in_epoch == 0 else acc.skip_first_batches(self.loader,
+                                                                                        state.batch_in_epoch)
+        batches = iter(loader)
+        accum = self.batch.gradient_accumulation_steps
+        stop = None
+        self.model.train()
+        while stop is None and state.batch_in_epoch < self.micro_batches_per_epoch:
+            size = min(accum, self.micro_batches_per_epoch - state.batch_in_epoch)
+            window = [next(batches) for _ in range(size)]
+            started = time.perf_counter()
+            entry = self._update(window)
+            state.batch_in_epoch += size
+            epoch_done = state.batch_in_epoch >= self.micro_batches_per_epoch
+            state.train_time += time.perf_counter() - started
+            if entry is not None:
+                entry["tokens_per_s"] = entry.pop("tokens") / max(1e-9, time.perf_counter() - started)
+                self._log(entry, force=epoch_done or state.global_step >= self.total_steps)
+            stop = self._stop_reason()
+            if epoch_done:
+                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+            stop = self._after_update(epoch_done, stop)
+        return stop
+
+    def _update(self, window: list[dict]) -> dict | None:
+        """One optimizer update over ``window`` (this process's micro-batches of one global batch): losses are
+        normalised by the global batch's item counts (see `gpt1_hf.training`), checked, then the optimizer steps."""
+        acc, args, p = self.accelerator, self.args, self.accelerator.num_processes
+        counts = [count_items(b, self.pad_token_id) for b in window]
+        local = torch.tensor([sum(c[0] for c in counts), sum(c[1] for c in counts),
+                              sum(_non_pad_tokens(b) for b in window)], device=acc.device, dtype=torch.long)
+        totals = acc.reduce(local, reduction="sum") if p > 1 else local
+        n_examples, n_targets = int(totals[0]), max(1, int(totals[1]))
+        parts = torch.zeros(3, device=acc.device, dtype=torch.float32)  # L3, L2, L1 of the global batch
+        for i, (batch, (ex, tg)) in enumerate(zip(window, counts)):
+            sync = i == len(window) - 1 or p == 1
+            with contextlib.nullcontext() if sync else acc.no_sync(self.model):
+                loss, terms = self._normalized_loss(self.model(**batch), ex / n_examples, tg / n_targets)
+                acc.backward(loss * p)  # the processes' gradients are averaged: the global sum needs x p
+            parts += terms.detach().float()
+        if p > 1:
+            parts = acc.reduce(parts, reduction="sum")
+        clip = args.max_grad_norm if args.max_grad_norm else math.inf  # inf: measure the norm, clip nothing
+        grad_norm = acc.clip_grad_norm_(self.model.parameters(), clip)
+        norm = float(grad_norm) if grad_norm is not None else 0.0
+        if not (math.isfinite(float(parts[0])) and math.isfinite(norm)):
+            return self._nonfinite(float(parts[0]), norm)
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        state = self.state
+        state.global_step += 1
+        state.tokens_seen += int(totals[2])
+        state.examples_seen += n_examples
+        entry = {"step": state.global_step, "loss": float(parts[0]), "learning_rate": lr, "grad_norm": norm,
+                 "tokens": int(totals[2])}
+        if self._has_clf:
+            entry.update(clf_loss=float(parts[1]), lm_loss=float(parts[2]))
+        return entry
+
+    def _normalized_loss(self, out, example_share: float, target_share: float):
+        """This micro-batch's part of the global batch's loss: its mean losses reweighted by its share of the items
+        (examples for L2, next-token targets for L1). Returns (loss, [L3, L2, L1] parts)."""
+        clf = getattr(out, "clf_loss", None)
+        self._has_clf = clf is not None
+        if clf is None:  # the causal LM: L1 alone
+            lm = out.loss * target_share
+            return lm, torch.stack([lm, torch.zeros_like(lm), lm])
+        clf = clf * example_share
+        lm = getattr(out, "lm_loss", None)
+        lm = lm * target_share if lm is not None else torch.zeros_like(clf)
+        loss = clf + self.aux_weight * lm
+        return loss, torch.stack([loss, clf, lm])
+
+    _has_clf = False
+
+    def _nonfinite(self, loss: float, norm: float) -> None:
+        """A NaN/inf loss or gradient norm: nothing of this update is applied or saved."""
+        step = self.state.global_step + 1
+        what = "non-finite loss" if not math.isfinite(loss) else "non-finite gradient norm"
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.args.on_nonfinite == "skip":
+            self.state.skipped_updates += 1
+            logger.warning("%s (%s, grad norm %s) at update %d: skipped (--on_nonfinite skip)", what, loss, norm, step)
+            return None
+        latest = find_checkpoint(self.output_dir, "auto")
+        raise NonFiniteError(
+            f"{what} at update {step} (loss {loss}, gradient norm {norm}): training stopped before the optimizer step "
+            f"and nothing of this update was saved. Likely causes: a learning rate too high (--learning_rate "
+            f"{self.args.learning_rate}), fp16 overflow (use bf16), corrupt weights or inputs. Resume point: "
+            f"{latest or 'none (no checkpoint yet)'}; --on_nonfinite skip skips such updates instead.")
+
+    def _stop_reason(self) -> str | None:
+        """The budgets, agreed by every process (the time budget could differ between them)."""
+        args, state, acc = self.args, self.state, self.accelerator
+        stop = None
+        if state.global_step >= self.total_steps:
+            stop = "completed"
+        elif args.max_train_tokens is not None and state.tokens_seen >= args.max_train_tokens:
+            stop = "max_train_tokens"
+        elif args.max_time is not None and time.perf_counter() - self._session_start >= args.max_time:
+            stop = "max_time"
+        if acc.num_processes > 1:
+            flag = torch.tensor([0 if stop is None else 1], device=acc.device)
+            if int(acc.reduce(flag, reduction="max")) and stop is None:
+                stop = "max_time"
+        return stop
+
+    def _after_update(self, epoch_done: bool, stop: str | None) -> str | None:
+        """Evaluation, checkpoint and callbacks after an update."""
+        args, state = self.args, self.state
+        if self._progress is not None:
+            self._progress.update(1)
+        every = args.eval_steps
+        if self.eval_fn is not None and ((every and state.global_step % every == 0) or (not every and epoch_done)):
+            self.evaluate()
+        steps = args.checkpointing_steps
+        step_save = steps not in (None, "", "epoch") and int(steps) > 0 and state.global_step % int(steps) == 0
+        if step_save or (steps == "epoch" and epoch_done) or stop is not None:
+            self.save_checkpoint()
+        try:
+            for callback in self.callbacks:
+                callback(self)
+        except StopTraining:
+            if not (step_save or (steps == "epoch" and epoch_done) or stop is not None):
+                self.save_checkpoint()
+            stop = "callback"
+        return stop
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Logging and evaluation
+    # ------------------------------------------------------------------------------------------------------------------
+    def _log(self, entry: dict, force: bool) -> None:
+        state = self.state
+        entry["epoch"] = round(state.epoch + state.batch_in_epoch / max(1, self.micro_batches_per_epoch), 4)
+        if not force and state.global_step % max(1, self.args.logging_steps):
+            return
+        state.log_history.append(entry)
+        if self.args.with_tracking:
+            self.accelerator.log({f"train/{k}": v for k, v in entry.items() if k not in ("step",)},
+                                 step=state.global_step)
+        if self._progress is not None:
+            self._progress.set_postfix(loss=f"{entry['loss']:.4f}", lr=f"{entry['learning_rate']:.3g}",
+                                       tok_s=f"{entry['tokens_per_s']:.0f}", refresh=False)
+
+    def _print(self, line: str) -> None:
+        if not self.is_main_process:
+            return
+        if self._progress is not None:
+            self._progress.write(line)
+        else:
+            print(line, flush=True)
+
+    @contextlib.contextmanager
+    def eval_mode(self):
+        """Eval mode, no grad, RNG states forked: evaluating never changes training."""
+        was_training = self.model.training
+        py_state, np_state = random.getstate(), np.random.get_state()
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            self.model.eval()
+            try:
+                yield
+            finally:
+                self.model.train(was_training)
+                random.setstate(py_state)
+                np.random.set_state(np_state)
+
+    def evaluate(self) -> dict[str, float]:
+        """``eval_fn`` now: recorded, printed as one line, sent to the trackers, and ``best/`` kept."""
+        state = self.state
+        with self.eval_mode():
+            metrics = {k: float(v) for k, v in (self.eval_fn(self) or {}).items()}
+        state.last_eval_step = state.global_step
+        epoch = round(state.epoch + state.batch_in_epoch / max(1, self.micro_batches_per_epoch), 4)
+        state.eval_history.append({"step": state.global_step, "epoch": epoch, **metrics})
+        shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+        self._print(f"eval step {state.global_step} (epoch {epoch:.2f}): {shown}")
+        if self.args.with_tracking:
+            self.accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=state.global_step)
+        key = self.metric_for_best_model
+        if key:
+            if key not in metrics:
+                raise KeyError(f"metric_for_best_model={key!r} is not among the evaluation metrics {sorted(metrics)}")
+            value = metrics[key]
+            better = state.best_metric is None or (value > state.best_metric if self.greater_is_better
+                                                   else value < state.best_metric)
+            if better and not math.isnan(value):
+                state.best_metric, state.best_step = value, state.global_step
+                self.save_model(self.output_dir / BEST_DIR, extra={"metrics": metrics, "step": state.global_step})
+        return metrics
+
+    def predict(self, dataset, collate_fn: Callable, batch_size: int | None = None) -> dict[str, np.ndarray]:
+        with self.eval_mode():
+            return predict_logits(self.model, dataset, collate_fn, self.accelerator,
+                                  batch_size or self.batch.per_device_batch_size, self.args.dataloader_num_workers)
+
+    def evaluate_loss(self, dataset, collate_fn: Callable, batch_size: int | None = None) -> dict[str, float]:
+        with self.eval_mode():
+            return lm_heldout_loss(self.model, dataset, collate_fn, self.accelerator,
+                                   batch_size or self.batch.per_device_batch_size)
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Saving and resuming
+    # ------------------------------------------------------------------------------------------------------------------
+    def _check_weights_finite(self) -> None:
+        bad = [n for n, p in self.model.named_parameters() if p.is_floating_point() and not torch.isfinite(p).all()]
+        if bad:
+            raise NonFiniteError(f"non-finite weights after update {self.state.global_step} ({bad[:4]}): nothing was "
+                                 "saved. Likely cause: a learning rate too high; resume from the last checkpoint.")
+
+    def save_checkpoint(self) -> Path:
+        """``checkpoints/step-N``: ``accelerator.save_state`` into a temporary folder, then the config/tokenizer and
+        ``training_state.json`` (last), renamed into place; ``latest`` then names it. Call on every process."""
+        acc, state = self.accelerator, self.state
+        self._check_weights_finite()
+        root = self.output_dir / CHECKPOINTS_DIR
+        name = f"step-{state.global_step:08d}"
+        tmp, final = root / f".tmp-{name}", root / name
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        with disk_errors(tmp), _quiet_saving():
+            acc.save_state(str(tmp))
+            if acc.is_main_process:
+                self._write_companions(tmp)
+                (tmp / STATE_FILE).write_text(json.dumps(
+                    {"state": asdict(state), "run": self.run_identity,
+                     "arguments": self.args.to_dict()}, indent=2, default=str))
+                fsync_tree(tmp)
+        if acc.is_main_process:
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+            write_text_atomically(root / LATEST_POINTER, name)
+            self._prune_checkpoints(root, keep=name)
+        acc.wait_for_everyone()
+        return final
+
+    def _write_companions(self, folder: Path) -> None:
+        """Config + tokenizer beside the weights, so that ``from_pretrained(checkpoint)`` loads a plain model."""
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        if hasattr(model, "peft_config"):  # a LoRA checkpoint holds the PeftModel's state; its base is elsewhere
+            return
+        model.config.save_pretrained(folder)
+        if self.save_fn is not None:
+            self.save_fn(folder)
+
+    def _prune_checkpoints(self, root: Path, keep: str) -> None:
+        limit = self.args.save_total_limit
+        if not limit or limit < 1:
+            return
+        ckpts = sorted(p for p in root.glob("step-*") if p.is_dir())
+        for path in [p for p in ckpts if p.name != keep][: max(0, len(ckpts) - limit)]:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def load_checkpoint(self, folder: Path) -> None:
+        """Resume: the run's identity compared first, the weights checked, then ``accelerator.load_state``."""
+        saved = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+        self._check_same_run(saved.get("run") or {}, folder)
+        check_finite_weights(folder)
+        self.accelerator.load_state(str(folder))
+        self.state = LoopState.from_dict(saved["state"])
+        self._print(f"resumed from {folder} at step {self.state.global_step}")
+
+    def _check_same_run(self, saved: dict, folder: Path) -> None:
+        differences = [f"{key}: checkpoint {saved[key]!r}, this run {value!r}"
+                       for key, value in self.run_identity.items() if key in saved and saved[key] != value]
+        if differences:
+            task = saved.get("task")
+            raise RunMismatchError(
+                f"checkpoint {folder} belongs to another run{f' (task {task!r})' if task else ''}; it differs in:\n  "
+                + "\n  ".join(differences)
+                + "\nResume with the same task, data, model, batch layout, seed and length, or start fresh in another "
+                "--output_dir (or with --overwrite_output_dir).")
+
+    def save_model(self, folder: str | Path, extra: dict | None = None) -> None:
+        """The model (+ ``save_fn`` files) as a ``save_pretrained`` folder, atomically. Every process calls it (the
+        sharded engines gather the weights); the main process writes."""
+        self._check_weights_finite()
+        model = self.finalize_model()
+        if self.is_main_process:
+            def write(tmp: Path) -> None:
+                with disk_errors(tmp), _quiet_saving():
+                    model.save_pretrained(tmp, safe_serialization=True)
+                    if self.save_fn is not None:
+                        self.save_fn(tmp)
+                    if extra is not None:
+                        (tmp / "training_info.json").write_text(json.dumps(extra, indent=2, default=str))
+
+            save_directory_atomically(folder, write)
+        self.accelerator.wait_for_everyone()
+
+    def finalize_model(self):
+        """The trained model without Accelerate's wrappers. Under FSDP / DeepSpeed the full weights are gathered (every
+        process must call this) into a plain copy; processes other than the main one get it on the meta device."""
+        acc = self.accelerator
+        unwrapped = acc.unwrap_model(self.model, keep_fp32_wrapper=False, keep_torch_compile=False)
+        if not self.sharded:
+            return unwrapped
+        state = acc.get_state_dict(self.model)
+        with torch.device("meta"):
+            plain = type(unwrapped)(unwrapped.config)
+        if acc.is_main_process:
+            plain.load_state_dict(state, strict=False, assign=True)
+            plain.tie_weights()
+        return plain
+
+
+@contextlib.contextmanager
+def _quiet_saving():
+    """No "Writing model shards" bar inside the training bar, no warning for the tied lm_head that safetensors stores
+    once (``from_pretrained`` ties it again)."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    accelerate_logger = logging.getLogger("accelerate.utils.other")
+    level = accelerate_logger.level
+    accelerate_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        accelerate_logger.setLevel(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _non_pad_tokens(batch: dict) -> int:
+    if "attention_mask" in batch:
+        return int(batch["attention_mask"].sum())
+    return int(batch["input_ids"].numel())
+
+
+def _scalar_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Hyperparameters the trackers can store (TensorBoard's hparams take scalars and strings only)."""
+    return {k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v, default=str))
+            for k, v in config.items() if v is not None}
