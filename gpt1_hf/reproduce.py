@@ -21,7 +21,9 @@ separate sittings with ``stages=[...]``):
     LoRA (`gpt1_hf.lora`) against full fine-tuning on ``lora_task``: trainable parameters, metric and time.
 ``report``
     ``<output_dir>/report/results.md`` (and, with ``write_docs``, ``docs/results.md`` + ``docs/img/results_*.png``):
-    tables laid out like the paper's, the paper's numbers beside ours, the figures, budget, sizes and wall times.
+    tables laid out like the paper's, the paper's numbers beside ours, the figures, budget, sizes and wall times
+    (pretraining: tokens seen and tokens per minute). The text is ``gpt1_hf/templates/results.md`` filled with
+    `report_data`'s data by `render_report`.
 
 Presets (`PRESETS`): ``cpu`` (the default without ``model_name_or_path``) is the miniature study that fits about two
 hours of a 2-core CPU; ``full`` (the default with ``model_name_or_path``) is the paper's scale (needs
@@ -1251,8 +1253,10 @@ def write_report(cfg: StudyConfig, out: Path) -> Path:
         text = _keep_hand_written(text, target.read_text())
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text)
+    pre = data["pretrain"] or {}
     summary = {"table5_means": data["table5_means"], "layer_transfer": data["layer_transfer"],
-               "zero_shot": data["zero_shot"], "runs": data["runs"]}
+               "zero_shot": data["zero_shot"], "runs": data["runs"],
+               "pretrain": {k: pre[k] for k in ("tokens_seen", "train_minutes", "tokens_per_minute")} if pre else None}
     _write_json(out / "report" / "summary.json", summary)
     return target
 

@@ -572,3 +572,22 @@ def test_report_keeps_both_hand_written_sections(tmp_path):
     again = write_report(cfg, out).read_text()
     assert again == text
     assert again.count("Why RTE is hard.\n\nSecond paragraph.") == 1 and again.count("A correction.") == 1
+
+
+def test_report_gives_pretraining_tokens_per_minute(tmp_path):
+    """#16: the pretraining stage's tokens per minute (tokens seen / training minutes from pretrain/results.json)."""
+    from gpt1_hf.reproduce import report_data
+
+    out = tmp_path / "study"
+    _fake_study(out)
+    pre = json.loads((out / "pretrain" / "results.json").read_text())
+    pre.update(tokens_seen=3_000_000, train_time_s=1_200.0)  # 20 minutes
+    (out / "pretrain" / "results.json").write_text(json.dumps(pre))
+    cfg = _report_cfg(out, tmp_path / "docs")
+    target = write_report(cfg, out)
+    assert report_data(cfg, out, target)["pretrain"]["tokens_per_minute"] == pytest.approx(150_000.0)
+    budget = target.read_text().split("## Budget")[1].split("##")[0]
+    assert "* Pretraining: 1,079 updates × 4,096 tokens = 3.0M tokens in 20.0 min, **150,000 tokens per minute** " \
+           "(budget 30 min; the schedule was sized from 4,701 tokens/s measured before the run)." in budget
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert summary["pretrain"] == {"tokens_seen": 3_000_000, "train_minutes": 20.0, "tokens_per_minute": 150_000.0}
