@@ -28,7 +28,7 @@ These mistakes are caught with an error that says what to do instead:
 before a long job::
 
     accelerate launch --config_file configs/ddp_gpu.yaml -m gpt1_hf.distributed --global_batch_size 32 \
-        --per_device_batch_size 4
+        --per_device_train_batch_size 4
     python -m gpt1_hf.distributed --config_file configs/fsdp.yaml --global_batch_size 32   # no launch needed
 """
 
@@ -460,7 +460,7 @@ def preflight(
                 f"global_batch_size={batch.global_batch_size} with per_device_batch_size="
                 f"{batch.per_device_batch_size} x {batch.num_processes} processes needs gradient accumulation "
                 f"({batch.gradient_accumulation_steps}), which gpt1_hf's loop does not do under DeepSpeed: use "
-                f"--per_device_batch_size {batch.global_batch_size // batch.num_processes} (or more processes)."
+                f"--per_device_train_batch_size {batch.global_batch_size // batch.num_processes} (or more processes)."
             )
     return info, batch
 
@@ -475,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
                                 description="Check a launch (config, devices, batch sizes) before training.")
     p.add_argument("--config_file", default=None,
                    help="accelerate config to check (default: the one of the accelerate launch running this)")
-    p.add_argument("--per_device_batch_size", type=int, default=None)
+    p.add_argument("--per_device_train_batch_size", type=int, default=None)
     p.add_argument("--global_batch_size", type=int, default=None)
     p.add_argument("--gradient_accumulation_steps", type=int, default=None)
     p.add_argument("--cpu", action="store_true")
@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = p.parse_args(argv)
     rank = int(os.environ.get("RANK", "0") or 0)
     try:
-        info, batch = preflight(ns.per_device_batch_size, ns.global_batch_size, ns.gradient_accumulation_steps,
+        info, batch = preflight(ns.per_device_train_batch_size, ns.global_batch_size, ns.gradient_accumulation_steps,
                                 cpu=ns.cpu, config_file=ns.config_file, lora_trainable_tokens=ns.lora)
     except ValueError as e:  # LaunchConfigError included
         if rank == 0:
