@@ -189,7 +189,7 @@ class StudyConfig:
 
 
 def _write_json(path: Path, data) -> None:
-    from .training import write_text_atomically
+    from .durable import write_text_atomically
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomically(path, json.dumps(data, indent=2, default=str) + "\n")
