@@ -1128,7 +1128,7 @@ class _Blocks:
     def __call__(self, name: str, **values) -> str:
         # a line that holds only an empty value is dropped: an optional paragraph needs no condition in the template
         lines = [ln for ln in self.blocks[name].split("\n")
-                 if not ((m := re.fullmatch(r"\{(\w+)\}", ln)) and m[1] in values and not values[m[1]])]
+                 if not ((m := re.fullmatch(r"\{(\w+)\}", ln)) and values.get(m[1], 0) in ("", None))]
         return "\n".join(lines).format_map(values)
 
 
