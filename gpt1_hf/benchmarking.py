@@ -164,6 +164,38 @@ def step_peak_tensor_mib(step) -> float:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+# The benchmark's gpt1_hf settings, by their ablation names: every fast path on except `attention_recompute`, which is
+# off by default (slower; see docs/benchmarks.md for its memory saving). "gelu_kernel" is activation_function
+# "gelu_pytorch_tanh" (the config default "gelu_new" is the same function written out); "dropout_attention" is
+# attn_implementation "gpt1_sdpa" (vs "sdpa"); "no_train_logits" is config.train_logits = False.
+FAST_PATHS_ON = {"fast_dropout": True, "dropout_attention": True, "attention_recompute": False, "fused_lm_loss": True,
+                 "gelu_kernel": True, "no_train_logits": True}
+
+
+def set_fast_paths(model, **switches: bool) -> None:
+    """Switch fast paths of a gpt1 model on (True) or off (False) by their ablation names (`FAST_PATHS_ON`)."""
+    from transformers.activations import ACT2FN
+
+    from gpt1_hf.modeling_gpt1 import GPT1MLP
+
+    unknown = set(switches) - set(FAST_PATHS_ON)
+    if unknown:
+        raise ValueError(f"Unknown fast paths {sorted(unknown)}; known: {sorted(FAST_PATHS_ON)}.")
+    config = model.config
+    for name, on in switches.items():
+        if name in ("fast_dropout", "fused_lm_loss", "attention_recompute"):
+            setattr(config, name, on)
+        elif name == "no_train_logits":
+            config.train_logits = not on
+        elif name == "dropout_attention":
+            model.set_attn_implementation("gpt1_sdpa" if on else "sdpa")
+        else:  # gelu_kernel: the same tanh GELU, one kernel or the formula
+            config.activation_function = "gelu_pytorch_tanh" if on else "gelu_new"
+            for module in model.modules():
+                if isinstance(module, GPT1MLP):
+                    module.act = ACT2FN[config.activation_function]
+
+
 def build_model(impl: str, task: str, config_name: str, seed: int = 0, num_labels: int = 2):
     """Our model for `task` ("lm", "mc", "clf") from a seed, or the baseline converted from exactly that model."""
     from transformers import OpenAIGPTDoubleHeadsModel, OpenAIGPTForSequenceClassification
@@ -176,6 +208,7 @@ def build_model(impl: str, task: str, config_name: str, seed: int = 0, num_label
     cls = {"lm": GPT1LMHeadModel, "mc": GPT1ForMultipleChoice, "clf": GPT1ForSequenceClassification}[task]
     ours = cls(config)
     if impl == "ours":
+        set_fast_paths(ours, **FAST_PATHS_ON)
         return ours
     lm = gpt1_to_openai_gpt(ours)  # OpenAIGPTLMHeadModel with the same backbone and tied head (specials kept)
     if task == "lm":
@@ -295,11 +328,8 @@ def case_train(spec: dict) -> dict:
     model = build_model(impl, task, spec["config"]).to(device).train()
     if spec.get("grad_ckpt"):
         model.gradient_checkpointing_enable()
-    fast_paths_off = spec.get("fast_paths_off") or []
-    if fast_paths_off:
-        from gpt1_hf.modeling_gpt1 import FAST_PATHS
-
-        FAST_PATHS.update({name: False for name in fast_paths_off})
+    if spec.get("fast_paths_off"):
+        set_fast_paths(model, **{name: False for name in spec["fast_paths_off"]})
     fused = "fused" in torch.optim.AdamW.__init__.__code__.co_varnames
     optimizer = torch.optim.AdamW(model.parameters(), lr=6.25e-5, weight_decay=0.01, **({"fused": True} if fused else {}))
     forward = torch.compile(model) if spec.get("compile") else model
@@ -333,7 +363,7 @@ def case_train(spec: dict) -> dict:
             "tensor_peak_mib": tensor_memory, "fused_adamw": fused}
 
 
-def _lm_train_step(impl: str, spec: dict, device: torch.device):
+def _lm_train_step(impl: str, spec: dict, device: torch.device, return_model: bool = False):
     """One LM training step (forward + backward + fused AdamW + zero_grad) of ``spec``'s config (default full),
     batch x seq (default 1 x 512) and precision (default bf16), as a closure over a freshly built model."""
     precision, config = spec.get("precision", "bf16"), spec.get("config", "full")
@@ -349,27 +379,35 @@ def _lm_train_step(impl: str, spec: dict, device: torch.device):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    return step
+    return (step, model) if return_model else step
 
 
 def case_ablation(spec: dict) -> dict:
-    """Our LM training step with fast paths switched off, all variants in one process, interleaved step by step."""
-    from gpt1_hf.modeling_gpt1 import FAST_PATHS
+    """Our LM training step with fast paths switched, all variants in one process, interleaved step by step.
 
+    A variant is (name, switches): a list of fast paths switched off, or a {fast path: on} dict (`set_fast_paths`).
+    With spec["memory"], also the tensor peak of one step of each variant (`step_peak_tensor_mib`)."""
     device = _device(spec)
-    step = _lm_train_step("ours", spec, device)
-    defaults = dict(FAST_PATHS)
+    step, model = _lm_train_step("ours", spec, device, return_model=True)
+
+    def switch(changes):
+        set_fast_paths(model, **FAST_PATHS_ON)
+        set_fast_paths(model, **(changes if isinstance(changes, dict) else {name: False for name in changes}))
 
     times = {name: [] for name, _ in spec["variants"]}
     for round_ in range(spec["rounds"] + 1):  # round 0: warm-up
-        for name, off in spec["variants"]:
-            FAST_PATHS.update(defaults)
-            FAST_PATHS.update({switch: False for switch in off})
+        for name, changes in spec["variants"]:
+            switch(changes)
             elapsed = _timed(step, device)
             if round_:
                 times[name].append(elapsed)
-    FAST_PATHS.update(defaults)
-    return {"step_s": times, "tokens_per_step": spec["batch"] * spec["seq"]}
+    memory = {}
+    if spec.get("memory"):
+        for name, changes in spec["variants"]:
+            switch(changes)
+            memory[name] = step_peak_tensor_mib(step)
+    set_fast_paths(model, **FAST_PATHS_ON)
+    return {"step_s": times, "tokens_per_step": spec["batch"] * spec["seq"], "tensor_peak_mib": memory}
 
 
 def build_config(config_name: str):
@@ -446,9 +484,7 @@ def case_generate(spec: dict) -> dict:
     impl, precision, new, device = spec["impl"], spec["precision"], spec["new_tokens"], _device(spec)
     model = build_model(impl, "lm", spec["config"]).to(device).eval()
     if spec.get("fast_paths_off"):
-        from gpt1_hf.modeling_gpt1 import FAST_PATHS
-
-        FAST_PATHS.update({name: False for name in spec["fast_paths_off"]})
+        set_fast_paths(model, **{name: False for name in spec["fast_paths_off"]})
     prompt = torch.randint(0, 40478, (1, spec["prompt"]), generator=torch.Generator().manual_seed(1)).to(device)
     kwargs = dict(max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=40481)
     if impl == "ours":
@@ -622,12 +658,12 @@ def case_decode(spec: dict) -> dict:
     # ours: one cached decoding step (1 new token after a prompt), timed directly on the model
     prompt = torch.randint(0, 40478, (1, spec.get("prompt", 32)), generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
-        past = model(prompt, use_cache=True).past_key_values
+        past = model(prompt, use_cache=True).cache
         token = prompt[:, -1:]
         decode = []
         for _ in range(reps + 1):
             start = time.perf_counter()
-            model(token, past_key_values=past, use_cache=True)
+            model(token, cache=past, use_cache=True)
             decode.append(time.perf_counter() - start)
             past.crop(-1)  # drop the token just added
     base = build_model("baseline", "lm", "full").to(device).eval()

@@ -36,8 +36,9 @@ GPT-1's original text pipeline (openai/finetune-transformer-lm, ``text_utils.py`
    gives one id 0, as in the original, where unknown characters never merge.
 
 Special tokens come after the BPE vocabulary of size V: ``_start_`` = V, ``_delimiter_`` = V + 1, ``_classify_`` =
-V + 2, ``<pad>`` = V + 3 (40478..40481 for GPT-1's files). ``add_special_tokens=True`` gives ``_start_ text
-_classify_`` and ``_start_ a _delimiter_ b _classify_`` for a pair (paper, section 3.3).
+V + 2, ``<pad>`` = V + 3 (40478..40481 for GPT-1's files). ``add_special_tokens=True`` gives ``_start_ a _delimiter_
+b _classify_`` for a pair (paper, section 3.3) and ``_start_ text`` for a single text (a prompt to continue), or
+``_start_ text _classify_`` with ``add_extract_token=True`` (a single-text task input).
 
 The saved ``tokenizer.json`` holds steps 2-5; used alone (raw ``tokenizers``), it skips step 1.
 Plain-text calls (``tokenizer(texts)``, ``encode_batch_ids``) take a faster route to the same ids, as spaCy does: step 2
@@ -64,7 +65,7 @@ import unicodedata
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import BPE
 from tokenizers.trainers import BpeTrainer
-from transformers.tokenization_utils_base import BatchEncoding, TruncationStrategy
+from transformers.tokenization_utils_base import VERY_LARGE_INTEGER, BatchEncoding, TruncationStrategy
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 from transformers.utils import PaddingStrategy, logging
 
@@ -80,6 +81,7 @@ START_TOKEN = "_start_"
 DELIMITER_TOKEN = "_delimiter_"
 CLASSIFY_TOKEN = "_classify_"
 PAD_TOKEN = "<pad>"
+N_POSITIONS = 512  # GPT-1's context: the default model_max_length
 END_OF_WORD = "</w>"
 
 
@@ -888,13 +890,20 @@ def build_backend_tokenizer(
     ids = [tokenizer.token_to_id(t) for t in special_tokens]
     if ids != list(range(size, size + len(special_tokens))):
         logger.warning(f"GPT1Tokenizer: special tokens {special_tokens} got ids {ids} (expected {size}..)")
-    start, delimiter, classify = special_tokens[:3]
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single=f"{start} $A {classify}",
+    tokenizer.post_processor = input_template(tokenizer, special_tokens[:3], add_extract_token=False)
+    return tokenizer
+
+
+def input_template(tokenizer: Tokenizer, special_tokens, add_extract_token: bool) -> processors.TemplateProcessing:
+    """The paper's input transformations (section 3.3) as a `TemplateProcessing`: ``_start_ a _delimiter_ b
+    _classify_`` for a pair; for a single text ``_start_ text _classify_`` with `add_extract_token`, else
+    ``_start_ text`` (a prompt that generation continues)."""
+    start, delimiter, classify = special_tokens
+    return processors.TemplateProcessing(
+        single=f"{start} $A {classify}" if add_extract_token else f"{start} $A",
         pair=f"{start} $A {delimiter} $B:1 {classify}:1",
         special_tokens=[(t, tokenizer.token_to_id(t)) for t in (start, delimiter, classify)],
     )
-    return tokenizer
 
 
 def _map_texts(fn, texts):
@@ -913,8 +922,12 @@ class GPT1Tokenizer(TokenizersBackend):
     files (``GPT1Tokenizer("encoder_bpe_40000.json", "vocab_40000.bpe")``), from ``vocab``/``merges`` objects, or
     with ``from_pretrained`` on a folder written by ``save_pretrained`` (``tokenizer.json``).
 
-    ``tokenizer(text)`` gives ``[_start_] + ids + [_classify_]``; ``tokenizer(a, b)`` gives
-    ``[_start_] + a + [_delimiter_] + b + [_classify_]``; ``add_special_tokens=False`` gives the original ids.
+    ``tokenizer(a, b)`` gives ``[_start_] + a + [_delimiter_] + b + [_classify_]`` (the paper's transformation for
+    pairs); ``tokenizer(text)`` gives ``[_start_] + ids``, a prompt that ``generate`` continues, and
+    ``[_start_] + ids + [_classify_]`` for a single-text task with ``add_extract_token=True`` (per call, or once:
+    ``tokenizer.add_extract_token = True`` / ``from_pretrained(..., add_extract_token=True)``, saved with the
+    tokenizer); ``add_special_tokens=False`` gives the original ids. ``model_max_length`` defaults to GPT-1's 512
+    positions (so ``truncation=True`` fits the model); set it to ``config.n_positions`` for a smaller model.
     Texts that need ftfy's repairs (non-ASCII characters, "&", control characters) go through `fix_text` in Python
     before the Rust pipeline; other texts go straight to Rust.
 
@@ -927,6 +940,8 @@ class GPT1Tokenizer(TokenizersBackend):
             (``<unk>`` in GPT-1's vocabulary), since the original maps missing pieces to id 0.
         start_token, delimiter_token, classify_token, pad_token (`str`): the special tokens appended after the
             vocabulary, in this order (ids V, V+1, V+2, V+3 for a vocabulary of size V).
+        add_extract_token (`bool`, defaults to False): end a single text with ``_classify_`` too (pairs always are).
+        model_max_length (`int`, defaults to 512): GPT-1's n_positions; an unset (1e30) saved value also becomes 512.
     """
 
     vocab_files_names = VOCAB_FILES_NAMES
@@ -946,9 +961,13 @@ class GPT1Tokenizer(TokenizersBackend):
         delimiter_token: str = DELIMITER_TOKEN,
         classify_token: str = CLASSIFY_TOKEN,
         pad_token: str = PAD_TOKEN,
+        add_extract_token: bool = False,
         **kwargs,
     ):
         tokenizer_file = kwargs.pop("tokenizer_file", None)
+        # transformers' "no limit" (1e30) would make truncation=True a no-op: GPT-1 has 512 positions
+        if kwargs.get("model_max_length") is None or kwargs["model_max_length"] >= VERY_LARGE_INTEGER:
+            kwargs["model_max_length"] = N_POSITIONS
         kwargs.pop("tokenizer_object", None)
         # names saved by save_pretrained come back as "model specific" special tokens
         specific = kwargs.pop("model_specific_special_tokens", None) or {}
@@ -996,12 +1015,24 @@ class GPT1Tokenizer(TokenizersBackend):
             start_token=start_token,
             delimiter_token=delimiter_token,
             classify_token=classify_token,
+            add_extract_token=add_extract_token,
             **kwargs,
         )
+        self.add_extract_token = add_extract_token
         self._base_size = len(self)  # the fast path is only valid while no token has been added since
 
 
     # --- special tokens (GPT-1 paper, section 3.3) ---
+    @property
+    def add_extract_token(self) -> bool:
+        return self._add_extract_token
+
+    @add_extract_token.setter
+    def add_extract_token(self, value: bool) -> None:
+        self._add_extract_token = bool(value)
+        self.init_kwargs["add_extract_token"] = self._add_extract_token  # saved in tokenizer_config.json
+        self._tokenizer.post_processor = input_template(self._tokenizer, self._special_names[:3], self._add_extract_token)
+
     @property
     def start_token(self) -> str:
         return self._special_names[0]
@@ -1031,7 +1062,14 @@ class GPT1Tokenizer(TokenizersBackend):
         return True
 
     # --- encoding: ftfy's repairs in Python for the texts that need them, everything else in Rust ---
-    def _encode_plus(self, text, text_pair=None, **kwargs):
+    def _encode_plus(self, text, text_pair=None, add_extract_token: bool | None = None, **kwargs):
+        if add_extract_token is not None and add_extract_token != self.add_extract_token:
+            default = self.add_extract_token
+            self.add_extract_token = add_extract_token  # for this call only
+            try:
+                return self._encode_plus(text, text_pair, **kwargs)
+            finally:
+                self.add_extract_token = default
         text = _map_texts(fix_text, text)
         text_pair = None if text_pair is None else _map_texts(fix_text, text_pair)
         fast = self._encode_plus_fast(text, text_pair, **kwargs)
@@ -1096,12 +1134,13 @@ class GPT1Tokenizer(TokenizersBackend):
             return None
         start, delimiter, classify = self.start_token_id, self.delimiter_token_id, self.classify_token_id
         bodies = self._ids(firsts)
+        extract = [classify] if self.add_extract_token else []
         if truncate:
-            keep = max(max_length - (2 if add_special_tokens else 0), 0)
+            keep = max(max_length - ((1 + len(extract)) if add_special_tokens else 0), 0)
             left = self.truncation_side == "left"
             bodies = [(b[max(len(b) - keep, 0) :] if keep else []) if left else b[:keep] for b in bodies]
         if seconds is None:
-            seqs = [[start, *b, classify] for b in bodies] if add_special_tokens else bodies
+            seqs = [[start, *b, *extract] for b in bodies] if add_special_tokens else bodies
         else:
             pairs = zip(bodies, self._ids(seconds), strict=True)
             seqs = [[start, *a, delimiter, *b, classify] if add_special_tokens else a + b for a, b in pairs]
@@ -1184,6 +1223,7 @@ class GPT1Tokenizer(TokenizersBackend):
         """Ids only (no masks, truncation or padding), for data pipelines: ``texts`` are strings or ``(a, b)``
         pairs. Same ids as ``tokenizer(texts)["input_ids"]``."""
         start, delimiter, classify = self.start_token_id, self.delimiter_token_id, self.classify_token_id
+        extract = [classify] if self.add_extract_token else []
         texts = list(texts)
         if len(self) != self._base_size:  # tokens were added (and are matched in the text): generic path
             firsts = [t if isinstance(t, str) else t[0] for t in texts]
@@ -1191,12 +1231,12 @@ class GPT1Tokenizer(TokenizersBackend):
             return self(firsts, seconds, add_special_tokens=add_special_tokens)["input_ids"]
         if all(isinstance(t, str) for t in texts):
             bodies = self._ids([fix_text(t) for t in texts])
-            return [[start, *b, classify] for b in bodies] if add_special_tokens else bodies
+            return [[start, *b, *extract] for b in bodies] if add_special_tokens else bodies
         result = []
         for item in texts:
             if isinstance(item, str):
                 body = self._ids([fix_text(item)])[0]
-                result.append([start, *body, classify] if add_special_tokens else body)
+                result.append([start, *body, *extract] if add_special_tokens else body)
             else:
                 a, b = self._ids([fix_text(item[0]), fix_text(item[1])])
                 result.append([start, *a, delimiter, *b, classify] if add_special_tokens else a + b)
@@ -1254,7 +1294,8 @@ class GPT1Tokenizer(TokenizersBackend):
 
         backend.train_from_iterator(texts(), trainer=trainer, length=length)
         model = json.loads(backend.to_str())["model"]
-        new = self.__class__(vocab=model["vocab"], merges=model["merges"], unk_token=unk, **names)
+        new = self.__class__(vocab=model["vocab"], merges=model["merges"], unk_token=unk, add_extract_token=self.add_extract_token,
+                             model_max_length=self.model_max_length, **names)
         if new_special_tokens:
             new.add_special_tokens({"additional_special_tokens": list(new_special_tokens)})
         return new

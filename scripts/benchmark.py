@@ -34,7 +34,9 @@ BEGIN_GPU = "<!-- BEGIN GENERATED (GPU): scripts/benchmark.py --device cuda --wr
 END_GPU = "<!-- END GENERATED (GPU) -->"
 BEGIN_COMPILE = "<!-- BEGIN GENERATED (compile): scripts/benchmark.py --only compile --write_docs -->"
 END_COMPILE = "<!-- END GENERATED (compile) -->"
-ABLATION = ["fast_dropout", "dropout_attention", "attention_recompute", "fused_lm_loss", "gelu_kernel", "no_train_logits"]
+# fast paths on by default, switched off one at a time (gpt1_hf.benchmarking.set_fast_paths); attention_recompute is off
+# by default and switched on instead
+ABLATION = ["fast_dropout", "dropout_attention", "fused_lm_loss", "gelu_kernel", "no_train_logits"]
 
 
 def plan(args) -> dict:
@@ -70,6 +72,7 @@ def plan(args) -> dict:
     cases["train_extra"] = extra
     if not q:
         variants = [("all fast paths on", [])] + [(f"without {name}", [name]) for name in ABLATION]
+        variants.append(("with attention_recompute", {"attention_recompute": True}))
         variants.append(("all fast paths off", ABLATION))
         cases["ablation"] = {"case": "ablation", "config": "full", "batch": lm_batch, "seq": 512, "precision": "bf16",
                              "rounds": 4, "variants": variants}
@@ -415,8 +418,10 @@ def render(args, command, info, peak, peak_end, train_rows, extra_rows, ablation
         on = median(ablation["step_s"]["all fast paths on"])
         for name, times in ablation["step_s"].items():
             lines.append(f"| {name} | {fmt(ablation['tokens_per_step'] / median(times))} | {median(times) / on:.2f}× |")
-        lines += ["", "Switches: `gpt1_hf.modeling_gpt1.FAST_PATHS` / `fast_paths(...)`; each fast path is checked "
-                  "against its reference in tests/test_fast_paths.py.", ""]
+        lines += ["", "Switches (`gpt1_hf.benchmarking.set_fast_paths`): `attn_implementation` \"gpt1_sdpa\" / \"sdpa\" "
+                  "(dropout_attention), `activation_function` \"gelu_pytorch_tanh\" / \"gelu_new\" (gelu_kernel), config "
+                  "`fast_dropout`, `fused_lm_loss`, `attention_recompute`, `train_logits` (no_train_logits); each fast "
+                  "path is checked against its reference in tests/test_fast_paths.py.", ""]
     elif ablation:
         lines += [f"Ablation failed: {ablation['error'][:300]}", ""]
 

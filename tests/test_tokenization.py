@@ -106,9 +106,12 @@ def test_special_token_layout(tok):
     a = tok("The cat sat.", add_special_tokens=False)["input_ids"]
     b = tok("A dog ran.", add_special_tokens=False)["input_ids"]
     single = tok("The cat sat.")
-    assert single["input_ids"] == [40478] + a + [40480] and "token_type_ids" not in single
+    # a single text is a prompt (generation continues it); a task input ends with the extract token: one call away
+    assert single["input_ids"] == [40478] + a and "token_type_ids" not in single
+    assert tok("The cat sat.", add_extract_token=True)["input_ids"] == [40478] + a + [40480]
     assert tok("The cat sat.", "A dog ran.")["input_ids"] == [40478] + a + [40479] + b + [40480]
-    assert tok.encode("The cat sat.") == [40478] + a + [40480]
+    assert tok.encode("The cat sat.") == [40478] + a
+    assert tok.model_max_length == 512
 
 
 def test_padding_uses_the_pad_id_on_the_right(tok):
@@ -124,14 +127,17 @@ def test_padding_uses_the_pad_id_on_the_right(tok):
 
 def test_truncation_and_offsets_still_work(tok):
     ids = tok("one two three four five six", truncation=True, max_length=5)["input_ids"]
+    assert len(ids) == 5 and ids[0] == 40478 and ids[-1] != 40480
+    ids = tok("one two three four five six", truncation=True, max_length=5, add_extract_token=True)["input_ids"]
     assert len(ids) == 5 and ids[0] == 40478 and ids[-1] == 40480
+    assert len(tok("word " * 600, truncation=True)["input_ids"]) == 512  # model_max_length = n_positions
     enc = tok("Hello world", return_offsets_mapping=True)
     assert enc["offset_mapping"][1] == (0, 5)
     assert tok.tokenize("Don't stop") == ["do</w>", "n't</w>", "stop</w>"]
 
 
 def test_decode(tok):
-    ids = tok("Hello, World! I don't know.")["input_ids"]
+    ids = tok("Hello, World! I don't know.", add_extract_token=True)["input_ids"]
     assert tok.decode(ids, skip_special_tokens=True) == "hello , world ! i do n't know ."
     assert tok.decode(ids) == "_start_ hello , world ! i do n't know . _classify_"
     assert tok.convert_tokens_to_string(["hel", "lo</w>", "world</w>"]) == "hello world"
@@ -147,7 +153,9 @@ def test_decode(tok):
         {"truncation": True, "max_length": 7},
         {"padding": True, "return_tensors": "pt"},
         {"padding": True, "pad_to_multiple_of": 8, "padding_side": "left"},
-        {"return_attention_mask": False},
+        {"add_extract_token": True},
+        {"add_extract_token": True, "truncation": True, "max_length": 7},
+        {"return_attention_mask": False},  # last: it leaves the Rust backend without truncation for the next tests
     ],
 )
 def test_fast_path_matches_the_generic_path(tok, options):
@@ -205,6 +213,11 @@ def test_encode_batch_ids(tok):
     assert tok.encode_batch_ids(texts) == tok(texts)["input_ids"]
     assert tok.encode_batch_ids([("A b.", "C d.")]) == [tok("A b.", "C d.")["input_ids"]]
     assert tok.encode_batch_ids(texts, add_special_tokens=False) == tok(texts, add_special_tokens=False)["input_ids"]
+    tok.add_extract_token = True
+    try:
+        assert tok.encode_batch_ids(texts) == tok(texts)["input_ids"] and tok(texts)["input_ids"][0][-1] == 40480
+    finally:
+        tok.add_extract_token = False
 
 
 # --- save / load / train -----------------------------------------------------------------------------------------
@@ -217,6 +230,14 @@ def test_save_and_load_round_trip(tok, tmp_path):
     sentences = fixture_sentences()[:150]
     assert loaded(sentences)["input_ids"] == tok(sentences)["input_ids"]
     assert (len(loaded), loaded.classify_token_id, loaded.pad_token_id) == (40482, 40480, 40481)
+    assert loaded.model_max_length == 512 and not loaded.add_extract_token
+    tok.add_extract_token = True  # a single-text task folder saves the choice
+    try:
+        tok.save_pretrained(tmp_path / "task")
+    finally:
+        tok.add_extract_token = False
+    loaded = GPT1Tokenizer.from_pretrained(tmp_path / "task")
+    assert loaded.add_extract_token and loaded("A b.")["input_ids"][-1] == 40480
     # the saved tokenizer.json alone (no Python) reproduces the pipeline for texts that need no ftfy repair
     from tokenizers import Tokenizer
 
