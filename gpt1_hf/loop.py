@@ -139,11 +139,12 @@ class TrainingLoop:
     # The loop
     # ------------------------------------------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
-        args, acc, state = self.args, self.accelerator, self.state
+        args, acc = self.args, self.accelerator
         if args.resume_from_checkpoint:
             ckpt = find_checkpoint(self.output_dir, args.resume_from_checkpoint)
             if ckpt is not None:
                 self.load_checkpoint(ckpt)
+        state = self.state
         if args.with_tracking:
             acc.init_trackers(self.tracking_name, config=_scalar_config(args.to_dict()))
         if acc.is_main_process and not args.disable_tqdm:
@@ -174,14 +175,16 @@ class TrainingLoop:
     def _run_epoch(self) -> str | None:
         """The rest of the current epoch, one update per window of micro-batches; returns the stop reason, if any."""
         args, acc, state = self.args, self.accelerator, self.state
+        # the data order of this epoch: a sharded loader (several processes) does not pass the epoch to the sampler
         self.sampler.set_epoch(state.epoch)
+        self.loader.set_epoch(state.epoch)
         loader = self.loader if state.batch_in_epoch == 0 else acc.skip_first_batches(self.loader,
                                                                                         state.batch_in_epoch)
         batches = iter(loader)
         accum = self.batch.gradient_accumulation_steps
-        stop = None
+        stop, epoch_done = None, False
         self.model.train()
-        while stop is None and state.batch_in_epoch < self.micro_batches_per_epoch:
+        while stop is None and not epoch_done:
             size = min(accum, self.micro_batches_per_epoch - state.batch_in_epoch)
             window = [next(batches) for _ in range(size)]
             started = time.perf_counter()

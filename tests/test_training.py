@@ -1,21 +1,28 @@
-"""The shared training loop (gpt1_hf.training): schedules, weight decay, batching, resume, atomic checkpoints, budgets."""
+"""The shared training loop (gpt1_hf.loop / gpt1_hf.training): schedules, weight decay, one global batch whatever its
+layout, kill-and-resume equality, atomic checkpoints, budgets, and the guards (non-finite values, run identity, one
+run per folder, leftovers)."""
 
 import json
 import math
-import platform
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 from conftest import tiny_config_kwargs
 
-from gpt1_hf import GPT1Config, GPT1LMHeadModel
+from gpt1_hf import GPT1Config, GPT1ForSequenceClassification, GPT1LMHeadModel
 from gpt1_hf import training as T
+from gpt1_hf.arguments import RunArguments
+from gpt1_hf.durable import RunInUseError, RunLock
+from gpt1_hf.loop import TrainingLoop
 from gpt1_hf.training import (
-    StopTraining,
-    Trainer,
-    TrainingArguments,
+    NonFiniteError,
+    RunMismatchError,
+    count_items,
     find_checkpoint,
-    lr_factor,
+    open_run_folder,
     param_groups_for_weight_decay,
     resolve_batch_config,
 )
@@ -35,9 +42,28 @@ def lm_data(n=22, length=12, seed=0):
     return [{"input_ids": torch.randint(0, 100, (length,), generator=g).tolist()} for _ in range(n)]
 
 
+def ragged_data(n=14, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    return [{"input_ids": torch.randint(0, 100, (int(k),), generator=g).tolist(), "labels": int(k) % 2}
+            for k in torch.randint(4, 16, (n,), generator=g)]
+
+
 def lm_collate(features):
     ids = torch.tensor([f["input_ids"] for f in features])
     return {"input_ids": ids, "labels": ids}
+
+
+def padded_collate(features, with_labels=False):
+    """Right padding with the pad id 103 and its attention mask (the rows' real lengths differ)."""
+    longest = max(len(f["input_ids"]) for f in features)
+    ids = torch.full((len(features), longest), 103)
+    mask = torch.zeros_like(ids)
+    for i, f in enumerate(features):
+        ids[i, : len(f["input_ids"])] = torch.tensor(f["input_ids"])
+        mask[i, : len(f["input_ids"])] = 1
+    batch = {"input_ids": ids, "attention_mask": mask}
+    batch["labels"] = torch.tensor([f["labels"] for f in features]) if with_labels else ids
+    return batch
 
 
 def tiny_lm(seed=0, **overrides):
@@ -45,376 +71,247 @@ def tiny_lm(seed=0, **overrides):
     return GPT1LMHeadModel(GPT1Config(**tiny_config_kwargs(**overrides)))
 
 
+NO_DROPOUT = dict(embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0, clf_pdrop=0.0)
+
+
 def args_for(tmp_path, **kw):
-    base = dict(output_dir=str(tmp_path), learning_rate=3e-3, per_device_batch_size=2, global_batch_size=4,
-                num_train_epochs=2, progress_bar=False, log_every_steps=1, seed=7, save_at_epoch_end=False,
-                save_final_checkpoint=False, save_total_limit=None)
+    base = dict(output_dir=str(tmp_path), learning_rate=3e-3, per_device_train_batch_size=2, global_batch_size=4,
+                num_train_epochs=2, disable_tqdm=True, logging_steps=1, seed=7, weight_decay=0.01,
+                max_grad_norm=1.0, lr_scheduler_type="linear", warmup_ratio=0.0, save_total_limit=None)
     base.update(kw)
-    return TrainingArguments(**base)
+    return RunArguments(**base)
+
+
+def loop_for(model, args, data, collate=lm_collate, **kw):
+    acc = T.create_accelerator(args.mixed_precision, cpu=True, with_tracking=args.with_tracking,
+                               report_to=args.report_to, project_dir=args.output_dir)
+    return TrainingLoop(model, args, data, collate, acc, **kw)
 
 
 def state_of(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Schedules
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def test_lr_factor_values():
-    # linear, warmup 4 of 20 updates: (k+1)/4 during warmup, then 1 - (k-4)/16
-    assert [lr_factor("linear", k, 4, 20) for k in range(4)] == [0.25, 0.5, 0.75, 1.0]
-    assert lr_factor("linear", 4, 4, 20) == 1.0
-    assert lr_factor("linear", 12, 4, 20) == pytest.approx(0.5)
-    assert lr_factor("linear", 19, 4, 20) == pytest.approx(1 / 16)
-    assert lr_factor("linear", 20, 4, 20) == 0.0
-    # cosine to 0
-    assert lr_factor("cosine", 4, 4, 20) == 1.0
-    assert lr_factor("cosine", 12, 4, 20) == pytest.approx(0.5)
-    assert lr_factor("cosine", 8, 4, 20) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.25)))
-    assert lr_factor("cosine", 25, 4, 20) == 0.0
-    assert lr_factor("constant", 10, 0, 20) == 1.0
-    with pytest.raises(ValueError, match="unknown lr_scheduler_type"):
-        lr_factor("step", 0, 0, 10)
-    # the paper's fine-tuning warmup: 0.2% of the updates
-    assert T.warmup_steps_for(6315, None, 0.002) == 13
-    assert T.warmup_steps_for(100, 5, 0.002) == 5
-
-
-def test_schedule_counts_optimizer_updates_with_accumulation(tmp_path):
-    # 10 examples, per-device 2, accumulation 2 -> 5 micro-batches = 3 updates per epoch (last window has one)
-    args = args_for(tmp_path, global_batch_size=4, num_train_epochs=2, lr_scheduler_type="linear", warmup_steps=2,
-                    learning_rate=1e-3)
-    trainer = Trainer(tiny_lm(), args, lm_data(10), lm_collate)
-    assert trainer.batch.gradient_accumulation_steps == 2
-    assert trainer.updates_per_epoch == 3 and trainer.total_steps == 6
-    result = trainer.train()
-    assert result.global_step == 6
-    lrs = [e["lr"] for e in result.log_history]
-    expected = [1e-3 * lr_factor("linear", k, 2, 6) for k in range(6)]
-    assert lrs == pytest.approx(expected)
-    assert trainer.scheduler.last_epoch == 6  # stepped once per update, not per micro-batch
-    assert trainer.optimizer.param_groups[0]["lr"] == 0.0
-
-
-def test_cosine_schedule_in_trainer(tmp_path):
-    args = args_for(tmp_path, per_device_batch_size=4, global_batch_size=4, num_train_epochs=1,
-                    lr_scheduler_type="cosine", warmup_steps=1)
-    result = Trainer(tiny_lm(), args, lm_data(16), lm_collate).train()
-    lrs = [e["lr"] for e in result.log_history]
-    assert lrs == pytest.approx([args.learning_rate * lr_factor("cosine", k, 1, 4) for k in range(4)])
+def _eval_fn(held_out, collate=lm_collate):
+    return lambda loop: loop.evaluate_loss(held_out, collate)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Optimizer and batch configuration
+# Batches, schedules, weight decay
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def test_weight_decay_groups():
-    from gpt1_hf import GPT1ForSequenceClassification
-
-    model = GPT1ForSequenceClassification(GPT1Config(**tiny_config_kwargs(num_labels=3)))
-    decay, no_decay = param_groups_for_weight_decay(model, 0.01)
-    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
-    dn, nn_ = set(decay["names"]), set(no_decay["names"])
-    assert "transformer.tokens_embed.weight" in dn and "transformer.positions_embed.weight" in dn
-    assert "transformer.h.0.attn.c_attn.weight" in dn and "score.weight" in dn
-    assert "transformer.h.0.attn.c_attn.bias" in nn_ and "score.bias" in nn_
-    assert "transformer.h.0.ln_1.weight" in nn_ and "transformer.h.1.ln_2.bias" in nn_
-    assert "lm_head.weight" not in dn | nn_  # tied to tokens_embed: counted once
-    assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
-    n_params = len({id(p) for p in model.parameters()})
-    assert len(decay["params"]) + len(no_decay["params"]) == n_params
-    opt = T.build_optimizer(model, TrainingArguments(weight_decay=0.01))
-    assert [g["weight_decay"] for g in opt.param_groups] == [0.01, 0.0]
-    assert opt.defaults.get("fused") or opt.defaults.get("foreach")
 
 
 def test_batch_config():
-    assert resolve_batch_config(4, 32, 2).gradient_accumulation_steps == 4
-    assert resolve_batch_config(None, 32, 2).per_device_batch_size == 16
-    assert resolve_batch_config(8, None, 2, 3).global_batch_size == 48
-    with pytest.raises(ValueError, match="not a multiple"):
-        resolve_batch_config(5, 32, 2)
-    with pytest.raises(ValueError, match="not divisible"):
-        resolve_batch_config(None, 30, 4)
+    assert resolve_batch_config(None, 32, 2, None).per_device_batch_size == 16
+    assert resolve_batch_config(4, 32, 2, None).gradient_accumulation_steps == 4
+    assert resolve_batch_config(4, None, 3, 2).global_batch_size == 24
+    with pytest.raises(ValueError, match="not a multiple of --per_device_train_batch_size 3"):
+        resolve_batch_config(3, 32, 2, None)
     with pytest.raises(ValueError, match="contradicts"):
-        resolve_batch_config(4, 32, 1, 2)
+        resolve_batch_config(4, 32, 2, 3)
+    with pytest.raises(ValueError, match=">= 1"):
+        resolve_batch_config(0, 32, 1, None)
+
+
+def test_weight_decay_groups():
+    model = tiny_lm()
+    decay, no_decay = param_groups_for_weight_decay(model, 0.01)
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert "transformer.tokens_embed.weight" in decay["names"] and "lm_head.weight" not in decay["names"]  # tied: once
+    assert all(n.endswith(("bias", "ln_1.weight", "ln_2.weight")) for n in no_decay["names"])
+
+
+def test_schedule_is_transformers_get_scheduler_counting_updates(tmp_path):
+    """22 examples, micro-batch 2, accumulation 2: 11 micro-batches = 6 updates per epoch, 12 in all. The learning
+    rate of update k is transformers' linear schedule with warmup, counted in optimizer updates."""
+    from transformers import get_scheduler
+
+    loop = loop_for(tiny_lm(), args_for(tmp_path, num_warmup_steps=3), lm_data(22))
+    result = loop.fit()
+    assert loop.total_steps == 12 and result.global_step == 12
+    reference = get_scheduler("linear", torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=3e-3),
+                              num_warmup_steps=3, num_training_steps=12)
+    expected = []
+    for _ in range(12):
+        expected.append(reference.get_last_lr()[0])
+        reference.optimizer.step()
+        reference.step()
+    assert [e["learning_rate"] for e in result.log_history] == pytest.approx(expected)
 
 
 def test_bad_batch_combination_fails_before_training(tmp_path):
-    with pytest.raises(ValueError, match="not a multiple"):
-        Trainer(tiny_lm(), args_for(tmp_path, per_device_batch_size=3, global_batch_size=8), lm_data(8), lm_collate)
-    assert not (tmp_path / "checkpoints").exists()
-
-
-def test_gradient_accumulation_equivalence(tmp_path):
-    """One batch of 4 == two accumulated micro-batches of 2 (dropout off, equal-length LM blocks). A large Adam
-    epsilon and no clipping make the update depend on the gradient's scale, so a mis-scaled accumulation fails."""
-    kw = dict(num_train_epochs=1, shuffle=True, adam_epsilon=0.05, max_grad_norm=None, learning_rate=1e-2)
-    no_dropout = dict(embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0)
-    data = lm_data(12)
-    a = Trainer(tiny_lm(1, **no_dropout), args_for(tmp_path / "a", per_device_batch_size=4, global_batch_size=4, **kw),
-                data, lm_collate)
-    ra = a.train()
-    b = Trainer(tiny_lm(1, **no_dropout), args_for(tmp_path / "b", per_device_batch_size=2, global_batch_size=4, **kw),
-                data, lm_collate)
-    rb = b.train()
-    assert b.batch.gradient_accumulation_steps == 2 and ra.global_step == rb.global_step == 3
-    assert [e["grad_norm"] for e in ra.log_history] == pytest.approx([e["grad_norm"] for e in rb.log_history],
-                                                                       rel=1e-4)
-    sa, sb = state_of(a.finalize_model()), state_of(b.finalize_model())
-    init = state_of(tiny_lm(1, **no_dropout))
-    assert not torch.allclose(sa["transformer.h.0.mlp.c_fc.weight"], init["transformer.h.0.mlp.c_fc.weight"])
-    for k in sa:
-        torch.testing.assert_close(sa[k], sb[k], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="--global_batch_size 5 is not a multiple"):
+        loop_for(tiny_lm(), args_for(tmp_path, global_batch_size=5), lm_data(8))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Resume equivalence and atomic checkpoints
+# One global batch, whatever its layout
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _eval_fn(data):
-    return lambda trainer: trainer.evaluate_loss(data, lm_collate)
+def test_count_items_matches_the_model_losses():
+    """The loop's item counts are the ones the model averages over: next-token targets between real tokens."""
+    batch = padded_collate(ragged_data(4))
+    examples, targets = count_items(batch)
+    assert examples == 4
+    assert targets == int((batch["attention_mask"].sum(1) - 1).sum())
+    # multiple choice / similarity shapes count every sequence's targets
+    mc = {"input_ids": batch["input_ids"].view(2, 2, -1), "attention_mask": batch["attention_mask"].view(2, 2, -1)}
+    assert count_items(mc) == (2, targets)
 
 
-def test_resume_equivalence_after_kill(tmp_path):
-    """22 examples, micro-batch 2, accumulation 2: 11 micro-batches = 6 updates/epoch; 2 epochs, dropout on,
-    shuffled. Killed after update 9 (last checkpoint: update 8, mid-epoch) then resumed from 'latest': identical
-    weights (bitwise) and evaluation metrics to the uninterrupted run."""
+@pytest.mark.parametrize("head", ["lm", "classifier"])
+def test_every_layout_of_a_global_batch_takes_the_same_step(tmp_path, head):
+    """1 x 8, 1 x 4 x accumulation 2 and 1 x 2 x accumulation 4 give the same weights (fp32, no dropout, ragged
+    lengths): L1 is a mean over the target tokens of the whole global batch, L2 over its examples (docs/model.md)."""
+    data = ragged_data(16)
+    results = []
+    for per_device in (8, 4, 2):
+        torch.manual_seed(0)
+        if head == "lm":
+            model, collate = GPT1LMHeadModel(GPT1Config(**tiny_config_kwargs(**NO_DROPOUT))), padded_collate
+        else:
+            model = GPT1ForSequenceClassification(GPT1Config(**tiny_config_kwargs(num_labels=2, aux_lm_weight=0.5,
+                                                                                  **NO_DROPOUT)))
+            collate = lambda f: padded_collate(f, with_labels=True)  # noqa: E731
+        loop = loop_for(model, args_for(tmp_path / f"{head}{per_device}", per_device_train_batch_size=per_device,
+                                        global_batch_size=8, num_train_epochs=2, learning_rate=1e-2), data, collate)
+        result = loop.fit()
+        results.append((state_of(loop.finalize_model()), result.log_history))
+    (ref, ref_log), others = results[0], results[1:]
+    for weights, log in others:
+        for k in ref:
+            torch.testing.assert_close(weights[k], ref[k], rtol=0, atol=1e-5, msg=k)  # fp32 summation order
+        assert [e["loss"] for e in log] == pytest.approx([e["loss"] for e in ref_log], rel=1e-5)
+    if head == "classifier":  # L1 and L2 logged apart, and L3 = L2 + 0.5 L1
+        entry = ref_log[0]
+        assert entry["loss"] == pytest.approx(entry["clf_loss"] + 0.5 * entry["lm_loss"], rel=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Kill and resume
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_resume_equivalence_after_kill(tmp_path, capsys):
+    """Dropout on, shuffled, accumulation 2, 6 updates per epoch, 2 epochs. Killed after update 9 (last checkpoint:
+    update 8, mid-epoch), resumed from 'latest': bitwise the same weights, metrics and losses as the uninterrupted
+    run; the resumed run says where it resumed."""
     data, held_out = lm_data(22), lm_data(6, seed=1)
-    common = dict(save_every_steps=4, metric_for_best_model="loss", greater_is_better=False)
-
-    ref = Trainer(tiny_lm(0), args_for(tmp_path / "ref", **common), data, lm_collate, eval_fn=_eval_fn(held_out))
-    ref_result = ref.train()
+    common = dict(checkpointing_steps="4")
+    kw = dict(eval_fn=_eval_fn(held_out), metric_for_best_model="loss", greater_is_better=False)
+    ref = loop_for(tiny_lm(0), args_for(tmp_path / "ref", **common), data, **kw)
+    ref_result = ref.fit()
     assert ref_result.global_step == 12 and len(ref_result.eval_history) == 2
 
-    def kill_after_9(trainer):
-        if trainer.state.global_step == 9:
+    def kill_after_9(loop):
+        if loop.state.global_step == 9:
             raise RuntimeError("simulated kill")
 
     run_dir = tmp_path / "run"
-    killed = Trainer(tiny_lm(0), args_for(run_dir, **common), data, lm_collate, eval_fn=_eval_fn(held_out),
-                     callbacks=[kill_after_9])
     with pytest.raises(RuntimeError, match="simulated kill"):
-        killed.train()
+        loop_for(tiny_lm(0), args_for(run_dir, **common), data, callbacks=[kill_after_9], **kw).fit()
     assert find_checkpoint(run_dir, "latest").name == "step-00000008"
-
-    resumed = Trainer(tiny_lm(123), args_for(run_dir, resume_from_checkpoint="latest", **common), data, lm_collate,
-                      eval_fn=_eval_fn(held_out))
-    resumed_result = resumed.train()
+    capsys.readouterr()
+    resumed = loop_for(tiny_lm(123), args_for(run_dir, resume_from_checkpoint="latest", **common), data, **kw)
+    resumed_result = resumed.fit()
+    out = capsys.readouterr().out
+    assert f"resumed from {run_dir / 'checkpoints' / 'step-00000008'} at step 8" in out
+    assert "eval step 12 (epoch 2.00): loss=" in out  # one console line per evaluation
     assert resumed_result.global_step == 12
     s_ref, s_res = state_of(ref.finalize_model()), state_of(resumed.finalize_model())
-    for k in s_ref:
-        assert torch.equal(s_ref[k], s_res[k]), k
+    assert all(torch.equal(s_ref[k], s_res[k]) for k in s_ref)
     assert resumed_result.metrics == ref_result.metrics
     assert resumed_result.eval_history == ref_result.eval_history
     assert resumed_result.best_step == ref_result.best_step
     assert [e["loss"] for e in resumed_result.log_history] == [e["loss"] for e in ref_result.log_history]
-    # the best model folder is a loadable model
-    best = GPT1LMHeadModel.from_pretrained(run_dir / "best")
+    best = GPT1LMHeadModel.from_pretrained(run_dir / "best")  # best/ and checkpoints are loadable models
     assert json.loads((run_dir / "best" / "training_info.json").read_text())["step"] == ref_result.best_step
-    assert best.config.n_layer == 2
+    ckpt = GPT1LMHeadModel.from_pretrained(find_checkpoint(run_dir, "latest"))
+    assert best.config.n_layer == ckpt.config.n_layer == 2
 
 
 def test_resume_with_length_grouping_and_budget_stop(tmp_path):
     """A run stopped by max_time after its first update, resumed without the budget, equals an uninterrupted run
-    (length-grouped order, variable lengths with padding)."""
-    g = torch.Generator().manual_seed(3)
-    data = [{"input_ids": torch.randint(0, 100, (int(n),), generator=g).tolist()}
-            for n in torch.randint(4, 16, (14,), generator=g)]
+    (transformers' LengthGroupedSampler order, ragged lengths with padding, mid-epoch resume)."""
+    data = ragged_data(14)
     lengths = [len(d["input_ids"]) for d in data]
-
-    def collate(features):
-        longest = max(len(f["input_ids"]) for f in features)
-        ids = torch.full((len(features), longest), 103)
-        mask = torch.zeros_like(ids)
-        for i, f in enumerate(features):
-            ids[i, : len(f["input_ids"])] = torch.tensor(f["input_ids"])
-            mask[i, : len(f["input_ids"])] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": ids}
-
     kw = dict(group_by_length=True)
-    ref = Trainer(tiny_lm(0), args_for(tmp_path / "ref", **kw), data, collate, lengths=lengths)
-    ref_result = ref.train()
-    stopped = Trainer(tiny_lm(0), args_for(tmp_path / "run", max_time=0.0, **kw), data, collate, lengths=lengths)
-    r1 = stopped.train()
+    ref = loop_for(tiny_lm(0), args_for(tmp_path / "ref", **kw), data, padded_collate, lengths=lengths)
+    ref_result = ref.fit()
+    stopped = loop_for(tiny_lm(0), args_for(tmp_path / "run", max_time=0.0, **kw), data, padded_collate,
+                       lengths=lengths)
+    r1 = stopped.fit()
     assert r1.stop_reason == "max_time" and r1.global_step == 1
     assert find_checkpoint(tmp_path / "run", "latest").name == "step-00000001"
-    resumed = Trainer(tiny_lm(5), args_for(tmp_path / "run", resume_from_checkpoint="latest", **kw), data, collate,
-                      lengths=lengths)
-    r2 = resumed.train()
+    resumed = loop_for(tiny_lm(5), args_for(tmp_path / "run", resume_from_checkpoint="latest", **kw), data,
+                       padded_collate, lengths=lengths)
+    r2 = resumed.fit()
     assert r2.global_step == ref_result.global_step and r2.tokens_seen == ref_result.tokens_seen
     s_ref, s_res = state_of(ref.finalize_model()), state_of(resumed.finalize_model())
     assert all(torch.equal(s_ref[k], s_res[k]) for k in s_ref)
 
 
-def test_atomic_checkpoint_failure_keeps_previous_latest(tmp_path, monkeypatch):
-    """A failure in the middle of writing checkpoint 4 leaves 'latest' on checkpoint 2, no partial step folder, and
-    a resumable run. A folder left by a hard kill (no rename) is ignored too."""
-    real_save = torch.save
+def test_length_grouped_batches_have_less_padding(tmp_path):
+    from gpt1_hf.training import EpochSampler
 
-    def failing_save(obj, path, *a, **k):
-        if "step-00000004" in str(path) and str(path).endswith(T.SCHEDULER_FILE):
-            raise OSError("disk full (simulated)")
-        return real_save(obj, path, *a, **k)
+    lengths = [len(d["input_ids"]) for d in ragged_data(64)]
+    grouped = list(EpochSampler(64, seed=1, lengths=lengths, group_size=8))
+    shuffled = list(EpochSampler(64, seed=1))
+    assert sorted(grouped) == sorted(shuffled) == list(range(64))
 
-    monkeypatch.setattr(T.torch, "save", failing_save)
+    def padded(order):
+        return sum(8 * max(lengths[i] for i in order[s:s + 8]) for s in range(0, 64, 8))
+
+    assert padded(grouped) < padded(shuffled)
+    assert list(EpochSampler(64, seed=1, lengths=lengths, group_size=8)) == grouped  # a function of (seed, epoch)
+
+
+def test_failed_checkpoint_write_keeps_previous_latest(tmp_path, monkeypatch):
+    """A failure in the middle of writing checkpoint 4 leaves 'latest' on checkpoint 2 and no step-4 folder; the
+    temporary folder it left is removed at the next start, and the run resumes."""
+    from accelerate import Accelerator
+
+    real_save_state = Accelerator.save_state
+
+    def failing(self, output_dir=None, **kw):
+        if "step-00000004" in str(output_dir):
+            real_save_state(self, output_dir, **kw)
+            raise OSError(28, "No space left on device")
+        return real_save_state(self, output_dir, **kw)
+
+    monkeypatch.setattr(Accelerator, "save_state", failing)
     run_dir = tmp_path / "run"
-    trainer = Trainer(tiny_lm(0), args_for(run_dir, save_every_steps=2), lm_data(22), lm_collate)
-    with pytest.raises(OSError, match="disk full"):
-        trainer.train()
-    root = run_dir / "checkpoints"
-    assert (root / "latest").read_text() == "step-00000002"
-    assert not (root / "step-00000004").exists()
-    assert not list(root.glob(".tmp-*"))
-    # a hard kill during a save leaves only a temporary folder behind
-    (root / ".tmp-step-00000006-deadbeef").mkdir()
-    (root / ".tmp-step-00000006-deadbeef" / "model.safetensors").write_bytes(b"partial")
-    ckpt = find_checkpoint(run_dir, "latest")
-    assert ckpt.name == "step-00000002"
-    state = json.loads((ckpt / "trainer_state.json").read_text())
-    assert state["global_step"] == 2
-    monkeypatch.setattr(T.torch, "save", real_save)
-    resumed = Trainer(tiny_lm(0), args_for(run_dir, save_every_steps=2, resume_from_checkpoint="latest"),
-                      lm_data(22), lm_collate)
-    assert resumed.train().global_step == 12
-    assert not list(root.glob(".tmp-*"))  # stale temporary folders are cleaned
-
-
-def _folder(path, tag):
-    """A complete stand-in for a saved model folder: three files that all carry ``tag``."""
-    for name in ("config.json", "model.safetensors", "training_info.json"):
-        (path / name).write_text(tag)
-
-
-def _complete_tag(path):
-    """The tag of a complete folder written by `_folder` (all three files agree), else None."""
-    tags = {(path / n).read_text() for n in ("config.json", "model.safetensors", "training_info.json")
-            if (path / n).is_file()}
-    return tags.pop() if len(tags) == 1 and len(list(path.iterdir())) == 3 else None
-
-
-def test_best_swap_is_atomic(tmp_path, monkeypatch):
-    """Replacing best/: at every point of the swap a complete best/ (the old or the new one) exists."""
-    best = tmp_path / "best"
-    T.save_directory_atomically(best, lambda d: _folder(d, "old"))
-    assert _complete_tag(best) == "old"
-    # the write fails: the old folder is untouched, nothing is left behind
-    with pytest.raises(OSError, match="disk full"):
-        T.save_directory_atomically(best, lambda d: (_folder(d, "new"), (_ for _ in ()).throw(OSError("disk full"))))
-    assert _complete_tag(best) == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["best"]
-
-    # the one-step swap (Linux renameat2 RENAME_EXCHANGE): "killed" right after it, before the old copy is deleted
-    if platform.system() == "Linux":
-        def killed(path, *a, **k):
-            raise KeyboardInterrupt("killed (simulated)")
-
-        monkeypatch.setattr(T.shutil, "rmtree", killed)
-        with pytest.raises(KeyboardInterrupt):
-            T.save_directory_atomically(best, lambda d: _folder(d, "new"))
-        monkeypatch.undo()
-        assert _complete_tag(best) == "new"
-        leftover = [p for p in tmp_path.iterdir() if p.name != "best"]
-        assert len(leftover) == 1 and _complete_tag(leftover[0]) == "old"  # the old copy (Trainer.train cleans it)
-        T.shutil.rmtree(leftover[0])
-    T.save_directory_atomically(best, lambda d: _folder(d, "newer"))
-    assert _complete_tag(best) == "newer" and sorted(p.name for p in tmp_path.iterdir()) == ["best"]
-
-    # the fallback (no atomic exchange): two renames; a failure between them puts the old folder back
-    monkeypatch.setattr(T, "_exchange_directories", lambda a, b: False)
-    real_replace = T.os.replace
-    calls = []
-
-    def second_rename_fails(src, dst):
-        calls.append((src, dst))
-        if len(calls) == 2:
-            raise OSError("rename failed (simulated)")
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(T.os, "replace", second_rename_fails)
-    with pytest.raises(OSError, match="rename failed"):
-        T.save_directory_atomically(best, lambda d: _folder(d, "lost"))
-    monkeypatch.setattr(T.os, "replace", real_replace)
-    assert _complete_tag(best) == "newer" and sorted(p.name for p in tmp_path.iterdir()) == ["best"]
-
-    # ... and a hard kill between them (old folder moved aside, new one not renamed in) is repaired by
-    # recover_directory, which the next save and Trainer.train() call first
-    real_replace(best, tmp_path / ".old-best-deadbeef")
-    (tmp_path / ".tmp-best-cafebabe").mkdir()
-    _folder(tmp_path / ".tmp-best-cafebabe", "unfinished")
-    assert T.recover_directory(best) == best and _complete_tag(best) == "newer"
-    assert not (tmp_path / ".old-best-deadbeef").exists()
-    T.save_directory_atomically(best, lambda d: _folder(d, "fallback"))
-    assert _complete_tag(best) == "fallback" and not list(tmp_path.glob(".old-*"))
-
-
-def test_trainer_restores_best_left_by_a_kill(tmp_path):
-    run_dir = tmp_path / "run"
-    old = run_dir / ".old-best-0badf00d"
-    old.mkdir(parents=True)
-    _folder(old, "old best")
-    (run_dir / ".tmp-best-12345678").mkdir()  # an unfinished write (or the old copy of a swap) of a killed session
-    trainer = Trainer(tiny_lm(0), args_for(run_dir, max_steps=1), lm_data(8), lm_collate)
-    trainer.train()
-    assert _complete_tag(run_dir / "best") == "old best" and not old.exists()
-    assert not list(run_dir.glob(".tmp-best-*"))
-
-
-def test_find_checkpoint_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        find_checkpoint(tmp_path, "latest")
-    assert find_checkpoint(tmp_path, "auto") is None
-    (tmp_path / "half").mkdir()
-    with pytest.raises(FileNotFoundError, match="not a complete training checkpoint"):
-        find_checkpoint(tmp_path, str(tmp_path / "half"))
-
-
-def test_resume_rejects_different_batch_configuration(tmp_path):
-    Trainer(tiny_lm(0), args_for(tmp_path, max_steps=1, save_final_checkpoint=True), lm_data(8), lm_collate).train()
-    other = Trainer(tiny_lm(0), args_for(tmp_path, max_steps=1, per_device_batch_size=4,
-                                         resume_from_checkpoint="latest"), lm_data(8), lm_collate)
-    with pytest.raises(ValueError, match="batch configuration"):
-        other.train()
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Budgets
-# ----------------------------------------------------------------------------------------------------------------------
+    with pytest.raises(OSError, match="could not write .*step-00000004: no space left on device"):
+        loop_for(tiny_lm(0), args_for(run_dir, checkpointing_steps="2"), lm_data(22)).fit()
+    monkeypatch.undo()
+    assert find_checkpoint(run_dir, "latest").name == "step-00000002"
+    assert not (run_dir / "checkpoints" / "step-00000004").exists()
+    assert (run_dir / "checkpoints" / ".tmp-step-00000004").exists()
+    acc = T.create_accelerator(None, cpu=True)
+    with open_run_folder(run_dir, acc, "latest", False):
+        assert not (run_dir / "checkpoints" / ".tmp-step-00000004").exists()
+    r = loop_for(tiny_lm(0), args_for(run_dir, checkpointing_steps="2", resume_from_checkpoint="latest"),
+                 lm_data(22)).fit()
+    assert r.global_step == 12
 
 
 def test_budgets(tmp_path):
-    # max_steps sets the schedule length and stops
-    r = Trainer(tiny_lm(), args_for(tmp_path / "steps", max_steps=3, num_train_epochs=100), lm_data(22),
-                lm_collate).train()
-    assert r.global_step == 3 and r.stop_reason == "completed"
-    # max_train_tokens: 4 sequences x 12 tokens = 48 tokens per update -> stops after the update reaching 100
-    t = Trainer(tiny_lm(), args_for(tmp_path / "tokens", max_train_tokens=100), lm_data(22), lm_collate)
-    r = t.train()
-    assert r.stop_reason == "max_train_tokens" and r.global_step == 3 and r.tokens_seen == 144
-    assert find_checkpoint(tmp_path / "tokens", "latest").name == "step-00000003"
-    # a callback can stop cleanly
-    def stop(trainer):
-        if trainer.state.global_step == 2:
-            raise StopTraining()
-
-    r = Trainer(tiny_lm(), args_for(tmp_path / "cb"), lm_data(22), lm_collate, callbacks=[stop]).train()
-    assert r.stop_reason == "callback" and r.global_step == 2
-    assert find_checkpoint(tmp_path / "cb", "latest").name == "step-00000002"
+    r = loop_for(tiny_lm(), args_for(tmp_path / "tok", max_train_tokens=100), lm_data(22)).fit()
+    assert r.stop_reason == "max_train_tokens" and r.tokens_seen == 3 * 4 * 12  # the update that reaches 100 tokens
+    r = loop_for(tiny_lm(), args_for(tmp_path / "steps", max_train_steps=3), lm_data(22)).fit()
+    assert r.stop_reason == "completed" and r.global_step == 3
+    assert find_checkpoint(tmp_path / "tok", "latest").name == "step-00000003"  # a budget stop saves
 
 
-def test_bf16_mixed_precision_and_gradient_checkpointing(tmp_path):
-    r = Trainer(tiny_lm(), args_for(tmp_path / "bf16", mixed_precision="bf16", max_steps=2), lm_data(8),
-                lm_collate).train()
+def test_bf16_and_gradient_checkpointing(tmp_path):
+    r = loop_for(tiny_lm(), args_for(tmp_path / "bf16", mixed_precision="bf16", max_train_steps=2), lm_data(8)).fit()
     assert r.global_step == 2 and math.isfinite(r.log_history[-1]["loss"])
-    # activation checkpointing recomputes the forward: same gradients as without it (dropout off)
-    no_dropout = dict(embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0)
-    runs = [Trainer(tiny_lm(2, **no_dropout), args_for(tmp_path / str(gc), gradient_checkpointing=gc, max_steps=2),
-                    lm_data(8), lm_collate) for gc in (False, True)]
-    results = [t.train() for t in runs]
-    assert runs[1].unwrapped_model.is_gradient_checkpointing
+    # activation checkpointing recomputes the forward: the same gradients as without it (dropout off)
+    loops = [loop_for(tiny_lm(2, **NO_DROPOUT), args_for(tmp_path / str(gc), gradient_checkpointing=gc,
+                                                           max_train_steps=2), lm_data(8)) for gc in (False, True)]
+    results = [loop.fit() for loop in loops]
+    assert loops[1].accelerator.unwrap_model(loops[1].model).is_gradient_checkpointing
     assert [e["grad_norm"] for e in results[0].log_history] == pytest.approx(
         [e["grad_norm"] for e in results[1].log_history], rel=1e-5)
 
@@ -428,33 +325,120 @@ def test_accelerator_settings_do_not_leak_between_runs(monkeypatch):
     assert T.create_accelerator("no").mixed_precision == "no"
 
 
-def test_lora_checkpoint_is_complete_and_needs_a_peft_model(tmp_path):
-    """A LoRA checkpoint holds adapter_model.safetensors instead of model.safetensors: complete for find_checkpoint;
-    loading it into a plain (non-PEFT) model is a clear error, not a missing-file traceback."""
-    ckpt = tmp_path / T.CHECKPOINTS_DIR / "step-00000001"
-    ckpt.mkdir(parents=True)
-    for name in (T.TRAINER_STATE, T.SCHEDULER_FILE, T.RNG_FILE, T.OPTIMIZER_FILE, T.ADAPTER_WEIGHTS):
-        (ckpt / name).write_bytes(b"x")
-    T.write_text_atomically(tmp_path / T.CHECKPOINTS_DIR / T.LATEST_POINTER, ckpt.name)
-    assert find_checkpoint(tmp_path, "latest") == ckpt
-    with pytest.raises(FileNotFoundError, match="written by a LoRA run; resume it with --lora"):
-        T._load_model_weights(tiny_lm(0), ckpt)
-    (ckpt / T.ADAPTER_WEIGHTS).unlink()
-    with pytest.raises(FileNotFoundError, match=r"not a complete training checkpoint .*adapter_model.safetensors"):
-        find_checkpoint(tmp_path, "latest")
-
-
 def test_auto_mixed_precision_follows_the_hardware(monkeypatch):
     """"auto" is bf16 only where bf16 is native (emulated bf16 on an AVX2-only CPU is ~10x slower than fp32)."""
-    import gpt1_hf.training as training
-
-    monkeypatch.setattr(training.torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
-    assert training.resolve_mixed_precision("auto", cpu=True) == "bf16"
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
-    assert training.resolve_mixed_precision("auto", cpu=True) == "no"
+    monkeypatch.setattr(T.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(T, "cpu_has_native_bf16", lambda: True)
+    assert T.resolve_mixed_precision("auto", cpu=True) == "bf16"
+    monkeypatch.setattr(T, "cpu_has_native_bf16", lambda: False)
+    assert T.resolve_mixed_precision("auto", cpu=True) == "no"
     for value in (None, "no", "bf16", "fp16"):
-        assert training.resolve_mixed_precision(value, cpu=True) == value
-    assert training.create_accelerator("auto", cpu=True).mixed_precision == "no"
-    with pytest.raises(ValueError, match="mixed_precision must be one of auto, no, bf16, fp16"):
-        training.create_accelerator("fp8", cpu=True)
+        assert T.resolve_mixed_precision(value, cpu=True) == value
+    assert T.create_accelerator("auto", cpu=True).mixed_precision == "no"
+    with pytest.raises(ValueError, match="--mixed_precision must be one of auto, no, bf16, fp16"):
+        T.create_accelerator("fp8", cpu=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Guards
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_nonfinite_loss_stops_before_the_step_and_saves_nothing(tmp_path):
+    """lr 1e30: the first update's weights overflow, the next loss is NaN. The run stops at that update with an error
+    naming it and the causes; nothing of it is saved (no best/, 'latest' stays the last good checkpoint)."""
+    run_dir = tmp_path / "run"
+    held_out = lm_data(4, seed=1)
+    loop = loop_for(tiny_lm(0), args_for(run_dir, learning_rate=1e30, checkpointing_steps="1", max_grad_norm=0.0),
+                    lm_data(22), eval_fn=_eval_fn(held_out), metric_for_best_model="loss", greater_is_better=False)
+    with pytest.raises(NonFiniteError, match=r"non-finite (loss|gradient norm) at update \d+ .*learning rate too high"):
+        loop.fit()
+    step = loop.state.global_step
+    latest = find_checkpoint(run_dir, "auto")
+    assert latest is None or int(latest.name.split("-")[1]) <= step
+    assert not (run_dir / "best").exists()
+
+
+def test_nonfinite_updates_can_be_skipped(tmp_path):
+    """--on_nonfinite skip: an update whose loss is NaN is dropped and counted, the run goes on."""
+    data = lm_data(22)
+    model = tiny_lm(0)
+    calls = {"n": 0}
+    real_forward = model.forward
+
+    def forward(*a, **k):  # the third micro-batch's loss is NaN
+        out = real_forward(*a, **k)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            out.loss = out.loss * float("nan")
+        return out
+
+    model.forward = forward
+    r = loop_for(model, args_for(tmp_path, on_nonfinite="skip", max_train_steps=4), data)
+    result = r.fit()
+    assert r.state.skipped_updates == 1 and result.global_step == 4
+    assert all(torch.isfinite(p).all() for p in r.finalize_model().parameters())
+
+
+def test_nonfinite_weights_are_refused_at_resume(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    run_dir = tmp_path / "run"
+    loop_for(tiny_lm(0), args_for(run_dir, max_train_steps=2), lm_data(22)).fit()
+    ckpt = find_checkpoint(run_dir, "latest")
+    weights = load_file(ckpt / "model.safetensors")
+    name = next(iter(weights))
+    weights[name][0] = float("nan")
+    save_file(weights, ckpt / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=rf"non-finite values in tensor '{name}' of .*model.safetensors"):
+        loop_for(tiny_lm(0), args_for(run_dir, max_train_steps=2, resume_from_checkpoint="latest"),
+                 lm_data(22)).fit()
+
+
+def test_resuming_another_run_is_refused_naming_each_difference(tmp_path):
+    run_dir = tmp_path / "run"
+    loop_for(tiny_lm(0), args_for(run_dir, max_train_steps=2), lm_data(22), run_identity={"task": "sst2"}).fit()
+    with pytest.raises(RunMismatchError) as err:
+        loop_for(tiny_lm(0), args_for(run_dir, max_train_steps=2, seed=8, resume_from_checkpoint="latest"),
+                 lm_data(22), run_identity={"task": "cola"}).fit()
+    message = str(err.value)
+    assert "another run (task 'sst2')" in message
+    assert "task: checkpoint 'sst2', this run 'cola'" in message and "seed: checkpoint 7, this run 8" in message
+    with pytest.raises(RunMismatchError, match="total_steps: checkpoint 2, this run 3"):
+        loop_for(tiny_lm(0), args_for(run_dir, max_train_steps=3, resume_from_checkpoint="latest"), lm_data(22),
+                 run_identity={"task": "sst2"}).fit()
+
+
+def test_one_run_per_output_folder(tmp_path):
+    """A folder in use: a second run exits at once, naming the holder; a dead holder leaves no stuck lock."""
+    acc = T.create_accelerator(None, cpu=True)
+    with RunLock(tmp_path / "run"):
+        with pytest.raises(RunInUseError, match="in use"):
+            with open_run_folder(tmp_path / "run", acc, None, False):
+                pass
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from gpt1_hf.durable import RunLock; "
+                               f"RunLock({str(tmp_path / 'dead')!r}).acquire(); print('held', flush=True); "
+                               "time.sleep(60)"], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert holder.stdout.readline().strip() == "held"
+    holder.kill()
+    holder.wait()
+    with open_run_folder(tmp_path / "dead", acc, None, False):
+        pass
+
+
+def test_fresh_run_into_a_folder_holding_a_run(tmp_path):
+    """Refused without overwrite_output_dir; with it, the old run's files are gone before the new one starts."""
+    acc = T.create_accelerator(None, cpu=True)
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints" / "step-00000005").mkdir(parents=True)
+    (run_dir / "results.json").write_text("{}")
+    (run_dir / "best").mkdir()
+    (run_dir / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="already holds a run .*--overwrite_output_dir"):
+        with open_run_folder(run_dir, acc, None, False):
+            pass
+    with open_run_folder(run_dir, acc, None, True):
+        assert not (run_dir / "checkpoints").exists() and not (run_dir / "results.json").exists()
+        assert not (run_dir / "best").exists()
+    assert (run_dir / "notes.txt").read_text() == "mine"  # not a run's file: kept
