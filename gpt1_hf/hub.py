@@ -52,12 +52,19 @@ __all__ = [
     "render_model_card",
     "build_hub_folder",
     "push_to_hub",
+    "HubAccessError",
+    "check_hub_access",
 ]
 
 CODE_FILES = ("configuration_gpt1.py", "modeling_gpt1.py", "tokenization_gpt1.py")
-#: files of a model folder that are never uploaded
-_SKIP = {"results.json", "README.md", "training_info.json", "trainer_state.json", "optimizer.pt", "scheduler.pt",
-         "rng_state.pt"}
+#: the ALLOW-LIST of an upload: weights, configs, tokenizer files, the run's results and predictions/; plus the code
+#: files the auto_maps load (`_code_files`) and the rendered README.md. Anything else of an output folder (logs, notes,
+#: the run lock, checkpoints/, best/, runs/ ...) is never uploaded.
+_WEIGHT_GLOBS = ("*.safetensors", "*.safetensors.index.json")
+_UPLOADED_FILES = ("config.json", "generation_config.json", "adapter_config.json", "tokenizer.json",
+                   "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja",
+                   "chat_template.json", "results.json")
+_UPLOADED_FOLDERS = ("predictions",)
 _AUTO_CLASS = {
     "GPT1ForSequenceClassification": "AutoModelForSequenceClassification",
     "GPT1ForMultipleChoice": "AutoModelForMultipleChoice",
@@ -400,10 +407,6 @@ def build_hub_folder(
     if not any(model_dir.glob("*.safetensors")):
         raise FileNotFoundError(f"{model_dir} has no safetensors weights")
     results = _copy_run_folder(model_dir, folder, results)
-    package = Path(__file__).resolve().parent
-    for name in CODE_FILES:
-        if not (folder / name).is_file():
-            shutil.copy2(package / name, folder / name)
     _ensure_auto_maps(folder)
 
     cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -522,18 +525,125 @@ def _adapter_usage(head: str, repo_id: str, base: str, num_labels: int | None, c
     return "\n".join(lines + ["```"])
 
 
-def _copy_run_folder(model_dir: Path, folder: Path, results: dict | None) -> dict:
-    """Copy a saved run (model or adapter + tokenizer) into ``folder``; return ``results`` or the run's results.json."""
+def _uploaded(name: str, tokenizer_files: set[str]) -> bool:
+    """A top-level file of a run folder that the allow-list uploads."""
+    from fnmatch import fnmatch
+
+    return not name.startswith(".") and (
+        name in _UPLOADED_FILES or name in tokenizer_files or any(fnmatch(name, g) for g in _WEIGHT_GLOBS))
+
+
+def _auto_map_modules(config_path: Path) -> list[str]:
+    """Modules named by a config's ``auto_map`` (``"modeling_gpt1.GPT1Model"``, ``["tokenization_gpt1.X", None]``,
+    ``"repo--module.Class"``)."""
+    if not config_path.is_file():
+        return []
+    auto_map = json.loads(config_path.read_text(encoding="utf-8")).get("auto_map") or {}
+    refs = [r for v in auto_map.values() for r in (v if isinstance(v, (list, tuple)) else [v]) if isinstance(r, str)]
+    return [ref.split("--")[-1].rsplit(".", 1)[0] for ref in refs if "." in ref]
+
+
+def _code_files(model_dir: Path, adapter: bool) -> dict[str, Path]:
+    """name -> source of every code file the upload's auto_maps load, with their relative imports followed as
+    transformers' `save_pretrained` does (e.g. modeling_gpt1.py -> configuration_gpt1.py, kernels_gpt1.py): the run's
+    own copy when it has one, else the package's. An adapter needs only the tokenizer's code."""
+    from transformers.dynamic_module_utils import get_relative_imports
+
+    package = Path(__file__).resolve().parent
+    todo = ["tokenization_gpt1"] if adapter else [Path(name).stem for name in CODE_FILES]
+    todo += _auto_map_modules(model_dir / "config.json") + _auto_map_modules(model_dir / "tokenizer_config.json")
+    found: dict[str, Path] = {}
+    while todo:
+        name = f"{todo.pop()}.py"
+        if name in found:
+            continue
+        source = model_dir / name if (model_dir / name).is_file() else package / name
+        if not source.is_file():
+            raise FileNotFoundError(f"{model_dir}: its auto_map (or a relative import) needs {name}, which is neither "
+                                    "in the folder nor in gpt1_hf; save the model again with save_pretrained")
+        found[name] = source
+        todo += get_relative_imports(source)
+    return found
+
+
+def _copy_run_folder(model_dir: Path, folder: Path, results: dict | None, adapter: bool = False) -> dict:
+    """Copy the allow-listed part of a saved run (model or adapter + tokenizer, results, predictions/, the code files)
+    into ``folder``; return ``results`` or the run's results.json."""
+    from .tokenization_gpt1 import GPT1Tokenizer
+
     if not (model_dir / "tokenizer_config.json").is_file():
         raise FileNotFoundError(f"{model_dir} has no tokenizer (tokenizer_config.json); save the tokenizer with it")
     if results is None and (model_dir / "results.json").is_file():
         results = json.loads((model_dir / "results.json").read_text(encoding="utf-8"))
     results = results or {}
     folder.mkdir(parents=True, exist_ok=True)
+    tokenizer_files = set(GPT1Tokenizer.vocab_files_names.values())
     for item in model_dir.iterdir():
-        if item.is_file() and item.name not in _SKIP and not item.name.startswith("."):
+        if item.is_file() and _uploaded(item.name, tokenizer_files):
             shutil.copy2(item, folder / item.name)
+        elif item.is_dir() and item.name in _UPLOADED_FOLDERS:
+            shutil.copytree(item, folder / item.name, dirs_exist_ok=True)
+    for name, source in _code_files(model_dir, adapter).items():
+        shutil.copy2(source, folder / name)
     return results
+
+
+def _adapter_description(results: dict, adapter_cfg: dict, head: str, num_labels: int | None,
+                         base_model: str | None, trained_on: str | None, converted: bool) -> str:
+    """The adapter card's description: what it was trained on, its LoRA settings and how its base is loaded."""
+    if results.get("task"):
+        description = (f"A LoRA adapter ([PEFT](https://github.com/huggingface/peft)) for GPT-1 fine-tuned on "
+                       f"**{results['task']}** ({results.get('task_kind')} task) with the paper's recipe (§3.3 "
+                       "input transformation, a linear head on the extract token's final state, "
+                       "L3 = L2 + λ·L1).")
+    else:
+        description = "A LoRA adapter ([PEFT](https://github.com/huggingface/peft)) for a GPT-1 head."
+    description += " Loading it needs `peft` (`pip install peft`) on top of `transformers`."
+    lora = (results.get("model") or {}).get("lora") or {}
+    rows = [
+        ("head", f"`{head}`" + (f" ({num_labels} labels)" if head.endswith("Classification") else "")),
+        ("rank r / alpha / dropout", f"{adapter_cfg.get('r')} / {adapter_cfg.get('lora_alpha')} / "
+                                     f"{adapter_cfg.get('lora_dropout')}"),
+        ("target modules", ", ".join(f"`{t}`" for t in (adapter_cfg.get("target_modules") or []))
+         if not isinstance(adapter_cfg.get("target_modules"), str) else f"`{adapter_cfg['target_modules']}`"),
+        ("trained in full", "`score` (modules_to_save)"),
+        ("trainable token rows", ", ".join(str(i) for ids in (adapter_cfg.get("trainable_token_indices") or {})
+                                           .values() for i in ids) or "none"),
+    ]
+    if lora.get("trainable_parameters"):
+        rows.append(("trainable / total parameters",
+                     f"{lora['trainable_parameters']:,} / {lora['total_parameters']:,}"))
+    description += "\n\n" + "\n".join(["| adapter | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
+    if base_model is not None:
+        description += (f"\n\nThis repository holds only the adapter; the base model is "
+                        f"[{base_model}](https://huggingface.co/{base_model})"
+                        + ("." if converted else ", loaded with `trust_remote_code=True`."))
+        if converted:
+            description += (" It is not a gpt1-format checkpoint: fine-tuning converted it on load with "
+                            f"`gpt1_hf.convert.load_as_gpt1(base, {head}, seed={results.get('seed')})`, which "
+                            "adds the four special-token rows (initialised from that seed), so the code below "
+                            "rebuilds the base with that call (`pip install gpt1-hf`) and then applies the "
+                            "adapter with `PeftModel.from_pretrained`; `AutoPeftModel...` and "
+                            "`AutoModel...from_pretrained(base)` would load it without those rows.")
+        elif results.get("task"):
+            description += (f" Fine-tuning loaded it with `gpt1_hf.convert.load_as_gpt1(base, {head}, "
+                            f"seed={results.get('seed')})`: for a gpt1-format repository that is the "
+                            "`from_pretrained` below; for a transformers `openai-gpt` checkpoint (such as "
+                            "`openai-community/openai-gpt`) it is a conversion whose four special-token rows are "
+                            "initialised from that seed, so load the base with that call (`pip install gpt1-hf`) "
+                            "and then `PeftModel.from_pretrained(model, repo)`.")
+    else:
+        description += (f"\n\nThis repository holds only the adapter. The base model was a **local folder** "
+                        f"(`{trained_on}`), not a Hub model: upload it (a gpt1 model folder with `push_to_hub`) "
+                        "and use its id as `base` below (and as `base_model_name_or_path` in "
+                        "`adapter_config.json` for `AutoPeftModel...`).")
+    mcfg = (results.get("model") or {}).get("config") or {}
+    if mcfg:
+        description += (f"\n\nBase architecture: {mcfg.get('n_layer')} layers, {mcfg.get('n_embd')}-dimensional "
+                        f"states, {mcfg.get('n_head')} heads, {mcfg.get('n_positions')} positions, a vocabulary "
+                        f"of {mcfg.get('vocab_size')} tokens (BPE + `_start_`, `_delimiter_`, `_classify_`, "
+                        "`<pad>`).")
+    return description
 
 
 def _build_adapter_folder(model_dir: Path, folder: Path, repo_id: str, results: dict | None,
@@ -541,9 +651,7 @@ def _build_adapter_folder(model_dir: Path, folder: Path, repo_id: str, results: 
     """`build_hub_folder` for a PEFT LoRA adapter folder (see the module docstring)."""
     if not (model_dir / "adapter_model.safetensors").is_file():
         raise FileNotFoundError(f"{model_dir} has adapter_config.json but no adapter_model.safetensors")
-    results = _copy_run_folder(model_dir, folder, results)
-    if not (folder / "tokenization_gpt1.py").is_file():  # AutoTokenizer's auto_map points at it
-        shutil.copy2(Path(__file__).resolve().parent / "tokenization_gpt1.py", folder / "tokenization_gpt1.py")
+    results = _copy_run_folder(model_dir, folder, results, adapter=True)  # with tokenization_gpt1.py (AutoTokenizer)
     _ensure_auto_maps(folder)
 
     adapter_path = folder / "adapter_config.json"
@@ -566,58 +674,7 @@ def _build_adapter_folder(model_dir: Path, folder: Path, repo_id: str, results: 
     card_data.library_name = "peft"
     card_data.tags = list(card_data.tags or []) + ["peft", "lora"]
     if description is None:
-        if results.get("task"):
-            description = (f"A LoRA adapter ([PEFT](https://github.com/huggingface/peft)) for GPT-1 fine-tuned on "
-                           f"**{results['task']}** ({results.get('task_kind')} task) with the paper's recipe (§3.3 "
-                           "input transformation, a linear head on the extract token's final state, "
-                           "L3 = L2 + λ·L1).")
-        else:
-            description = "A LoRA adapter ([PEFT](https://github.com/huggingface/peft)) for a GPT-1 head."
-        description += " Loading it needs `peft` (`pip install peft`) on top of `transformers`."
-        lora = (results.get("model") or {}).get("lora") or {}
-        rows = [
-            ("head", f"`{head}`" + (f" ({num_labels} labels)" if head.endswith("Classification") else "")),
-            ("rank r / alpha / dropout", f"{adapter_cfg.get('r')} / {adapter_cfg.get('lora_alpha')} / "
-                                         f"{adapter_cfg.get('lora_dropout')}"),
-            ("target modules", ", ".join(f"`{t}`" for t in (adapter_cfg.get("target_modules") or []))
-             if not isinstance(adapter_cfg.get("target_modules"), str) else f"`{adapter_cfg['target_modules']}`"),
-            ("trained in full", "`score` (modules_to_save)"),
-            ("trainable token rows", ", ".join(str(i) for ids in (adapter_cfg.get("trainable_token_indices") or {})
-                                               .values() for i in ids) or "none"),
-        ]
-        if lora.get("trainable_parameters"):
-            rows.append(("trainable / total parameters",
-                         f"{lora['trainable_parameters']:,} / {lora['total_parameters']:,}"))
-        description += "\n\n" + "\n".join(["| adapter | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
-        if base_model is not None:
-            description += (f"\n\nThis repository holds only the adapter; the base model is "
-                            f"[{base_model}](https://huggingface.co/{base_model})"
-                            + ("." if converted else ", loaded with `trust_remote_code=True`."))
-            if converted:
-                description += (" It is not a gpt1-format checkpoint: fine-tuning converted it on load with "
-                                f"`gpt1_hf.convert.load_as_gpt1(base, {head}, seed={results.get('seed')})`, which "
-                                "adds the four special-token rows (initialised from that seed), so the code below "
-                                "rebuilds the base with that call (`pip install gpt1-hf`) and then applies the "
-                                "adapter with `PeftModel.from_pretrained`; `AutoPeftModel...` and "
-                                "`AutoModel...from_pretrained(base)` would load it without those rows.")
-            elif results.get("task"):
-                description += (f" Fine-tuning loaded it with `gpt1_hf.convert.load_as_gpt1(base, {head}, "
-                                f"seed={results.get('seed')})`: for a gpt1-format repository that is the "
-                                "`from_pretrained` below; for a transformers `openai-gpt` checkpoint (such as "
-                                "`openai-community/openai-gpt`) it is a conversion whose four special-token rows are "
-                                "initialised from that seed, so load the base with that call (`pip install gpt1-hf`) "
-                                "and then `PeftModel.from_pretrained(model, repo)`.")
-        else:
-            description += (f"\n\nThis repository holds only the adapter. The base model was a **local folder** "
-                            f"(`{trained_on}`), not a Hub model: upload it (a gpt1 model folder with `push_to_hub`) "
-                            "and use its id as `base` below (and as `base_model_name_or_path` in "
-                            "`adapter_config.json` for `AutoPeftModel...`).")
-        mcfg = (results.get("model") or {}).get("config") or {}
-        if mcfg:
-            description += (f"\n\nBase architecture: {mcfg.get('n_layer')} layers, {mcfg.get('n_embd')}-dimensional "
-                            f"states, {mcfg.get('n_head')} heads, {mcfg.get('n_positions')} positions, a vocabulary "
-                            f"of {mcfg.get('vocab_size')} tokens (BPE + `_start_`, `_delimiter_`, `_classify_`, "
-                            "`<pad>`).")
+        description = _adapter_description(results, adapter_cfg, head, num_labels, base_model, trained_on, converted)
     usage = _adapter_usage(head, repo_id, base_model or "<base model Hub id>", num_labels, converted=converted,
                            seed=results.get("seed"))
     text = template if template is not None else load_model_card_template()
@@ -660,3 +717,103 @@ def push_to_hub(
         url = api.create_repo(repo_id, private=private, exist_ok=True)
         api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message=commit_message)
     return str(url)
+
+
+# ---- before training: can the push happen? ---------------------------------------------------------------------------
+class HubAccessError(RuntimeError):
+    """``--push_to_hub`` cannot work (no token, no write access, Hub unreachable); the message is one line for the
+    user, no traceback needed."""
+
+
+def _push_later(model_dir: str | Path | None, repo_id: str) -> str:
+    return (f"python -c \"from gpt1_hf.hub import push_to_hub; push_to_hub('{model_dir or '<output_dir>'}', "
+            f"'{repo_id}')\"")
+
+
+def _run_with_deadline(fn, timeout: float):
+    """``fn()`` in a daemon thread: its result or exception, or TimeoutError after ``timeout`` s (the Hub client has
+    no timeout of its own: a dropped connection would otherwise hang here; the thread cannot block the exit)."""
+    import threading
+
+    out: dict = {}
+
+    def target():
+        try:
+            out["value"] = fn()
+        except BaseException as e:  # handed to the caller
+            out["error"] = e
+
+    thread = threading.Thread(target=target, name="check_hub_access", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(f"no answer within {timeout:g} s")
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def _check_write_access(user: dict, repo_id: str) -> None:
+    """The token may write: not a read-only token, and the repo's namespace is the user's or one of their orgs."""
+    role = ((user.get("auth") or {}).get("accessToken") or {}).get("role")
+    if role == "read":
+        raise HubAccessError(f"--push_to_hub: the Hugging Face token is read-only, it cannot create or push {repo_id}: "
+                             "use a token with write access (HF_TOKEN, --hub_token or `hf auth login`)")
+    namespaces = [user.get("name")] + [org.get("name") for org in user.get("orgs") or []]
+    if "/" in repo_id and repo_id.split("/")[0] not in namespaces:
+        raise HubAccessError(f"--push_to_hub: {user.get('name')} cannot write to the namespace of {repo_id} (the token "
+                             f"can write to {', '.join(n for n in namespaces if n)}): pick another --hub_model_id")
+
+
+def _hub_error(e: BaseException, repo_id: str, model_dir) -> HubAccessError:
+    """One line for a failed Hub call: what failed, for which repo, and what to do."""
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    later = f"drop --push_to_hub (the model is still saved) or push it later with: {_push_later(model_dir, repo_id)}"
+    status = getattr(getattr(e, "response", None), "status_code", None) if isinstance(e, HfHubHTTPError) else None
+    if status == 401:
+        return HubAccessError(f"--push_to_hub: the Hub rejected the token (401) for {repo_id}: log in again (`hf auth "
+                              "login --force`) or pass a valid HF_TOKEN / --hub_token")
+    if status == 403:
+        return HubAccessError(f"--push_to_hub: the token may not create or write {repo_id} (403): use a token with "
+                              "write access to that namespace, or another --hub_model_id")
+    if status is not None:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return HubAccessError(f"--push_to_hub: the Hub refused to create {repo_id} ({status}: {first}); {later}")
+    why = "HF_HUB_OFFLINE is set" if isinstance(e, OfflineModeIsEnabled) else (
+        str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+    return HubAccessError(f"--push_to_hub: the Hugging Face Hub cannot be reached ({why}), so {repo_id} cannot be "
+                          f"checked or pushed; {later}")
+
+
+def check_hub_access(repo_id: str, token: str | None = None, private: bool = False, *,
+                     model_dir: str | Path | None = None, timeout: float = 10.0) -> str:
+    """Before training with ``--push_to_hub``: a token (``token``, else HF_TOKEN or the cached login) that may write,
+    a reachable Hub, and the repository created (``exist_ok``: transformers' Trainer creates it at init too). Returns
+    the repo URL; raises `HubAccessError` with one line otherwise, within ``timeout`` seconds even when the network
+    drops packets. ``model_dir``: the output folder, named in the "push it later" command of the message."""
+    import huggingface_hub
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise HubAccessError(f"--push_to_hub: {repo_id!r} is not a Hub repository id ({e}); pass --hub_model_id "
+                             "owner/name") from None
+    token = token or huggingface_hub.get_token()
+    if not token:
+        raise HubAccessError(f"--push_to_hub needs a Hugging Face token that can write {repo_id}: run `hf auth "
+                             "login`, set HF_TOKEN or pass --hub_token (or drop --push_to_hub)")
+    api = huggingface_hub.HfApi(token=token)
+
+    def check() -> str:
+        _check_write_access(api.whoami(), repo_id)
+        return str(api.create_repo(repo_id, private=private, exist_ok=True))
+
+    try:
+        return _run_with_deadline(check, timeout)
+    except HubAccessError:
+        raise
+    except Exception as e:  # network, HTTP and offline errors: one line
+        raise _hub_error(e, repo_id, model_dir) from None

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -42,9 +43,9 @@ def finetuned(tmp_path_factory):
     lm = GPT1LMHeadModel(GPT1Config(vocab_size=len(tok), n_positions=48, n_embd=32, n_layer=2, n_head=4, n_inner=64))
     lm.save_pretrained(root / "lm")
     tok.save_pretrained(root / "lm")
-    results = finetune(task="sst2", model_name_or_path=str(root / "lm"), data_dir=str(FIXTURES / "sst2"),
+    results = finetune(task_name="sst2", model_name_or_path=str(root / "lm"), data_dir=str(FIXTURES / "sst2"),
                        output_dir=str(root / "ft"), num_train_epochs=1, global_batch_size=4, max_length=48,
-                       progress_bar=False, predict_splits=[])
+                       disable_tqdm=True, predict_splits=[])
     return root, results
 
 
@@ -59,9 +60,8 @@ def test_folder_content_and_auto_maps(finetuned, tmp_path):
     folder = build_hub_folder(root / "ft", tmp_path / "upload", REPO)
     names = {p.name for p in folder.iterdir()}
     assert {"config.json", "model.safetensors", "configuration_gpt1.py", "modeling_gpt1.py", "tokenization_gpt1.py",
-            "tokenizer.json", "tokenizer_config.json", "README.md"} <= names
-    assert not names & {"checkpoints", "best", "predictions", "results.json", "optimizer.pt"}
-    assert all(p.is_file() for p in folder.iterdir())
+            "tokenizer.json", "tokenizer_config.json", "README.md", "results.json"} <= names
+    assert not names & {"checkpoints", "best", "optimizer.pt", ".run.lock"}
     cfg = json.loads((folder / "config.json").read_text())
     assert cfg["auto_map"] == {**cfg["auto_map"], **GPT1_AUTO_MAP} and len(GPT1_AUTO_MAP) == 5
     assert cfg["architectures"] == ["GPT1ForSequenceClassification"] and cfg["model_type"] == "gpt1"
@@ -166,8 +166,14 @@ def test_remote_code_loading_without_gpt1_hf(finetuned, tmp_path):
 class FakeApi:
     calls: list = []
 
+    user = {"name": "someone", "orgs": [{"name": "an-org"}], "auth": {"accessToken": {"role": "write"}}}
+
     def __init__(self, token=None):
         self.token = token
+
+    def whoami(self, token=None, **kw):
+        FakeApi.calls.append(("whoami",))
+        return FakeApi.user
 
     def create_repo(self, repo_id, private=False, exist_ok=False, **kw):
         FakeApi.calls.append(("create_repo", repo_id, private, exist_ok))
@@ -182,6 +188,7 @@ def test_push_to_hub_up_to_the_network_call(finetuned, tmp_path, monkeypatch):
 
     root, results = finetuned
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setenv("HF_TOKEN", "hf_fake")  # finetune(push_to_hub=True) checks the token before training
     FakeApi.calls = []
     url = push_to_hub(root / "ft", REPO, results=results, private=True, token="hf_fake")
     assert url == f"https://huggingface.co/{REPO}"
@@ -190,11 +197,12 @@ def test_push_to_hub_up_to_the_network_call(finetuned, tmp_path, monkeypatch):
     assert kind == "upload_folder" and repo == REPO and "README.md" in files and "modeling_gpt1.py" in files
     # and through finetune(push_to_hub=True)
     FakeApi.calls = []
-    out = finetune(task="sst2", model_name_or_path=str(root / "lm"), data_dir=str(FIXTURES / "sst2"),
+    out = finetune(task_name="sst2", model_name_or_path=str(root / "lm"), data_dir=str(FIXTURES / "sst2"),
                    output_dir=str(tmp_path / "ft"), num_train_epochs=1, global_batch_size=4, max_length=48,
-                   progress_bar=False, predict_splits=[], push_to_hub=True, hub_model_id="someone/pushed")
+                   disable_tqdm=True, predict_splits=[], push_to_hub=True, hub_model_id="someone/pushed")
     assert out["hub_url"] == "https://huggingface.co/someone/pushed"
-    assert [c[0] for c in FakeApi.calls] == ["create_repo", "upload_folder"]
+    calls = [c[0] for c in FakeApi.calls]
+    assert calls[-2:] == ["create_repo", "upload_folder"] and calls.count("whoami") <= 1  # + the check before training
 
 
 def test_build_folder_errors(tmp_path):
@@ -221,9 +229,10 @@ def lora_finetuned(finetuned):
     FakeApi.calls = []
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(huggingface_hub, "HfApi", FakeApi)
-        results = finetune(task="sst2", model_name_or_path=str(root / "lm"), data_dir=str(FIXTURES / "sst2"),
+        mp.setenv("HF_TOKEN", "hf_fake")
+        results = finetune(task_name="sst2", model_name_or_path=str(root / "lm"), data_dir=str(FIXTURES / "sst2"),
                            output_dir=str(root / "lora"), num_train_epochs=1, global_batch_size=4, max_length=48,
-                           learning_rate=1e-3, progress_bar=False, predict_splits=[], lora=True, lora_r=2,
+                           learning_rate=1e-3, disable_tqdm=True, predict_splits=[], lora=True, lora_r=2,
                            push_to_hub=True, hub_model_id="someone/gpt1-tiny-sst2-lora")
     return root, results, list(FakeApi.calls)
 
@@ -234,11 +243,12 @@ def test_push_lora_adapter_up_to_the_network_call(lora_finetuned, tmp_path, monk
     root, results, calls = lora_finetuned
     # finetune(lora=True, push_to_hub=True) got to the upload (it used to fail: "no config.json")
     assert results["hub_url"] == "https://huggingface.co/someone/gpt1-tiny-sst2-lora"
-    assert calls[0] == ("create_repo", "someone/gpt1-tiny-sst2-lora", False, True)
-    kind, repo, files = calls[1]
-    assert kind == "upload_folder" and set(files) == {
+    calls = [c for c in calls if c[0] != "whoami"]
+    assert calls[-2] == ("create_repo", "someone/gpt1-tiny-sst2-lora", False, True)
+    kind, repo, files = calls[-1]
+    assert kind == "upload_folder" and set(files) - {"predictions"} == {
         "README.md", "adapter_config.json", "adapter_model.safetensors", "tokenization_gpt1.py", "tokenizer.json",
-        "tokenizer_config.json"}
+        "tokenizer_config.json", "results.json"}
     # push_to_hub on the saved adapter folder, naming the base's Hub id
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     FakeApi.calls = []
@@ -361,9 +371,9 @@ def test_adapter_card_for_a_converted_openai_gpt_base(finetuned, tmp_path):
     src = OpenAIGPTLMHeadModel(OpenAIGPTConfig(vocab_size=n_vocab, n_positions=48, n_embd=32, n_layer=2, n_head=4))
     src.save_pretrained(tmp_path / "openai")
     out = tmp_path / "lora"
-    results = finetune(task="sst2", model_name_or_path=str(tmp_path / "openai"), tokenizer_name_or_path=str(root / "lm"),
+    results = finetune(task_name="sst2", model_name_or_path=str(tmp_path / "openai"), tokenizer_name=str(root / "lm"),
                        data_dir=str(FIXTURES / "sst2"), output_dir=str(out), num_train_epochs=1, global_batch_size=4,
-                       max_length=48, learning_rate=1e-3, progress_bar=False, predict_splits=[], lora=True, lora_r=2,
+                       max_length=48, learning_rate=1e-3, disable_tqdm=True, predict_splits=[], lora=True, lora_r=2,
                        seed=3)
     assert results["model"]["converted"] is True and results["model"]["source_format"] == "openai-gpt"
     assert results["model"]["lora"]["target_modules"] == ["c_attn", "c_proj", "c_fc"]  # the defaults, resolved
@@ -453,3 +463,151 @@ def test_card_does_not_claim_a_hub_split_for_substituted_data(finetuned, tmp_pat
     assert "not on the official `validation` split" in body and "*substituted*" in body
     if task == "qqp":
         assert "*partial* file" in body  # QQP's local train file is itself a sample
+
+
+# --- the allow-list: only weights, configs, code, tokenizer, card, results and predictions are uploaded ---
+
+def test_hub_folder_is_built_from_an_allow_list(finetuned, tmp_path):
+    import shutil
+
+    root, _ = finetuned
+    run = tmp_path / "run"
+    shutil.copytree(root / "ft", run)
+    (run / "notes.txt").write_text("private notes")
+    (run / "train.log").write_text("log")
+    (run / ".run.lock").write_text('{"pid": 1}')
+    (run / "helper.py").write_text("import os  # a user's script: no auto_map names it")
+    (run / "trainer_state.json").write_text("{}")
+    (run / "optimizer.pt").write_bytes(b"x")
+    (run / "generation_config.json").write_text("{}")
+    for folder in ("runs/sst2", "checkpoints/step-00000005", "best", ".tmp-best-0badf00d"):
+        (run / folder).mkdir(parents=True, exist_ok=True)
+        (run / folder / "file").write_text("x")
+    shutil.rmtree(run / "predictions", ignore_errors=True)
+    (run / "predictions" / "test").mkdir(parents=True)
+    (run / "predictions" / "test" / "SST-2.tsv").write_text("index\tprediction\n0\t1\n")
+    folder = build_hub_folder(run, tmp_path / "upload", REPO)
+    uploaded = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    assert uploaded == sorted([
+        "README.md", "config.json", "generation_config.json", "model.safetensors", "results.json",
+        "tokenizer.json", "tokenizer_config.json", "configuration_gpt1.py", "modeling_gpt1.py", "kernels_gpt1.py",
+        "tokenization_gpt1.py", "predictions/test/SST-2.tsv"])
+
+
+def test_code_files_follow_the_relative_imports(finetuned, tmp_path):
+    """A folder without its code files gets the package's, with what they import relatively (kernels_gpt1.py from
+    modeling_gpt1.py) -- the list is derived, not fixed."""
+    import shutil
+
+    from transformers.dynamic_module_utils import get_relative_imports
+
+    root, _ = finetuned
+    run = tmp_path / "run"
+    shutil.copytree(root / "ft", run)
+    for path in run.glob("*.py"):
+        path.unlink()
+    folder = build_hub_folder(run, tmp_path / "upload", REPO)
+    pkg = Path(__import__("gpt1_hf").__file__).parent
+    needed = {"configuration_gpt1.py", "modeling_gpt1.py", "tokenization_gpt1.py"}
+    needed |= {f"{m}.py" for m in get_relative_imports(pkg / "modeling_gpt1.py")}
+    assert {p.name for p in folder.glob("*.py")} == needed
+    assert all((folder / n).read_bytes() == (pkg / n).read_bytes() for n in needed)
+
+
+# --- check_hub_access: before training, fails fast with one line ---
+
+def _fake_api(monkeypatch, **user):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(FakeApi, "user", {**FakeApi.user, **user})
+    FakeApi.calls = []
+
+
+def test_check_hub_access_creates_the_repo(monkeypatch):
+    from gpt1_hf.hub import check_hub_access
+
+    _fake_api(monkeypatch)
+    assert check_hub_access("an-org/model", token="hf_fake", private=True) == "https://huggingface.co/an-org/model"
+    assert FakeApi.calls == [("whoami",), ("create_repo", "an-org/model", True, True)]
+
+
+def test_check_hub_access_refusals(monkeypatch):
+    import huggingface_hub
+
+    from gpt1_hf.hub import HubAccessError, check_hub_access
+
+    _fake_api(monkeypatch)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)  # no argument, no HF_TOKEN, no cached login
+    with pytest.raises(HubAccessError, match="needs a Hugging Face token that can write someone/m.*hf auth login"):
+        check_hub_access("someone/m")
+    with pytest.raises(HubAccessError, match="cannot write to the namespace of other/m.*someone, an-org"):
+        check_hub_access("other/m", token="hf_fake")
+    _fake_api(monkeypatch, auth={"accessToken": {"role": "read"}})
+    with pytest.raises(HubAccessError, match="read-only"):
+        check_hub_access("someone/m", token="hf_fake")
+    with pytest.raises(HubAccessError, match="not a Hub repository id"):
+        check_hub_access("a/b/c", token="hf_fake")
+    assert not [c for c in FakeApi.calls if c[0] == "create_repo"]
+
+
+def test_check_hub_access_http_errors(monkeypatch):
+    from types import SimpleNamespace
+
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from gpt1_hf.hub import HubAccessError, check_hub_access
+
+    for status, expected in ((401, "rejected the token"), (403, "may not create or write someone/m")):
+        def whoami(self, status=status, **kw):
+            err = HfHubHTTPError.__new__(HfHubHTTPError)
+            err.response = SimpleNamespace(status_code=status)
+            raise err
+
+        _fake_api(monkeypatch)
+        monkeypatch.setattr(FakeApi, "whoami", whoami)
+        with pytest.raises(HubAccessError, match=expected):
+            check_hub_access("someone/m", token="hf_fake")
+
+
+def test_check_hub_access_cannot_hang(monkeypatch):
+    import time
+
+    from gpt1_hf.hub import HubAccessError, check_hub_access
+
+    _fake_api(monkeypatch)
+    monkeypatch.setattr(FakeApi, "whoami", lambda self, **kw: time.sleep(60))  # a connection that never answers
+    start = time.monotonic()
+    with pytest.raises(HubAccessError, match=r"cannot be reached \(no answer within 1 s\), so someone/m"):
+        check_hub_access("someone/m", token="hf_fake", timeout=1)
+    assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize("offline", ["1", None])
+def test_check_hub_access_offline_for_real(tmp_path, offline):
+    """No mock: HF_HUB_OFFLINE=1, or (unset) the real network of this machine -- no Hub here (else the token is
+    rejected). One line, within seconds, naming the repo and how to push later."""
+    script = textwrap.dedent("""
+        import time
+        from gpt1_hf.hub import HubAccessError, check_hub_access
+        start = time.monotonic()
+        try:
+            check_hub_access("someone/gpt1-run", model_dir="outputs/run")
+        except HubAccessError as e:
+            print(f"{time.monotonic() - start:.2f}")
+            print(e)
+    """)
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_TOKEN", "HF_ENDPOINT")}
+    env.update({"HF_TOKEN": "hf_not_a_real_token", "HF_HOME": str(tmp_path / "hf")})
+    if offline:
+        env["HF_HUB_OFFLINE"] = offline
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0 and time.monotonic() - start < 60, proc.stderr[-2000:]
+    seconds, message = proc.stdout.strip().split("\n")  # the message is ONE line
+    assert float(seconds) < 20
+    if "rejected the token" in message:  # this machine can reach the Hub after all
+        return
+    assert "the Hugging Face Hub cannot be reached" in message and "someone/gpt1-run" in message
+    assert "HF_HUB_OFFLINE is set" in message if offline else True
+    assert """push_to_hub('outputs/run', 'someone/gpt1-run')""" in message and "drop --push_to_hub" in message
