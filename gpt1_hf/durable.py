@@ -32,7 +32,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "fsync_dir", "write_text_atomically", "recover_directory", "save_directory_atomically",
+    "fsync_dir", "fsync_tree", "write_text_atomically", "recover_directory", "save_directory_atomically",
     "FINAL_PENDING_DIR", "FINAL_MANIFEST", "install_final_model", "save_final_model",
     "LOCK_FILE", "RunInUseError", "RunLock", "remove_leftovers",
     "load_safetensors_checked", "check_finite_weights", "DiskWriteError", "disk_errors",
@@ -53,26 +53,20 @@ _SUBFOLDERS = ("checkpoints",)  # where temporaries of a killed run can be, besi
 # ---- atomic files and folders ----------------------------------------------------------------------------------------
 def fsync_dir(path: Path) -> None:
     """Make a rename inside ``path`` durable (best effort: some filesystems refuse to fsync a folder)."""
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open(str(path), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
-def _fsync_tree(path: Path) -> None:
+def fsync_tree(path: Path) -> None:
+    """fsync every file and folder under ``path`` (before it is renamed into place)."""
     for root, _, files in os.walk(path):
         for name in files:
-            try:
-                with open(os.path.join(root, name), "rb") as f:
-                    os.fsync(f.fileno())
-            except OSError:
-                pass
+            with contextlib.suppress(OSError), open(os.path.join(root, name), "rb") as f:
+                os.fsync(f.fileno())
         fsync_dir(Path(root))
 
 
@@ -146,7 +140,7 @@ def save_directory_atomically(final_dir: str | os.PathLike, write_fn: Callable[[
     tmp.mkdir()
     try:
         write_fn(tmp)
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -367,7 +361,7 @@ class DiskWriteError(OSError):
     """A write failed (disk full, quota, I/O error); the message names the file and what is still intact."""
 
 
-_DISK_FULL_TEXT = ("no space left on device", "storagefull", "os error 28", "file write failed")
+_DISK_FULL_TEXT = ("no space left on device", "storagefull", "os error 28", "file write failed", "unexpected pos")
 
 
 def _disk_error_reason(e: BaseException) -> str | None:
@@ -377,7 +371,8 @@ def _disk_error_reason(e: BaseException) -> str | None:
         return "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
     text = str(e).lower()
     if any(s in text for s in _DISK_FULL_TEXT):
-        return "no space left on device" if "file write failed" not in text else "the write failed (disk full?)"
+        full = any(t in text for t in _DISK_FULL_TEXT[:3])
+        return "no space left on device" if full else "the write failed (disk full?)"
     return None
 
 
