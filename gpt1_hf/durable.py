@@ -236,6 +236,8 @@ class RunLock:
     def acquire(self) -> RunLock:
         import fcntl
 
+        if self._fd is not None:  # already ours
+            return self
         self.output_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

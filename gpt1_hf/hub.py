@@ -17,8 +17,16 @@
   split (QQP, SciTail, Story Cloze) -- then the model-index names that local data, not a Hub split it was not
   scored on -- and rows dropped without a gold label.
 
+The folder is built from an ALLOW-LIST: weights (``*.safetensors`` and their index), ``config.json``,
+``generation_config.json``, the code files the auto_maps load with their relative imports (as `save_pretrained`
+copies them: ``modeling_gpt1.py`` brings ``configuration_gpt1.py`` and ``kernels_gpt1.py``), the tokenizer files, the
+adapter files, the rendered ``README.md``, ``results.json`` and ``predictions/``. Logs, notes, the run lock,
+``checkpoints/``, ``best/``, ``runs/`` and any other file of the output folder stay local.
+
 The folder loads with ``trust_remote_code=True`` where `gpt1_hf` is not installed. `push_to_hub` builds it and calls
-``HfApi().create_repo`` + ``upload_folder`` (the only network step).
+``HfApi().create_repo`` + ``upload_folder`` (the only network step). `check_hub_access`, called before training when
+``--push_to_hub`` is given, checks the token (and that it may write the repository's namespace), reaches the Hub and
+creates the repository, or raises `HubAccessError` with one line within seconds (offline included).
 
 A LoRA adapter folder (``finetune(lora=True)``: ``adapter_config.json`` + ``adapter_model.safetensors``, no
 ``config.json``) is exported the same way, minus the base model, which is *not* uploaded:

@@ -135,7 +135,7 @@ def test_run_lock_same_process(tmp_path):
                                                 r".*Wait for it to finish, or pick another --output_dir"):
             RunLock(out).acquire()
     assert not lock.held
-    RunLock(out).acquire().release()  # free again
+    RunLock(out).acquire().acquire().release()  # free again (acquire on a held lock object: a no-op)
 
 
 _HOLDER = textwrap.dedent("""
