@@ -319,7 +319,8 @@ def data_fingerprint(encoded) -> str:
         if column in encoded.column_names:
             digest.update(np.asarray(encoded[column], dtype=np.float64).tobytes())
     for ids in encoded["input_ids"][:: max(1, len(encoded) // 256)]:  # a sample of rows: cheap on big splits
-        digest.update(np.asarray(ids, dtype=np.int64).tobytes())
+        for row in ids if ids and isinstance(ids[0], (list, tuple)) else [ids]:  # multiple choice: a row a choice
+            digest.update(np.asarray(row, dtype=np.int64).tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -400,7 +401,7 @@ def finetune(args: FinetuneArguments | None = None, tokenizer=None, **kwargs) ->
         from .hub import check_hub_access
 
         check_hub_access(args.hub_model_id or Path(args.output_dir).name, token=args.hub_token,
-                         private=args.hub_private_repo)
+                         private=args.hub_private_repo, model_dir=args.output_dir)
     set_seed(args.seed)
     if args.num_threads:
         torch.set_num_threads(int(args.num_threads))

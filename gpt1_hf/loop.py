@@ -401,12 +401,15 @@ class TrainingLoop:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
+        # sharded engines: the gathered weights (a collective) as model.safetensors beside Accelerate's own files
+        plain = self.finalize_model() if self.sharded else None
+        extra = {"fsdp": self._fsdp_layout()} if self.engine == "fsdp" else {}
         with disk_errors(tmp), _quiet_saving():
             acc.save_state(str(tmp))
             if acc.is_main_process:
-                self._write_companions(tmp)
+                self._write_companions(tmp, plain)
                 (tmp / STATE_FILE).write_text(json.dumps(
-                    {"state": asdict(state), "run": self.run_identity,
+                    {"state": asdict(state), "run": self.run_identity, **extra,
                      "arguments": self.args.to_dict()}, indent=2, default=str))
                 fsync_tree(tmp)
         if acc.is_main_process:
@@ -418,14 +421,27 @@ class TrainingLoop:
         acc.wait_for_everyone()
         return final
 
-    def _write_companions(self, folder: Path) -> None:
-        """Config + tokenizer beside the weights, so that ``from_pretrained(checkpoint)`` loads a plain model."""
+    def _write_companions(self, folder: Path, plain=None) -> None:
+        """Config + tokenizer beside the weights, so that ``from_pretrained(checkpoint)`` loads a plain model (under
+        the sharded engines, whose own files are not a ``save_pretrained`` layout, the gathered model too)."""
         model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
         if hasattr(model, "peft_config"):  # a LoRA checkpoint holds the PeftModel's state; its base is elsewhere
             return
-        model.config.save_pretrained(folder)
+        if plain is not None:
+            plain.save_pretrained(folder, safe_serialization=True)
+        else:
+            model.config.save_pretrained(folder)
         if self.save_fn is not None:
             self.save_fn(folder)
+
+    def _fsdp_layout(self) -> dict:
+        """What FSDP did to the model (recorded in the checkpoint): version, wrapped units, sharded tensors."""
+        from torch.distributed.fsdp import FSDPModule
+
+        units = [name for name, m in self.model.named_modules() if isinstance(m, FSDPModule)]
+        sharded = sum(1 for p in self.model.parameters() if type(p).__name__ == "DTensor")
+        return {"version": getattr(self.accelerator.state.fsdp_plugin, "fsdp_version", None), "units": units,
+                "sharded_parameters": sharded, "processes": self.accelerator.num_processes}
 
     def _prune_checkpoints(self, root: Path, keep: str) -> None:
         limit = self.args.save_total_limit

@@ -29,9 +29,9 @@ LAUNCH_TIMEOUT = 300
 
 # one fine-tuning recipe for every run: fp32, no dropout (each process has its own RNG stream), 2 epochs x 5 updates
 FINETUNE_ARGS = dict(
-    task="sst2", data_dir=str(FIXTURES / "sst2"), max_length=64, num_train_epochs=2, global_batch_size=4,
+    task_name="sst2", data_dir=str(FIXTURES / "sst2"), max_length=64, num_train_epochs=2, global_batch_size=4,
     learning_rate=1e-3, warmup_ratio=0.1, clf_pdrop=0.0, aux_lm_weight=0.5, seed=0, mixed_precision="no",
-    eval_batch_size=4, predict_splits=[],
+    per_device_eval_batch_size=4, predict_splits=["none"], checkpointing_steps="epoch",
 )
 TINY = dict(n_positions=64, n_embd=32, n_layer=2, n_head=4, n_inner=64, embd_pdrop=0.0, attn_pdrop=0.0,
             resid_pdrop=0.0)
@@ -40,8 +40,8 @@ TINY = dict(n_positions=64, n_embd=32, n_layer=2, n_head=4, n_inner=64, embd_pdr
 def _cli(args: dict) -> list[str]:
     out = []
     for key, value in args.items():
-        if key == "predict_splits":
-            out += ["--predict_splits", ",".join(value) or "none"]
+        if isinstance(value, list):
+            out += [f"--{key}", *value]
         else:
             out += [f"--{key}", str(value)]
     return out
@@ -103,7 +103,7 @@ def single_run(model_dir, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("single")
     results = finetune(FinetuneArguments(model_name_or_path=str(model_dir), output_dir=str(out),
-                                         per_device_batch_size=2, progress_bar=False, **FINETUNE_ARGS))
+                                         per_device_train_batch_size=2, disable_tqdm=True, **FINETUNE_ARGS))
     return out, results
 
 
@@ -113,7 +113,7 @@ def ddp_run(model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
     proc = _launch(_accelerate("multi_cpu.yaml", str(ROOT / "scripts" / "finetune.py"),
                                "--model_name_or_path", str(model_dir), "--output_dir", str(out),
-                               "--per_device_batch_size", "2", "--no_progress_bar", *_cli(FINETUNE_ARGS)))
+                               "--per_device_train_batch_size", "2", "--disable_tqdm", *_cli(FINETUNE_ARGS)))
     _check(proc)
     return out, json.loads((out / "results.json").read_text())
 
@@ -124,7 +124,7 @@ def _fsdp_finetune(model_dir: Path, out: Path, *extra: str) -> subprocess.Comple
     return _launch(_accelerate("fsdp.yaml", "--num_processes", "2", "--mixed_precision", "no",
                                str(ROOT / "scripts" / "finetune.py"), "--cpu",
                                "--model_name_or_path", str(model_dir), "--output_dir", str(out),
-                               "--per_device_batch_size", "2", "--no_progress_bar", *_cli(FINETUNE_ARGS), *extra))
+                               "--per_device_train_batch_size", "2", "--disable_tqdm", *_cli(FINETUNE_ARGS), *extra))
 
 
 @pytest.fixture(scope="module")
@@ -192,16 +192,17 @@ def _assert_fsdp_checkpoint(folder: Path) -> dict:
     from gpt1_hf.training import find_checkpoint
 
     assert find_checkpoint(folder.parent.parent, str(folder)) == folder
-    state = json.loads((folder / "trainer_state.json").read_text())
-    assert state["engine"] == "fsdp"
+    state = json.loads((folder / "training_state.json").read_text())
+    assert state["run"]["engine"] == "fsdp"
     fsdp = state["fsdp"]
     assert fsdp["version"] == 2 and fsdp["processes"] == 2 and fsdp["sharded_parameters"] > 0
     # the wrap unit is the GPT-1 block (never split inside); the root holds the rest
     assert "" in fsdp["units"] and {"transformer.h.0", "transformer.h.1"} <= set(fsdp["units"])
     assert not [u for u in fsdp["units"] if u.startswith("transformer.h.") and u.count(".") > 2]
-    # optimizer state: full (gathered) tensors keyed by parameter name
-    optim = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
-    assert "transformer.h.0.attn.c_attn.weight" in optim["state"]
+    # Accelerate's FSDP files (full state dicts under FULL_STATE_DICT) and the gathered model for from_pretrained
+    optim = torch.load(folder / "optimizer.bin", map_location="cpu", weights_only=True)
+    assert optim["state"] and (folder / "pytorch_model_fsdp.bin").is_file()
+    assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
     return state
 
 
@@ -268,11 +269,11 @@ def test_fsdp_pretraining_bf16_with_accumulation(tmp_path):
                      f"{rng.choice(words[6:])}." for _ in range(6)) for _ in range(25)))
     out = tmp_path / "out"
     proc = _launch(_accelerate("fsdp.yaml", "--num_processes", "2", str(ROOT / "scripts" / "pretrain.py"), "--cpu",
-                               "--train_files", str(corpus), "--train_tokenizer", "--vocab_size", "120", "--n_ctx",
+                               "--train_files", str(corpus), "--train_tokenizer", "--vocab_size", "120", "--block_size",
                                "32", "--n_embd", "32", "--n_layer", "2", "--n_head", "4", "--global_batch_size", "8",
-                               "--per_device_batch_size", "2", "--learning_rate", "3e-3", "--max_steps", "8",
-                               "--eval_every_steps", "4", "--save_every_steps", "4", "--validation_ratio", "0.1",
-                               "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache"), "--no_progress_bar",
+                               "--per_device_train_batch_size", "2", "--learning_rate", "3e-3", "--max_train_steps", "8",
+                               "--eval_steps", "4", "--checkpointing_steps", "4", "--validation_split_percentage", "10",
+                               "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache"), "--disable_tqdm",
                                "--no_plot", "--seed", "0", "--dropout", "0"))
     _check(proc)
     results = json.loads((out / "results.json").read_text())
@@ -290,13 +291,13 @@ def test_fsdp_pretraining_bf16_with_accumulation(tmp_path):
 
 @pytest.mark.slow
 def test_batch_that_does_not_divide_fails_before_training_in_two_processes(model_dir, tmp_path):
-    """training.resolve_batch_config (called by the Trainer) refuses it with the numbers, on every process."""
+    """training.resolve_batch_config (called by the loop) refuses it with the numbers, on every process."""
     proc = _launch(_accelerate("multi_cpu.yaml", str(ROOT / "scripts" / "finetune.py"),
                                "--model_name_or_path", str(model_dir), "--output_dir", str(tmp_path / "out"),
-                               "--task", "sst2", "--data_dir", str(FIXTURES / "sst2"), "--max_length", "64",
-                               "--global_batch_size", "6", "--per_device_batch_size", "2", "--no_progress_bar"))
+                               "--task_name", "sst2", "--data_dir", str(FIXTURES / "sst2"), "--max_length", "64",
+                               "--global_batch_size", "6", "--per_device_train_batch_size", "2", "--disable_tqdm"))
     assert proc.returncode != 0
-    assert "global_batch_size=6 is not a multiple of per_device_batch_size (2) x num_processes (2) = 4" in proc.stderr
+    assert "--global_batch_size 6 is not a multiple of --per_device_train_batch_size 2 x 2 processes = 4" in proc.stderr
     assert not (tmp_path / "out" / "checkpoints").exists()
 
 
@@ -485,14 +486,15 @@ def test_sharded_engines_accepted_on_gpu_deepspeed_only_when_installed():
         assert info.engine == "deepspeed"
 
 
-def test_trainer_fills_deepspeed_batch_entries(monkeypatch):
-    """What the Trainer writes into the DeepSpeed config before accelerator.prepare (Accelerate cannot resolve the
+def test_loop_fills_deepspeed_batch_entries(monkeypatch):
+    """What the training loop writes into the DeepSpeed config before accelerator.prepare (Accelerate cannot resolve the
     "auto" micro-batch without a dataloader). DeepSpeed itself is not run here."""
     from types import SimpleNamespace
 
     from accelerate.utils import DeepSpeedPlugin
 
-    from gpt1_hf.training import Trainer, resolve_batch_config
+    from gpt1_hf.loop import TrainingLoop
+    from gpt1_hf.training import resolve_batch_config
 
     monkeypatch.chdir(ROOT)
     _, env = _launch_env("deepspeed_zero2.yaml")
@@ -502,43 +504,43 @@ def test_trainer_fills_deepspeed_batch_entries(monkeypatch):
     assert plugin.is_auto("train_micro_batch_size_per_gpu")
     acc = SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=plugin), gradient_accumulation_steps=1)
     fake = SimpleNamespace(accelerator=acc, batch=resolve_batch_config(4, 32, 8))
-    Trainer._configure_deepspeed(fake)
+    TrainingLoop._configure_deepspeed(fake)
     cfg = plugin.deepspeed_config
     assert (cfg["train_micro_batch_size_per_gpu"], cfg["gradient_accumulation_steps"], cfg["train_batch_size"]) == \
         (4, 1, 32)
     assert not plugin.is_auto("train_micro_batch_size_per_gpu")
     fake.batch = resolve_batch_config(2, 32, 8)  # accumulation 2: the loop does not accumulate under DeepSpeed
-    with pytest.raises(ValueError, match="per_device_batch_size=4"):
-        Trainer._configure_deepspeed(fake)
+    with pytest.raises(ValueError, match="--per_device_train_batch_size 4"):
+        TrainingLoop._configure_deepspeed(fake)
 
 
 def test_batch_sizes_checked_with_the_launch_process_count():
     from gpt1_hf.distributed import check_batch_sizes, preflight
     from gpt1_hf.training import resolve_batch_config
 
-    with pytest.raises(ValueError, match=r"global_batch_size=32 is not a multiple of per_device_batch_size \(3\) x "
-                                         r"num_processes \(8\) = 24"):
+    with pytest.raises(ValueError, match=r"--global_batch_size 32 is not a multiple of --per_device_train_batch_size 3 "
+                                         r"x 8 processes = 24"):
         check_batch_sizes(3, 32, environ={"WORLD_SIZE": "8"})
     assert check_batch_sizes(2, 32, environ={"WORLD_SIZE": "8"}) == resolve_batch_config(2, 32, 8)
     assert check_batch_sizes(None, 32, environ={}).per_device_batch_size == 32
     info, batch = preflight(4, 32, config_file=str(CONFIGS / "multi_cpu.yaml"), cuda_available=False,
                             environ={"WORLD_SIZE": "2"})
     assert (batch.per_device_batch_size, batch.num_processes, batch.gradient_accumulation_steps) == (4, 2, 4)
-    with pytest.raises(ValueError, match="not divisible by num_processes"):
+    with pytest.raises(ValueError, match="not divisible by the 2 processes"):
         preflight(None, 5, config_file=str(CONFIGS / "multi_cpu.yaml"), cuda_available=False,
                   environ={"WORLD_SIZE": "2"})
 
 
 def test_deepspeed_with_accumulation_refused():
-    import gpt1_hf.training as training
     from gpt1_hf.distributed import LaunchConfigError, preflight
+    from gpt1_hf.loop import TrainingLoop
 
-    assert training.Trainer.supports_sharded_engines
+    assert TrainingLoop.supports_sharded_engines
     cfg = str(CONFIGS / "deepspeed_zero2.yaml")
     info, batch = preflight(4, 32, config_file=cfg, cuda_available=True, environ={"WORLD_SIZE": "8"},
                             deepspeed_installed=True)
     assert info.engine == "deepspeed" and batch.gradient_accumulation_steps == 1
-    with pytest.raises(LaunchConfigError, match="--per_device_batch_size 4"):
+    with pytest.raises(LaunchConfigError, match="--per_device_train_batch_size 4"):
         preflight(2, 32, config_file=cfg, cuda_available=True, environ={"WORLD_SIZE": "8"}, deepspeed_installed=True)
 
 
@@ -568,8 +570,8 @@ def test_lora_refused_under_fsdp_before_training(tmp_path, monkeypatch):
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     monkeypatch.setenv("WORLD_SIZE", "1")
     with pytest.raises(LaunchConfigError, match="Use DDP for LoRA"):
-        finetune(task="sst2", model_name_or_path=str(tmp_path / "missing"), output_dir=str(tmp_path / "out"),
-                 lora=True, cpu=True, global_batch_size=4, progress_bar=False)
+        finetune(task_name="sst2", model_name_or_path=str(tmp_path / "missing"), output_dir=str(tmp_path / "out"),
+                 lora=True, cpu=True, global_batch_size=4, disable_tqdm=True)
     assert not (tmp_path / "out").exists()
 
 
