@@ -1,7 +1,7 @@
 """gpt1-hf: GPT-1 (Radford et al. 2018) for Hugging Face transformers 5.
 
 `import gpt1_hf` registers model_type "gpt1" with AutoConfig, AutoModel, AutoModelForCausalLM,
-AutoModelForSequenceClassification, AutoModelForMultipleChoice and AutoTokenizer.
+AutoModelForSequenceClassification, AutoModelForMultipleChoice and AutoTokenizer, and PEFT's default LoRA targets.
 """
 
 from transformers import (
@@ -21,6 +21,7 @@ from .modeling_gpt1 import (
     GPT1Model,
     GPT1PreTrainedModel,
 )
+from .lora import register_peft_defaults
 from .tokenization_gpt1 import GPT1Tokenizer
 
 __version__ = "0.1.0"
@@ -33,6 +34,7 @@ def _register() -> None:
     AutoModelForSequenceClassification.register(GPT1Config, GPT1ForSequenceClassification, exist_ok=True)
     AutoModelForMultipleChoice.register(GPT1Config, GPT1ForMultipleChoice, exist_ok=True)
     AutoTokenizer.register(GPT1Config, fast_tokenizer_class=GPT1Tokenizer, exist_ok=True)
+    register_peft_defaults()  # PEFT's default LoRA target modules for model_type "gpt1" (when PEFT is installed)
 
 
 _register()

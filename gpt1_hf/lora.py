@@ -1,7 +1,9 @@
 """PEFT / LoRA for the GPT-1 task heads.
 
 PEFT knows no defaults for a new `model_type`, and has no multiple-choice task type, so this module supplies both:
-- target modules default to the attention and MLP projections (`c_attn`, `c_proj` of attention and MLP, `c_fc`);
+- target modules default to the attention and MLP projections (`c_attn`, `c_proj` of attention and MLP, `c_fc`),
+  registered with PEFT for model_type "gpt1" on `import gpt1_hf` (`register_peft_defaults`), so that a plain
+  `peft.get_peft_model(model, LoraConfig(task_type="SEQ_CLS"))` works without `target_modules`;
 - the task layer `score` is trained and saved in full (`modules_to_save`);
 - the embedding rows of the special tokens that fine-tuning introduces (`_start_`, `_delimiter_`, `_classify_`) are
   trained through PEFT's `trainable_token_indices`, so the adapter never stores the whole 40k x 768 embedding.
@@ -14,6 +16,28 @@ import re
 from torch import nn
 
 DEFAULT_LORA_TARGETS = ("c_attn", "c_proj", "c_fc")
+# PEFT's per-model_type default target tables that take Linear layer names (LoRA and its close relatives)
+_PEFT_TARGET_TABLES = (
+    "TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING",
+    "TRANSFORMERS_MODELS_TO_ADALORA_TARGET_MODULES_MAPPING",
+    "TRANSFORMERS_MODELS_TO_LOHA_TARGET_MODULES_MAPPING",
+    "TRANSFORMERS_MODELS_TO_LOKR_TARGET_MODULES_MAPPING",
+)
+
+
+def register_peft_defaults(model_type: str = "gpt1") -> bool:
+    """Register `DEFAULT_LORA_TARGETS` as PEFT's default target modules for `model_type` (both heads share the module
+    names). A plain `LoraConfig` then trains these projections (+ `score`, for task_type "SEQ_CLS"), not the special-token
+    embedding rows: `lora_config_for` adds those. Returns False when PEFT is not installed."""
+    try:
+        from peft.utils import constants
+    except ImportError:
+        return False
+    for table in _PEFT_TARGET_TABLES:
+        mapping = getattr(constants, table, None)
+        if mapping is not None:
+            mapping.setdefault(model_type, list(DEFAULT_LORA_TARGETS))
+    return True
 
 
 def resolve_lora_targets(target_modules: list[str] | str | None = None) -> list[str] | str:

@@ -490,8 +490,6 @@ class GPT1LMHeadModel(GPT1PreTrainedModel, GenerationMixin):
         output_attentions=None,
         output_hidden_states=None,
         logits_to_keep: int | torch.Tensor = 0,
-        shift_labels=None,
-        num_items_in_batch=None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """labels: (batch, seq) token ids, shifted inside (labels = input_ids is fine); -100 marks ignored tokens.
@@ -499,8 +497,10 @@ class GPT1LMHeadModel(GPT1PreTrainedModel, GenerationMixin):
 
         In training mode with labels, only the loss is computed (logits=None, unless `config.train_logits`): the loss
         projects just the target positions (`next_token_loss`). Pass logits_to_keep > 0 to get the logits of the last
-        positions as well. return_dict=False returns a tuple (`can_return_tuple`).
+        positions as well. return_dict=False returns a tuple (`can_return_tuple`). Loss kwargs arrive in **kwargs, as
+        in transformers' models (Trainer finds its label names in the signature): shift_labels, num_items_in_batch.
         """
+        shift_labels, num_items_in_batch = kwargs.pop("shift_labels", None), kwargs.pop("num_items_in_batch", None)
         out = self.transformer(
             input_ids,
             attention_mask=attention_mask,
@@ -588,7 +588,7 @@ class _GPT1TaskHead(GPT1PreTrainedModel):
             attention_mask = attention_mask.reshape(-1, seq)
         if position_ids is not None:
             position_ids = position_ids.reshape(-1, position_ids.shape[-1])
-        kwargs.pop("num_items_in_batch", None)  # losses here are means over examples
+        kwargs.pop("num_items_in_batch", None)  # the losses here are means over examples
         out = self.transformer(
             input_ids,
             attention_mask=attention_mask,
@@ -659,9 +659,9 @@ class GPT1ForSequenceClassification(_GPT1TaskHead):
         output_hidden_states=None,
         position_ids=None,
         inputs_embeds=None,
-        shift_labels=None,
         **kwargs,
     ) -> GPT1SequenceClassifierOutput:
+        shift_labels = kwargs.pop("shift_labels", None)  # aux LM targets, pre-shifted (a loss kwarg, as in transformers)
         shape = input_ids.shape if input_ids is not None else None if inputs_embeds is None else inputs_embeds.shape[:-1]
         if shape is None or len(shape) not in (2, 3) or (len(shape) == 3 and shape[1] != 2):
             raise ValueError(
@@ -729,9 +729,9 @@ class GPT1ForMultipleChoice(_GPT1TaskHead):
         output_hidden_states=None,
         position_ids=None,
         inputs_embeds=None,
-        shift_labels=None,
         **kwargs,
     ) -> GPT1MultipleChoiceModelOutput:
+        shift_labels = kwargs.pop("shift_labels", None)  # aux LM targets, pre-shifted (a loss kwarg, as in transformers)
         shape = input_ids.shape if input_ids is not None else None if inputs_embeds is None else inputs_embeds.shape[:-1]
         if shape is None or len(shape) != 3:
             raise ValueError(
