@@ -316,7 +316,7 @@ def _training_section(results: dict) -> str:
         corpus = results.get("corpus") or {}
         rows = [
             ("corpus tokens", corpus.get("tokens")),
-            ("context (n_ctx)", corpus.get("n_ctx")),
+            ("context (block_size)", corpus.get("block_size", corpus.get("n_ctx"))),
             ("learning rate", cfg.get("learning_rate")),
             ("schedule", f"{cfg.get('lr_scheduler_type')} with warmup {results.get('warmup_steps')} of "
                          f"{results.get('total_steps')} updates"),

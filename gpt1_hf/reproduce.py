@@ -267,24 +267,25 @@ def stage_pretrain(cfg: StudyConfig, out: Path, spent_s: float = 0.0) -> dict:
                     max_time / 60)
     args = PretrainArguments(
         train_files=corpus,
-        tokenizer_name_or_path=cfg.tokenizer_name_or_path,
+        tokenizer_name=cfg.tokenizer_name_or_path,
         train_tokenizer=bool(cfg.vocab_size) and cfg.tokenizer_name_or_path is None,
         vocab_size=cfg.vocab_size or 40000,
-        n_ctx=cfg.n_ctx, n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head,
+        block_size=cfg.n_ctx, n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head,
         learning_rate=cfg.pretrain_learning_rate,
         warmup_ratio=cfg.pretrain_warmup_ratio,
         global_batch_size=cfg.pretrain_batch_size,
-        max_steps=plan["max_steps"],
+        max_train_steps=plan["max_steps"],
         max_time=max_time,  # a safety stop only; the schedule is sized to end before it
         mixed_precision=cfg.mixed_precision,
         seed=cfg.seed,
         output_dir=str(folder),
         cache_dir=str(out / "cache"),
-        eval_every_steps=plan["save_every_steps"],
-        save_every_steps=plan["save_every_steps"],
+        eval_steps=plan["save_every_steps"],
+        checkpointing_steps=str(plan["save_every_steps"]),
         save_total_limit=None,  # keep every checkpoint: the zero-shot curves read them
-        resume_from_checkpoint="auto",
-        progress_bar=cfg.progress_bar,
+        resume_from_checkpoint="auto",  # a later sitting continues the stage
+        overwrite_output_dir=True,  # what a sitting killed before its first checkpoint left is started again
+        disable_tqdm=not cfg.progress_bar,
     )
     return pretrain(args)
 
@@ -375,11 +376,11 @@ def _task_args(cfg: StudyConfig, task: str) -> dict[str, Any]:
 
     mc = get_task(task).kind == "multiple_choice"
     return dict(
-        max_train_examples=cfg.mc_max_train_examples if mc else cfg.max_train_examples,
-        max_eval_examples=cfg.max_eval_examples,
+        max_train_samples=cfg.mc_max_train_examples if mc else cfg.max_train_examples,
+        max_eval_samples=cfg.max_eval_examples,
         max_length=cfg.mc_max_length if mc else cfg.max_length,
         global_batch_size=32,
-        per_device_batch_size=8 if mc else None,
+        per_device_train_batch_size=8 if mc else None,
     )
 
 
@@ -392,11 +393,12 @@ def plan_runs(cfg: StudyConfig, out: Path, stage: str, n_layer: int | None = Non
 
     def add(variant, task, seed, **extra):
         name = f"{variant}/{task}/seed{seed}"
-        args = dict(task=task, model_name_or_path=model, tokenizer_name_or_path=cfg.tokenizer_name_or_path,
+        args = dict(task_name=task, model_name_or_path=model, tokenizer_name=cfg.tokenizer_name_or_path,
                     data_dir=cfg.data_dir, output_dir=str(out / "runs" / name), learning_rate=cfg.learning_rate,
                     num_train_epochs=cfg.num_train_epochs, aux_lm_weight=0.5, mixed_precision=cfg.mixed_precision,
                     seed=seed, group_by_length=True, predict_splits=[], save_model=task == "mnli",
-                    save_total_limit=1, progress_bar=False, num_threads=None)
+                    save_total_limit=1, disable_tqdm=True, num_threads=None,
+                    resume_from_checkpoint="auto", overwrite_output_dir=True)  # a killed run continues
         args.update(_task_args(cfg, task))
         args.update(extra)
         runs.append({"name": name, "variant": variant, "task": task, "seed": seed, "args": args})
@@ -439,7 +441,7 @@ def _run_one(run: dict[str, Any], num_threads: int | None) -> dict[str, Any]:
         results = finetune(FinetuneArguments(**run["args"]))
         if run["task"] == "mnli":
             mm = evaluate_checkpoint(str(out_dir), "mnli_mm", split="validation", data_dir=run["args"]["data_dir"],
-                                     max_examples=run["args"]["max_eval_examples"], seed=0,
+                                     max_examples=run["args"]["max_eval_samples"], seed=0,
                                      mixed_precision=run["args"]["mixed_precision"])
             _write_json(out_dir / "eval_mnli_mm.json", {k: v for k, v in mm.items() if k != "predictions"})
             for f in out_dir.glob("model*.safetensors"):  # only needed for the mismatched evaluation
@@ -850,8 +852,8 @@ def full_scale_estimate(data_dir: str, sample: int = 300, cfg: StudyConfig | Non
     for stage, runs in by_stage.items():
         for run in runs:
             task, a = run["task"], run["args"]
-            n = FULL_TRAIN_SIZES[task] if a.get("max_train_examples") is None else min(FULL_TRAIN_SIZES[task],
-                                                                                         a["max_train_examples"])
+            n = FULL_TRAIN_SIZES[task] if a.get("max_train_samples") is None else min(FULL_TRAIN_SIZES[task],
+                                                                                        a["max_train_samples"])
             mean = mean_tokens(task, a["max_length"])
             row = rows.setdefault(task, {"task": task, "train_examples": n, "mean_tokens": mean, "runs": 0,
                                          "tokens": 0.0, "runs_by_stage": {}})

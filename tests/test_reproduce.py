@@ -156,7 +156,7 @@ def test_plan_counts_seeds_and_ablations(tmp_path):
     assert sum(r["variant"] == "no_aux" for r in runs) == 16
     assert "no_pretrain/cola/seed2" in names and "no_aux/snli/seed0" not in names
     race = next(r for r in runs if r["task"] == "race")
-    assert race["args"]["max_length"] == cfg.mc_max_length and race["args"]["max_train_examples"] == 400
+    assert race["args"]["max_length"] == cfg.mc_max_length and race["args"]["max_train_samples"] == 400
     assert all(r["args"]["from_scratch"] for r in runs if r["variant"] == "no_pretrain")
 
 
