@@ -596,6 +596,10 @@ def load_as_gpt1(
     hub_kwargs = _split_hub_kwargs(config_overrides)
     fmt = detect_checkpoint_format(path_or_repo, **hub_kwargs)
     if fmt == "gpt1":
+        if Path(path_or_repo).is_dir():  # NaN/inf weights (a diverged run) are refused, naming the file
+            from .durable import check_finite_weights
+
+            check_finite_weights(path_or_repo)
         return target_class.from_pretrained(path_or_repo, **hub_kwargs, **config_overrides)
     if fmt == "original":
         if add_special_tokens is None:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from .arguments import EMBEDDED_MODEL_CONFIG, FINETUNE_EMBEDDED_DEFAULTS, FINETUNE_PAPER_DEFAULTS, FinetuneArguments
-from .durable import check_finite_weights, save_final_model, write_text_atomically
+from .durable import save_final_model, write_text_atomically
 from .loop import TrainingLoop
 from .tasks import TaskSpec, get_task
 from .training import create_accelerator, open_run_folder, predict_logits
@@ -230,8 +230,6 @@ def build_task_model(spec: TaskSpec, args: FinetuneArguments, tokenizer):
         extra.update(args.model_config_overrides())
         if args.reinit_head:
             extra["ignore_mismatched_sizes"] = True
-        if Path(args.model_name_or_path).is_dir():  # NaN/inf weights (a diverged run) are refused, naming the file
-            check_finite_weights(args.model_name_or_path)
         model = load_as_gpt1(args.model_name_or_path, head, seed=args.seed, **extra)
         info["init"] = "pretrained"
         if args.transfer_layers is not None:
@@ -534,6 +532,10 @@ def evaluate_checkpoint(
     if not any(a in archs for a in ("GPT1ForSequenceClassification", "GPT1ForMultipleChoice")):
         raise ValueError(f"{model_name_or_path} is not a fine-tuned gpt1 task checkpoint (architectures {archs}); "
                          "fine-tune it first with scripts/finetune.py.")
+    if Path(model_name_or_path).is_dir():  # NaN/inf weights (a diverged run) are refused, naming the file
+        from .durable import check_finite_weights
+
+        check_finite_weights(model_name_or_path)
     model = head_class_for(spec).from_pretrained(model_name_or_path)
     _check_tokenizer_matches(model.config, tokenizer)
     max_length = min(int(max_length or model.config.n_positions), int(model.config.n_positions))
