@@ -90,7 +90,8 @@ def test_finetune_with_lora_saves_a_loadable_adapter(task, tmp_path):
     """`finetune(lora=True)` for both heads: only adapters/head/special rows train; the output loads and merges."""
     from pathlib import Path
 
-    from gpt1_hf.finetuning import FinetuneArguments, finetune
+    from gpt1_hf.arguments import FinetuneArguments
+    from gpt1_hf.finetuning import finetune
     from gpt1_hf.tokenization_gpt1 import GPT1Tokenizer
 
     fixtures = Path(__file__).parent / "fixtures" / "tasks"
@@ -102,9 +103,9 @@ def test_finetune_with_lora_saves_a_loadable_adapter(task, tmp_path):
     tok.save_pretrained(base)
     frozen = GPT1LMHeadModel.from_pretrained(base).transformer.h[0].mlp.c_fc.weight.clone()
     out = tmp_path / "out"
-    results = finetune(FinetuneArguments(task=task, data_dir=str(fixtures / task), model_name_or_path=str(base),
+    results = finetune(FinetuneArguments(task_name=task, data_dir=str(fixtures / task), model_name_or_path=str(base),
                                          output_dir=str(out), max_length=64, num_train_epochs=1, global_batch_size=4,
-                                         learning_rate=1e-3, progress_bar=False, lora=True, lora_r=2, seed=0,
+                                         learning_rate=1e-3, disable_tqdm=True, lora=True, lora_r=2, seed=0,
                                          predict_splits=[]))
     info = results["model"]["lora"]
     assert 0 < info["trainable_parameters"] < info["total_parameters"] / 2
@@ -121,13 +122,14 @@ def test_finetune_with_lora_saves_a_loadable_adapter(task, tmp_path):
 
 def test_lora_finetune_resumes_to_the_same_result(tmp_path):
     """A `--lora` run stopped after its first update (max_time=0) and resumed from 'latest' ends with the same adapter
-    weights, metrics and evaluation history as an uninterrupted run with the same seed (LoRA checkpoints hold
-    adapter_model.safetensors, not model.safetensors)."""
+    weights, metrics and evaluation history as an uninterrupted run with the same seed (a checkpoint is Accelerate's
+    ``save_state`` folder: model.safetensors holds the PeftModel's state, adapters included)."""
     from pathlib import Path
 
     from safetensors.torch import load_file
 
-    from gpt1_hf.finetuning import FinetuneArguments, finetune
+    from gpt1_hf.arguments import FinetuneArguments
+    from gpt1_hf.finetuning import finetune
     from gpt1_hf.tokenization_gpt1 import GPT1Tokenizer
     from gpt1_hf.training import find_checkpoint
 
@@ -140,16 +142,18 @@ def test_lora_finetune_resumes_to_the_same_result(tmp_path):
     tok.save_pretrained(base)
 
     def run(out, **kw):
-        return finetune(FinetuneArguments(task="sst2", data_dir=str(fixtures / "sst2"), model_name_or_path=str(base),
-                                          output_dir=str(out), max_length=64, num_train_epochs=2, global_batch_size=4,
-                                          learning_rate=1e-3, progress_bar=False, lora=True, lora_r=2, seed=0,
-                                          predict_splits=[], **kw))
+        return finetune(FinetuneArguments(task_name="sst2", data_dir=str(fixtures / "sst2"),
+                                          model_name_or_path=str(base), output_dir=str(out), max_length=64,
+                                          num_train_epochs=2, global_batch_size=4, learning_rate=1e-3,
+                                          disable_tqdm=True, lora=True, lora_r=2, seed=0, predict_splits=[], **kw))
 
     ref = run(tmp_path / "ref")
     first = run(tmp_path / "run", max_time=0.0)
     assert first["stop_reason"] == "max_time" and first["global_step"] == 1
     ckpt = find_checkpoint(tmp_path / "run", "latest")
-    assert (ckpt / "adapter_model.safetensors").is_file() and not (ckpt / "model.safetensors").exists()
+    assert {"model.safetensors", "optimizer.bin", "scheduler.bin", "training_state.json"} <= {
+        p.name for p in ckpt.iterdir()}
+    assert any("lora_B" in k for k in load_file(str(ckpt / "model.safetensors")))
     resumed = run(tmp_path / "run", resume_from_checkpoint="latest")
     assert resumed["global_step"] == ref["global_step"] == ref["total_steps"]
     assert resumed["metrics"] == ref["metrics"] and resumed["eval_history"] == ref["eval_history"]

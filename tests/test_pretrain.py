@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from gpt1_hf import GPT1LMHeadModel
+from gpt1_hf.arguments import PretrainArguments, parse_cli
 from gpt1_hf.pretraining import (
     TRAINED_TOKENIZER_DIR,
-    PretrainArguments,
     _main_process_first,
     build_blocks,
     load_corpus,
@@ -55,10 +55,10 @@ def corpus_dir(tmp_path_factory):
 
 
 def base_args(tmp_path, corpus_dir, **kw):
-    args = dict(train_files=[str(corpus_dir)], train_tokenizer=True, vocab_size=120, n_ctx=32, n_embd=32, n_layer=2,
-                n_head=4, global_batch_size=8, learning_rate=3e-3, max_steps=40, eval_every_steps=20,
-                validation_ratio=0.1, output_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"),
-                progress_bar=False, plot=False, seed=0)
+    args = dict(train_files=[str(corpus_dir)], train_tokenizer=True, vocab_size=120, block_size=32, n_embd=32,
+                n_layer=2, n_head=4, global_batch_size=8, learning_rate=3e-3, max_train_steps=40, eval_steps=20,
+                validation_split_percentage=10.0, output_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"),
+                disable_tqdm=True, plot=False, seed=0)
     args.update(kw)
     return PretrainArguments(**args)
 
@@ -103,8 +103,10 @@ def test_tiny_pretraining_run_and_output_folder(corpus_dir, tmp_path):
     vocab = results["tokenizer"]["vocab_size"]  # <= 120 BPE entries (a tiny corpus runs out of merges) + 4 specials
     assert results["tokenizer"]["trained"] and 60 < vocab <= 124
     assert results["train_tokens_per_s"] > 0 and results["corpus"]["documents"] == 3
+    assert results["train_tokens_per_min"] == pytest.approx(60 * results["train_tokens_per_s"])
+    assert results["corpus"]["block_size"] == 32 and results["batch"]["tokens_per_update"] == 8 * 32
     # the cosine schedule with a short-run warmup (1% of 40 updates -> 1)
-    assert results["warmup_steps"] == 1 and results["log_history"][-1]["lr"] < 1e-4
+    assert results["warmup_steps"] == 1 and results["log_history"][-1]["learning_rate"] < 1e-4
     out = tmp_path / "out"
     assert (out / "heldout_perplexity.png").stat().st_size > 1000
     saved = json.loads((out / "results.json").read_text())
@@ -115,13 +117,13 @@ def test_tiny_pretraining_run_and_output_folder(corpus_dir, tmp_path):
     # ... that scripts/finetune.py takes directly
     from gpt1_hf.finetuning import finetune
 
-    ft = finetune(task="sst2", model_name_or_path=str(out), data_dir=str(FIXTURES / "sst2"),
-                  output_dir=str(tmp_path / "ft"), num_train_epochs=1, global_batch_size=4, progress_bar=False,
+    ft = finetune(task_name="sst2", model_name_or_path=str(out), data_dir=str(FIXTURES / "sst2"),
+                  output_dir=str(tmp_path / "ft"), num_train_epochs=1, global_batch_size=4, disable_tqdm=True,
                   predict_splits=[])
     assert ft["model"]["init"] == "pretrained" and "accuracy" in ft["metrics"]
 
 
-def test_pretraining_resume_equivalence(corpus_dir, tmp_path):
+def test_pretraining_resume_equivalence(corpus_dir, tmp_path, capsys):
     """Killed (here: stopped by max_time after one update) and resumed == uninterrupted. One tokenizer for both runs
     (BPE training itself is not deterministic across runs; a resumed run reuses the checkpoint's tokenizer)."""
     from gpt1_hf.tokenization_gpt1 import GPT1Tokenizer
@@ -129,12 +131,15 @@ def test_pretraining_resume_equivalence(corpus_dir, tmp_path):
     docs = load_corpus([str(corpus_dir)], PretrainArguments(cache_dir=str(tmp_path / "c")))
     tok = GPT1Tokenizer(vocab={"<unk>": 0, "a</w>": 1}, merges=[]).train_new_from_iterator([docs["text"]], 120)
     tok.save_pretrained(tmp_path / "tok")
-    kw = dict(max_steps=12, eval_every_steps=6, train_tokenizer=False, tokenizer_name_or_path=str(tmp_path / "tok"))
+    kw = dict(max_train_steps=12, eval_steps=6, train_tokenizer=False, tokenizer_name=str(tmp_path / "tok"))
     ref = pretrain(base_args(tmp_path / "ref", corpus_dir, **kw))
     first = pretrain(base_args(tmp_path / "run", corpus_dir, max_time=0.0, **kw))
     assert first["stop_reason"] == "max_time" and first["global_step"] == 1
+    capsys.readouterr()
     resumed = pretrain(base_args(tmp_path / "run", corpus_dir, resume_from_checkpoint="latest", **kw))
     assert resumed["global_step"] == 12
+    ckpt = tmp_path / "run" / "out" / "checkpoints" / "step-00000001"
+    assert f"resumed from {ckpt} at step 1" in capsys.readouterr().out
     assert resumed["final_heldout"] == ref["final_heldout"]
     assert resumed["heldout_history"] == ref["heldout_history"]
     a = GPT1LMHeadModel.from_pretrained(tmp_path / "ref" / "out").state_dict()
@@ -143,8 +148,8 @@ def test_pretraining_resume_equivalence(corpus_dir, tmp_path):
 
 
 def test_max_train_tokens_sizes_the_schedule(corpus_dir, tmp_path):
-    results = pretrain(base_args(tmp_path, corpus_dir, max_steps=None, max_train_tokens=8 * 32 * 5,
-                                 eval_every_steps=None))
+    results = pretrain(base_args(tmp_path, corpus_dir, max_train_steps=None, max_train_tokens=8 * 32 * 5,
+                                 eval_steps=None))
     assert results["total_steps"] == 5 and results["global_step"] == 5
     assert results["tokens_seen"] == 8 * 32 * 5
 
@@ -160,8 +165,8 @@ def test_bad_corpora(tmp_path):
     short = tmp_path / "short"
     short.mkdir()
     (short / "a.txt").write_text("Ada found a lamp near the lake.\n")
-    with pytest.raises(ValueError, match="shorter than one block of n_ctx=32"):
-        pretrain(base_args(tmp_path, short, train_tokenizer=False, tokenizer_name_or_path=None))
+    with pytest.raises(ValueError, match="shorter than one block of --block_size 32"):
+        pretrain(base_args(tmp_path, short, train_tokenizer=False, tokenizer_name=None))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         pretrain(base_args(tmp_path, tmp_path / "missing"))
     # a 0-byte (or blank) .jsonl: the same clear error, naming the file (datasets alone raises a bare StopIteration)
@@ -185,22 +190,71 @@ def test_cli(corpus_dir, tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("_pretrain_cli", ROOT / "scripts" / "pretrain.py")
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
-    assert cli.main(["--train_files", str(corpus_dir), "--train_tokenizer", "--vocab_size", "120", "--n_ctx", "32",
-                     "--n_embd", "32", "--n_layer", "1", "--n_head", "2", "--global_batch_size", "8",
-                     "--max_steps", "3", "--output_dir", str(tmp_path / "o"), "--cache_dir", str(tmp_path / "c"),
-                     "--no_progress_bar", "--no_plot"]) == 0
+    assert cli.main(["--train_files", str(corpus_dir), "--train_tokenizer", "--vocab_size", "120", "--block_size",
+                     "32", "--n_embd", "32", "--n_layer", "1", "--n_head", "2", "--global_batch_size", "8",
+                     "--max_train_steps", "3", "--output_dir", str(tmp_path / "o"), "--cache_dir", str(tmp_path / "c"),
+                     "--disable_tqdm", "--no_plot"]) == 0
     out = capsys.readouterr().out
     assert "held-out loss" in out and "tokens/s" in out
     assert (tmp_path / "o" / "model.safetensors").is_file() and (tmp_path / "o" / "tokenizer.json").is_file()
+    assert not (tmp_path / "o" / "heldout_perplexity.png").exists()  # --no_plot
 
 
-def test_save_every_steps_has_a_default(tmp_path):
-    """A killed run loses at most 1000 updates with default flags (not up to an epoch)."""
-    spec = importlib.util.spec_from_file_location("_pretrain_cli_defaults", ROOT / "scripts" / "pretrain.py")
+def test_cli_accepts_run_clm_no_trainer_flags(tmp_path):
+    """The flags of transformers' run_clm_no_trainer.py, read into PretrainArguments; old names are refused."""
+    args = parse_cli(PretrainArguments, [
+        "--dataset_name", "some/corpus", "--dataset_config_name", "raw", "--train_files", "a.txt", "b.txt",
+        "--validation_files", "c.txt", "--validation_split_percentage", "5", "--model_name_or_path", "m",
+        "--tokenizer_name", "t", "--block_size", "128", "--preprocessing_num_workers", "2",
+        "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8", "--gradient_accumulation_steps",
+        "2", "--learning_rate", "1e-4", "--weight_decay", "0.1", "--num_train_epochs", "3", "--max_train_steps", "50",
+        "--lr_scheduler_type", "linear", "--num_warmup_steps", "5", "--output_dir", str(tmp_path), "--seed", "3",
+        "--checkpointing_steps", "10", "--resume_from_checkpoint", "latest", "--with_tracking", "--report_to",
+        "tensorboard", "--overwrite_output_dir", "--no_plot"]).resolved()
+    assert (args.dataset_name, args.dataset_config_name, args.train_files, args.validation_files) == (
+        "some/corpus", "raw", ["a.txt", "b.txt"], ["c.txt"])
+    assert (args.validation_split_percentage, args.block_size, args.preprocessing_num_workers) == (5.0, 128, 2)
+    assert (args.per_device_train_batch_size, args.per_device_eval_batch_size, args.gradient_accumulation_steps) == (
+        4, 8, 2)
+    assert args.global_batch_size is None  # the layout given in full defines the batch, not the paper's 64
+    assert (args.learning_rate, args.weight_decay, args.num_train_epochs, args.max_train_steps) == (1e-4, 0.1, 3, 50)
+    assert (args.lr_scheduler_type, args.num_warmup_steps, args.seed, args.checkpointing_steps) == (
+        "linear", 5, 3, "10")
+    assert args.with_tracking and args.report_to == "tensorboard" and args.overwrite_output_dir and not args.plot
+    for old in (["--n_ctx", "32"], ["--max_steps", "3"], ["--validation_ratio", "0.1"], ["--num_proc", "2"],
+                ["--no_progress_bar"], ["--save_every_steps", "5"], ["--eval_every_steps", "5"]):
+        with pytest.raises((SystemExit, ValueError)) as refused:
+            parse_cli(PretrainArguments, old)
+        if refused.type is SystemExit:
+            assert refused.value.code == 2, old
+        else:
+            assert old[0] in str(refused.value), old
+
+
+def test_help_lists_every_option_with_its_help(capsys):
+    import dataclasses
+
+    spec = importlib.util.spec_from_file_location("_pretrain_cli_help", ROOT / "scripts" / "pretrain.py")
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
-    assert cli.build_parser().parse_args([]).save_every_steps == 1000
-    assert PretrainArguments().save_every_steps == 1000
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    flat = "".join(out.split())  # argparse wraps the help text
+    for f in dataclasses.fields(PretrainArguments):
+        assert f"--{f.name}" in out, f.name
+        assert f.metadata.get("help"), f"{f.name} has no help text"
+        assert "".join(f.metadata["help"].split()) in flat, f.name
+        if f.default is True:
+            assert f"--no_{f.name}" in out, f.name
+
+
+def test_checkpointing_steps_has_a_default(tmp_path):
+    """A killed run loses at most 1000 updates with default flags (not up to an epoch)."""
+    assert parse_cli(PretrainArguments, []).resolved().checkpointing_steps == "1000"
+    assert PretrainArguments().resolved().checkpointing_steps == "1000"
+    assert PretrainArguments(checkpointing_steps="epoch").resolved().checkpointing_steps == "epoch"
 
 
 class _FakeState:
