@@ -3,44 +3,54 @@
 (the GLUE submission TSV for GLUE tasks). Named evaluate_checkpoint.py, not evaluate.py: a script called
 evaluate.py would shadow the `evaluate` package it uses.
 
-    python scripts/evaluate_checkpoint.py --model outputs/finetune-sst2 --task sst2 \
+    python scripts/evaluate_checkpoint.py --model_name_or_path outputs/finetune-sst2 --task_name sst2 \
         --data_dir ../shared/data/sst2 --split validation --output_dir outputs/eval-sst2
+
+Flags are scripts/finetune.py's names for the same things (--help lists them with their defaults).
 """
 
-from __future__ import annotations
-
-import argparse
+# no `from __future__ import annotations`: the dataclass below must also work in a module loaded without a
+# sys.modules entry (tests load the scripts by path), where string annotations cannot be resolved
 import json
 import sys
+from dataclasses import dataclass, field
+from typing import Literal
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", "--model_name_or_path", dest="model", required=True,
-                   help="fine-tuned gpt1 checkpoint folder (output_dir of scripts/finetune.py, or its best/)")
-    p.add_argument("--task", required=True)
-    p.add_argument("--split", default="validation")
-    p.add_argument("--data_dir", default=None, help="local task folder; default: the Hub")
-    p.add_argument("--tokenizer", default=None, help="default: the checkpoint's tokenizer")
-    p.add_argument("--max_examples", type=int, default=None)
-    p.add_argument("--max_length", type=int, default=None, help="default: the model's n_positions")
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--mixed_precision", choices=["auto", "no", "bf16", "fp16"], default=None,
-                   help="default: the accelerate config's (else no)")
-    p.add_argument("--cpu", action="store_true")
-    p.add_argument("--seed", type=int, default=0, help="seed of the --max_examples subset")
-    p.add_argument("--output_dir", default=None, help="write eval_<task>_<split>.json and predictions/ here")
-    return p
+def _opt(default=None, help: str = ""):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class EvaluateArguments:
+    """`gpt1_hf.finetuning.evaluate_checkpoint`'s arguments."""
+
+    model_name_or_path: str = field(metadata={"help": "fine-tuned gpt1 checkpoint folder (output_dir of "
+                                                      "scripts/finetune.py, or its best/)"})
+    task_name: str = field(metadata={"help": "a task of gpt1_hf.tasks"})
+    split: str = _opt("validation", "split to evaluate (an unlabeled one gives predictions only)")
+    data_dir: str | None = _opt(None, "local task folder (or a root holding <task>/); default: the Hub")
+    tokenizer_name: str | None = _opt(None, "tokenizer folder / Hub id (default: the checkpoint's tokenizer)")
+    max_eval_samples: int | None = _opt(None, "random subset of the split (seeded by --seed)")
+    max_length: int | None = _opt(None, "tokens per sequence (default: the model's n_positions)")
+    per_device_eval_batch_size: int = _opt(32, "examples per process per evaluation batch")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] | None = _opt(
+        None, "default: the accelerate config's (else no)")
+    cpu: bool = _opt(False, "run on the CPU even when a GPU is present")
+    seed: int = _opt(0, "seed of the --max_eval_samples subset")
+    output_dir: str | None = _opt(None, "write eval_<task>_<split>.json and predictions/ here")
 
 
 def main(argv=None) -> int:
+    from gpt1_hf.arguments import parse_cli
     from gpt1_hf.finetuning import evaluate_checkpoint
 
-    ns = build_parser().parse_args(argv)
+    args = parse_cli(EvaluateArguments, argv)
     report = evaluate_checkpoint(
-        ns.model, ns.task, split=ns.split, data_dir=ns.data_dir, tokenizer_name_or_path=ns.tokenizer,
-        max_examples=ns.max_examples, max_length=ns.max_length, batch_size=ns.batch_size,
-        output_dir=ns.output_dir, mixed_precision=ns.mixed_precision, seed=ns.seed, cpu=ns.cpu,
+        args.model_name_or_path, args.task_name, split=args.split, data_dir=args.data_dir,
+        tokenizer_name_or_path=args.tokenizer_name, max_examples=args.max_eval_samples, max_length=args.max_length,
+        batch_size=args.per_device_eval_batch_size, output_dir=args.output_dir, mixed_precision=args.mixed_precision,
+        seed=args.seed, cpu=args.cpu,
     )
     from accelerate.state import PartialState
 
@@ -52,4 +62,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from gpt1_hf.cli import run_main
+
+    sys.exit(run_main(main))
