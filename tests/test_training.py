@@ -442,3 +442,23 @@ def test_fresh_run_into_a_folder_holding_a_run(tmp_path):
         assert not (run_dir / "checkpoints").exists() and not (run_dir / "results.json").exists()
         assert not (run_dir / "best").exists()
     assert (run_dir / "notes.txt").read_text() == "mine"  # not a run's file: kept
+
+
+def test_nonfinite_weights_are_refused_when_a_model_is_loaded(tmp_path):
+    """A diverged run's saved model (NaN weights) is refused by the loaders of fine-tuning, pretraining and
+    evaluation, naming the file, instead of training or evaluating on NaN."""
+    from safetensors.torch import load_file, save_file
+
+    from gpt1_hf.convert import load_as_gpt1
+
+    model = tiny_lm(0)
+    model.save_pretrained(tmp_path / "model")
+    weights = load_file(tmp_path / "model" / "model.safetensors")
+    weights["transformer.h.0.mlp.c_fc.weight"][0, 0] = float("inf")
+    save_file(weights, tmp_path / "model" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"non-finite values in tensor 'transformer.h.0.mlp.c_fc.weight' of .*"
+                                         r"model.safetensors"):
+        load_as_gpt1(tmp_path / "model", GPT1ForSequenceClassification, num_labels=2)
+    (tmp_path / "model" / "model.safetensors").write_bytes(b"\x00" * 20)  # truncated / corrupt
+    with pytest.raises(ValueError, match=r"model.safetensors is not a readable safetensors file"):
+        load_as_gpt1(tmp_path / "model", GPT1ForSequenceClassification, num_labels=2)
