@@ -186,12 +186,14 @@ def test_script_writes_json(model, tokenizer, tmp_path):
     model.save_pretrained(tmp_path / "lm")
     tokenizer.save_pretrained(tmp_path / "lm")
     script = _zero_shot_script()
-    rc = script.main(["--model", str(tmp_path / "lm"), "--tasks", "sst2,story_cloze", "--data_dir", str(TASKS),
-                      "--max_examples", "6", "--output", str(tmp_path / "out.json")])
+    rc = script.main(["--model_name_or_path", str(tmp_path / "lm"), "--tasks", "sst2,story_cloze", "--data_dir",
+                      str(TASKS), "--max_eval_samples", "6", "--output", str(tmp_path / "out.json")])
     assert rc == 0
     result = json.loads((tmp_path / "out.json").read_text())
     assert set(result["tasks"]) == {"sst2", "story_cloze"}
     assert result["tasks"]["sst2"]["num_examples"] == 6 and "accuracy" in result["tasks"]["sst2"]["metrics"]
+    with pytest.raises(ValueError, match=r"unknown zero-shot task\(s\) \['mnli'\]"):
+        script.main(["--model_name_or_path", str(tmp_path / "lm"), "--tasks", "sst2,mnli"])
 
 
 def test_script_refuses_a_tokenizer_of_another_size(model, tokenizer, tmp_path):
@@ -205,8 +207,8 @@ def test_script_refuses_a_tokenizer_of_another_size(model, tokenizer, tmp_path):
     script = _zero_shot_script()
     with pytest.raises(ValueError, match=rf"has {len(tokenizer):,} entries but the model's token embedding has "
                                          rf"{len(tokenizer) + 10:,} rows"):
-        script.main(["--model", str(tmp_path / "lm"), "--tasks", "sst2", "--data_dir", str(TASKS),
-                     "--max_examples", "2"])
+        script.main(["--model_name_or_path", str(tmp_path / "lm"), "--tasks", "sst2", "--data_dir", str(TASKS),
+                     "--max_eval_samples", "2"])
     # the matching pair loads (BPE-only tokenizer: model rows = entries + the 4 special rows)
     model.save_pretrained(tmp_path / "ok")
     tokenizer.save_pretrained(tmp_path / "ok")
