@@ -49,6 +49,13 @@ GPT1_AUTO_MAP = {
 SPECIAL_TOKEN_IDS = ("start_token_id", "delimiter_token_id", "clf_token_id", "pad_token_id", "bos_token_id")
 
 
+def input_shape(input_ids, inputs_embeds):
+    """The (..., seq) shape of the input: input_ids, or inputs_embeds without its hidden dimension (None if neither)."""
+    if input_ids is not None:
+        return input_ids.shape
+    return None if inputs_embeds is None else inputs_embeds.shape[:-1]
+
+
 def checking_values() -> bool:
     """Value checks (Python branches on tensor data) run in eager mode only; torch.compile and torch.export skip them."""
     return not (torch.compiler.is_compiling() or torch.compiler.is_exporting())
@@ -330,7 +337,9 @@ class GPT1Model(GPT1PreTrainedModel):
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for block in self.h:
-            hidden_states, weights = block(hidden_states, mask, cache=cache, output_attentions=output_attentions, **kwargs)
+            hidden_states, weights = block(
+                hidden_states, mask, cache=cache, output_attentions=output_attentions, **kwargs
+            )
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             if output_attentions:
@@ -661,8 +670,8 @@ class GPT1ForSequenceClassification(_GPT1TaskHead):
         inputs_embeds=None,
         **kwargs,
     ) -> GPT1SequenceClassifierOutput:
-        shift_labels = kwargs.pop("shift_labels", None)  # aux LM targets, pre-shifted (a loss kwarg, as in transformers)
-        shape = input_ids.shape if input_ids is not None else None if inputs_embeds is None else inputs_embeds.shape[:-1]
+        shift_labels = kwargs.pop("shift_labels", None)  # pre-shifted aux LM targets (a loss kwarg, as in-tree)
+        shape = input_shape(input_ids, inputs_embeds)
         if shape is None or len(shape) not in (2, 3) or (len(shape) == 3 and shape[1] != 2):
             raise ValueError(
                 "input_ids must have shape (batch, seq), or (batch, 2, seq) for similarity tasks (both orderings) "
@@ -731,8 +740,8 @@ class GPT1ForMultipleChoice(_GPT1TaskHead):
         inputs_embeds=None,
         **kwargs,
     ) -> GPT1MultipleChoiceModelOutput:
-        shift_labels = kwargs.pop("shift_labels", None)  # aux LM targets, pre-shifted (a loss kwarg, as in transformers)
-        shape = input_ids.shape if input_ids is not None else None if inputs_embeds is None else inputs_embeds.shape[:-1]
+        shift_labels = kwargs.pop("shift_labels", None)  # pre-shifted aux LM targets (a loss kwarg, as in-tree)
+        shape = input_shape(input_ids, inputs_embeds)
         if shape is None or len(shape) != 3:
             raise ValueError(
                 "GPT1ForMultipleChoice takes input_ids of shape (batch, num_choices, seq) (inputs_embeds: the same + "
