@@ -616,3 +616,10 @@ def test_with_tracking_writes_tensorboard_scalars(pretrained_dir, tmp_path, caps
     # and on the console: one line per evaluation
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("eval step ")]
     assert [line.split()[2] for line in lines] == ["2", "4"] and all("accuracy=" in line for line in lines)
+
+
+def test_flag_table_in_the_docs_is_current():
+    """docs/finetuning.md's flag table is the one scripts/flag_table.py generates from FinetuneArguments."""
+    table = _script("flag_table").flag_table("finetune")
+    assert table in (ROOT / "docs" / "finetuning.md").read_text(encoding="utf-8"), (
+        "docs/finetuning.md's flag table is out of date: run python scripts/flag_table.py finetune --write_docs")

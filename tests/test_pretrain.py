@@ -349,3 +349,12 @@ def test_block_cache_key_is_the_same_in_every_process(tmp_path):
     assert first.cache_files == second.cache_files
     third, _ = build_blocks(docs, b, 8, segment_chars=50)
     assert third.cache_files != first.cache_files
+
+
+def test_flag_table_in_the_docs_is_current():
+    """docs/pretraining.md's flag table is the one scripts/flag_table.py generates from PretrainArguments."""
+    spec = importlib.util.spec_from_file_location("_flag_table", ROOT / "scripts" / "flag_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.flag_table("pretrain") in (ROOT / "docs" / "pretraining.md").read_text(encoding="utf-8"), (
+        "docs/pretraining.md's flag table is out of date: run python scripts/flag_table.py pretrain --write_docs")
