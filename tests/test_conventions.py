@@ -196,6 +196,20 @@ def test_torch_compile_fullgraph_all_four_classes_match_eager():
             torch.testing.assert_close(out.loss, ref.loss, rtol=1e-5, atol=1e-5)
 
 
+def test_torch_compile_fullgraph_training_with_dropout_on_the_reference_paths():
+    """Dropout's fast CPU masks are drawn eagerly (a graph break): full-graph training uses the reference paths."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    config = GPT1Config(**tiny_config_kwargs(num_labels=2, fast_dropout=False))
+    model = GPT1ForSequenceClassification(config).train()
+    model.set_attn_implementation("sdpa")
+    ids, mask = task_rows((6, 4))
+    out = torch.compile(model, fullgraph=True, backend="eager")(ids, attention_mask=mask, labels=torch.tensor([0, 1]))
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and model.score.weight.grad is not None
+
+
 def test_static_cache_generation_compiled_full_graph():
     from transformers import CompileConfig
 
