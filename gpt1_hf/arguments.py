@@ -38,7 +38,8 @@ class RunArguments:
 
     output_dir: str | None = _opt(None, "where checkpoints/, best/, the final model, results.json and runs/ go")
     overwrite_output_dir: bool | None = _opt(
-        None, "replace a finished or different run in --output_dir (default: refuse; the embedded default: replace)")
+        None, "replace a finished or different run in --output_dir (default: refuse; the embedded default: replace)",
+        nargs="?", const=True)  # a switch: HfArgumentParser makes a bool defaulting to None take a value
     seed: int = _opt(42, "seed of initialisation, data order and dropout")
     per_device_train_batch_size: int | None = _opt(None, "examples per process per micro-batch (default: derived "
                                                    "from --global_batch_size)")
@@ -64,6 +65,10 @@ class RunArguments:
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] | None = _opt(
         None, "auto: bf16 where it is fast (a GPU with bf16, a CPU with AMX / AVX512-BF16), else fp32; "
         "default: the accelerate config's (else no); the embedded default uses auto")
+    bf16_implementation: Literal["auto", "autocast", "master_weights"] = _opt(
+        "auto", "how bf16 trains: autocast (fp32 weights cast at every use) or master_weights (a bf16 model, fp32 "
+        "master weights in the optimizer, one cast per step: gpt1_hf.precision); auto: what measured faster "
+        "(docs/benchmarks.md)")
     cpu: bool = _opt(False, "run on the CPU even when a GPU is present")
     num_threads: int | None = _opt(None, "torch intra-op threads (default: torch's)")
     checkpointing_steps: str | None = _opt(None, "save a checkpoint every N updates, or 'epoch' (default: "
@@ -100,6 +105,9 @@ class RunArguments:
     def _filled(self, defaults: dict[str, Any], **forced) -> dict[str, Any]:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         for key, value in defaults.items():
+            if key == "global_batch_size" and values.get("per_device_train_batch_size") is not None \
+                    and values.get("gradient_accumulation_steps") is not None:
+                continue  # the layout given in full (run_glue_no_trainer's flags) defines the global batch
             if values.get(key) is None:
                 values[key] = value
         values.update(forced)

@@ -406,7 +406,7 @@ def finetune(args: FinetuneArguments | None = None, tokenizer=None, **kwargs) ->
     # the accelerator first: it decides the process group (a bare PartialState() would make a torchrun launch on CPUs
     # a set of independent single processes)
     accelerator = create_accelerator(args.mixed_precision, args.cpu, args.with_tracking, args.report_to,
-                                     args.output_dir)
+                                     args.output_dir, args.bf16_implementation)
     with open_run_folder(args.output_dir, accelerator, args.resume_from_checkpoint, args.overwrite_output_dir):
         return _finetune(args, spec, accelerator, tokenizer, start)
 
@@ -453,7 +453,7 @@ def _results(spec, args, loop, result, model_info, final_model, data, max_length
     batch = loop.batch
     return {
         "task": spec.name, "task_kind": spec.kind, "primary_metric": spec.primary_metric, "metrics": result.metrics,
-        "eval_split": args.eval_split, "mixed_precision": loop.accelerator.mixed_precision,
+        "eval_split": args.eval_split, **loop.precision,
         "best": {"metric": spec.primary_metric, "value": result.best_metric, "step": result.best_step,
                  "path": str(Path(args.output_dir) / "best")},
         "paper_score": spec.paper_score, "eval_history": result.eval_history, "seed": args.seed, "wall_time_s": None,

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .durable import check_finite_weights, disk_errors, fsync_tree, save_directory_atomically, write_text_atomically
+from .precision import fp32_model
 from .training import (
     BEST_DIR,
     CHECKPOINTS_DIR,
@@ -30,6 +31,7 @@ from .training import (
     RunMismatchError,
     StopTraining,
     TrainResult,
+    bf16_master_weights,
     build_optimizer,
     count_items,
     find_checkpoint,
@@ -95,8 +97,10 @@ class TrainingLoop:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if args.torch_compile:
             model.compile()
-        model.to(acc.device)
-        self.model, self.optimizer, self.loader = acc.prepare(model, build_optimizer(model, args), loader)
+        self.master_weights = bf16_master_weights(args.mixed_precision, args.bf16_implementation, args.cpu)
+        model.to(acc.device, dtype=torch.bfloat16 if self.master_weights else None)
+        optimizer = build_optimizer(model, args, master_weights=self.master_weights)
+        self.model, self.optimizer, self.loader = acc.prepare(model, optimizer, loader)
         self.micro_batches_per_epoch = len(self.loader)
         updates_per_epoch = math.ceil(self.micro_batches_per_epoch / self.batch.gradient_accumulation_steps)
         self.total_steps, self.warmup_steps = total_and_warmup_steps(args, updates_per_epoch)
@@ -113,6 +117,14 @@ class TrainingLoop:
         self.pad_token_id = getattr(config, "pad_token_id", None)
         self.aux_weight = float(getattr(config, "aux_lm_weight", 0.0) or 0.0)
         self._progress = None
+
+    @property
+    def precision(self) -> dict[str, str | None]:
+        """What trained: Accelerate's mixed precision, or bf16 with master weights (`gpt1_hf.precision`)."""
+        if self.master_weights:
+            return {"mixed_precision": "bf16", "bf16_implementation": "master_weights"}
+        mp = self.accelerator.mixed_precision
+        return {"mixed_precision": mp, "bf16_implementation": "autocast" if mp == "bf16" else None}
 
     @property
     def sharded(self) -> bool:
@@ -493,6 +505,8 @@ class TrainingLoop:
         process must call this) into a plain copy; processes other than the main one get it on the meta device."""
         acc = self.accelerator
         unwrapped = acc.unwrap_model(self.model, keep_fp32_wrapper=False, keep_torch_compile=False)
+        if self.master_weights:  # the fp32 master values, not their bf16 working copies
+            return fp32_model(unwrapped, self.optimizer.optimizer)
         if not self.sharded:
             return unwrapped
         state = acc.get_state_dict(self.model)

@@ -423,7 +423,7 @@ def pretrain(args: PretrainArguments | None = None, **kwargs) -> dict[str, Any]:
     # the processes exist before any data is read: the main one trains the tokenizer (if asked) and builds the
     # datasets cache first, the others then read both
     accelerator = create_accelerator(args.mixed_precision, args.cpu, args.with_tracking, args.report_to,
-                                     args.output_dir)
+                                     args.output_dir, args.bf16_implementation)
     with open_run_folder(args.output_dir, accelerator, args.resume_from_checkpoint, args.overwrite_output_dir):
         return _pretrain(args, accelerator, start)
 
@@ -528,5 +528,5 @@ def _results(args, data, loop, result, final_model, initial) -> dict[str, Any]:
         "batch": {"per_device": batch.per_device_batch_size, "processes": batch.num_processes,
                   "gradient_accumulation_steps": batch.gradient_accumulation_steps,
                   "global": batch.global_batch_size, "tokens_per_update": batch.global_batch_size * args.block_size},
-        "seed": args.seed, "config": args.to_dict(), "log_history": result.log_history,
+        "seed": args.seed, **loop.precision, "config": args.to_dict(), "log_history": result.log_history,
     }

@@ -60,6 +60,7 @@ __all__ = [
     "param_groups_for_weight_decay",
     "build_optimizer",
     "create_accelerator",
+    "bf16_master_weights",
     "find_checkpoint",
     "open_run_folder",
     "predict_logits",
@@ -195,15 +196,19 @@ def param_groups_for_weight_decay(model: torch.nn.Module, weight_decay: float) -
     return groups
 
 
-def build_optimizer(model: torch.nn.Module, args) -> torch.optim.Optimizer:
-    """AdamW with decoupled weight decay; ``fused`` kernels where the device has them, else ``foreach``."""
+def build_optimizer(model: torch.nn.Module, args, master_weights: bool = False) -> torch.optim.Optimizer:
+    """AdamW with decoupled weight decay; ``fused`` kernels where the device has them, else ``foreach``. With
+    ``master_weights`` (a bf16 model) the AdamW step runs on fp32 master copies (`gpt1_hf.precision`)."""
+    from .precision import MasterWeightsAdamW
+
     groups = [{k: v for k, v in g.items() if k != "names"} for g in param_groups_for_weight_decay(
         model, args.weight_decay)]
     kwargs = dict(lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
+    optimizer_class = MasterWeightsAdamW if master_weights else torch.optim.AdamW
     try:
-        return torch.optim.AdamW(groups, fused=True, **kwargs)
+        return optimizer_class(groups, fused=True, **kwargs)
     except (RuntimeError, TypeError, ValueError):
-        return torch.optim.AdamW(groups, foreach=True, **kwargs)
+        return optimizer_class(groups, foreach=True, **kwargs)
 
 
 def total_and_warmup_steps(args, updates_per_epoch: int) -> tuple[int, int]:
@@ -251,6 +256,21 @@ def resolve_mixed_precision(mixed_precision: str | None, cpu: bool = False) -> s
     return "bf16" if cpu_has_native_bf16() else "no"
 
 
+def bf16_master_weights(mixed_precision: str | None, bf16_implementation: str = "auto", cpu: bool = False) -> bool:
+    """Whether bf16 trains with bf16 working weights and fp32 masters (`gpt1_hf.precision`) instead of autocast:
+    asked for ("auto" stays with autocast: see docs/benchmarks.md for the measurements)."""
+    if resolve_mixed_precision(mixed_precision, cpu) != "bf16" and not (
+            mixed_precision is None and os.environ.get("ACCELERATE_MIXED_PRECISION", "").lower() == "bf16"):
+        return False
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true", "yes") or \
+            os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true", "yes"):
+        if bf16_implementation == "master_weights":
+            raise ValueError("--bf16_implementation master_weights is for one process or DDP; FSDP and DeepSpeed "
+                             "keep their own (sharded) master weights: use --bf16_implementation autocast")
+        return False
+    return bf16_implementation == "master_weights"  # "auto": autocast until a benchmark shows master weights faster
+
+
 def _trackers(with_tracking: bool, report_to: str | None) -> list[str] | str | None:
     if not with_tracking:
         return None
@@ -259,10 +279,12 @@ def _trackers(with_tracking: bool, report_to: str | None) -> list[str] | str | N
 
 
 def create_accelerator(mixed_precision: str | None = None, cpu: bool = False, with_tracking: bool = False,
-                       report_to: str | None = None, project_dir: str | os.PathLike | None = None):
+                       report_to: str | None = None, project_dir: str | os.PathLike | None = None,
+                       bf16_implementation: str = "autocast"):
     """An `accelerate.Accelerator` with trackers under ``<project_dir>/runs``. ``mixed_precision=None`` takes the
-    ``accelerate launch`` / config value, else "no". In a single process, an earlier state with other settings (several
-    runs in one Python process: tests, the layer-transfer sweep) is reset first."""
+    ``accelerate launch`` / config value, else "no"; bf16 with master weights (`bf16_master_weights`) needs no
+    autocast, so Accelerate's precision is then "no". In a single process, an earlier state with other settings
+    (several runs in one Python process: tests, the layer-transfer sweep) is reset first."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, PartialState
     from accelerate.utils import ProjectConfiguration
@@ -272,6 +294,8 @@ def create_accelerator(mixed_precision: str | None = None, cpu: bool = False, wi
                          f"{mixed_precision!r}")
     # without an accelerator, processes started by torchrun / `accelerate launch --multi_gpu` join as MULTI_CPU (gloo)
     cpu = cpu or not torch.cuda.is_available()
+    if bf16_master_weights(mixed_precision, bf16_implementation, cpu):
+        mixed_precision = "no"  # the model itself is bf16 (gpt1_hf.precision)
     mixed_precision = resolve_mixed_precision(mixed_precision, cpu)
     if mixed_precision is None:  # resolved here: an existing state of an earlier run must not leak its setting
         mixed_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower() or "no"

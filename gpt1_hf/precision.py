@@ -1,0 +1,86 @@
+"""bf16 training without per-use weight casts: bf16 working weights, fp32 master weights held by the optimizer.
+
+Autocast keeps the weights in fp32 and casts every weight to bf16 at every use (forward and backward): at GPT-1's
+small widths those casts are a large share of a CPU step (docs/benchmarks.md). Here, as in Megatron-LM and apex's O2,
+the model itself is bf16 and the optimizer owns an fp32 copy of every trainable parameter:
+
+1. forward and backward run on the bf16 working weights (no casts; gradients arrive in bf16);
+2. `MasterWeightsAdamW.step` copies the gradients to the fp32 masters, takes the AdamW step there in fp32, and
+   refreshes the bf16 working weights from the masters -- one cast per weight per optimizer step;
+3. the optimizer's ``state_dict`` carries the masters, so a resumed run continues from the fp32 values (bitwise).
+
+`fp32_model` gives the trained model with the master values for saving. Loss computations stay in fp32 inside the
+model (the LM loss and the classifier's softmax cast their logits). Not for FSDP / DeepSpeed, whose own mixed
+precision keeps the masters sharded (`gpt1_hf.loop` refuses the combination).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+__all__ = ["MasterWeightsAdamW", "fp32_model"]
+
+
+class MasterWeightsAdamW(torch.optim.AdamW):
+    """AdamW over fp32 master copies of bf16 parameters (see the module docstring).
+
+    ``params``: parameter groups of the bf16 model (as for `torch.optim.AdamW`); the optimizer's own groups hold the
+    fp32 masters, in the same order, so schedulers and checkpoints see an ordinary AdamW."""
+
+    def __init__(self, params, **kwargs):
+        groups = [dict(g) for g in params] if isinstance(params, (list, tuple)) and params and isinstance(
+            params[0], dict) else [{"params": list(params)}]
+        self.working: list[torch.Tensor] = []
+        for group in groups:
+            working = list(group["params"])
+            self.working += working
+            group["params"] = [torch.nn.Parameter(p.detach().float().clone()) for p in working]
+        super().__init__(groups, **kwargs)
+        self.masters = [p for g in self.param_groups for p in g["params"]]
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for master, work in zip(self.masters, self.working):
+            master.grad = None if work.grad is None else work.grad.float()
+        loss = super().step(closure)
+        for master, work in zip(self.masters, self.working):
+            work.copy_(master)  # the one cast of this weight in this step
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True):
+        super().zero_grad(set_to_none)
+        for work in self.working:
+            if set_to_none:
+                work.grad = None
+            elif work.grad is not None:
+                work.grad.zero_()
+
+    def state_dict(self):
+        state = super().state_dict()
+        state["master_weights"] = [m.detach().clone() for m in self.masters]
+        return state
+
+    def load_state_dict(self, state_dict):
+        state_dict = dict(state_dict)
+        masters = state_dict.pop("master_weights", None)
+        super().load_state_dict(state_dict)
+        if masters is None:  # a checkpoint without masters: start them from the working weights
+            masters = [w.detach().float() for w in self.working]
+        with torch.no_grad():
+            for master, saved, work in zip(self.masters, masters, self.working):
+                master.copy_(saved)
+                work.copy_(master)
+
+
+def fp32_model(model: torch.nn.Module, optimizer: MasterWeightsAdamW) -> torch.nn.Module:
+    """A float32 copy of the bf16 ``model`` holding the optimizer's master values (what is saved)."""
+    masters = {id(work): master for work, master in zip(optimizer.working, optimizer.masters)}
+    plain = copy.deepcopy(model).float()
+    with torch.no_grad():
+        for (_, p_plain), p_work in zip(plain.named_parameters(), model.parameters()):
+            master = masters.get(id(p_work))
+            if master is not None:
+                p_plain.copy_(master)
+    return plain
