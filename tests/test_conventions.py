@@ -96,6 +96,21 @@ def test_lm_loss_honours_shift_labels(fused):
     torch.testing.assert_close(summed, ref / 4, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_lm_loss_equals_transformers_causal_lm_loss(fused):
+    """L1 is transformers' ForCausalLMLoss (`model.loss_function`) on unpadded rows, with and without shift_labels."""
+    config = GPT1Config(**tiny_config_kwargs(fused_lm_loss=fused, initializer_range=0.5, **NO_DROPOUT))
+    model = GPT1LMHeadModel(config).eval()
+    ids = torch.randint(0, 100, (3, 10))
+    labels = ids.clone()
+    labels[0, 4] = -100
+    out = model(ids, labels=labels)
+    expected = model.loss_function(out.logits, labels, vocab_size=config.vocab_size)
+    torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-6)
+    expected = model.loss_function(out.logits, None, vocab_size=config.vocab_size, shift_labels=shifted(labels))
+    torch.testing.assert_close(model(ids, shift_labels=shifted(labels)).loss, expected, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("cls", [GPT1ForSequenceClassification, GPT1ForMultipleChoice])
 def test_aux_lm_loss_honours_shift_labels(cls):
     model = cls(GPT1Config(**tiny_config_kwargs(**NO_DROPOUT, initializer_range=0.5))).eval()
