@@ -3,7 +3,9 @@
 * `METRIC_MODULE_PATH`: folder of the bundled evaluate module (``evaluate.load(METRIC_MODULE_PATH, config_name)``)
 * `load_metric(task)`: the loaded evaluate module configured for a task's metrics
 * `compute_task_metrics(task, predictions, references, groups=None)`: plain-float dict of the task's metrics
-  (RACE: plus ``accuracy_middle`` / ``accuracy_high`` when ``groups`` are given)
+  (RACE: plus ``accuracy_middle`` / ``accuracy_high`` when ``groups`` are given). ``task`` may be a name or any
+  `TaskSpec`, e.g. a user task of `gpt1_hf.user_data.load_user_task`; ``f1`` is binary F1 of class 1 for 2 classes
+  and macro F1 for more (``f1_macro`` is always macro).
 """
 
 from __future__ import annotations
@@ -64,7 +66,9 @@ def compute_task_metrics(
     if len(preds) != len(refs):
         raise ValueError(f"{len(preds)} predictions for {len(refs)} references")
     module = metric if metric is not None else load_metric(spec)
-    out = {k: float(v) for k, v in module.compute(predictions=preds, references=refs).items()}
+    # binary F1 is undefined for 3+ classes (a user task with --metric f1): average it over the classes instead
+    extra = {"average": "macro"} if "f1" in spec.metrics and spec.num_labels > 2 else {}
+    out = {k: float(v) for k, v in module.compute(predictions=preds, references=refs, **extra).items()}
     if groups is not None:
         groups = np.asarray(list(groups))
         if len(groups) != len(preds):

@@ -2,15 +2,17 @@
 """GPT-1 benchmark metrics as a self-contained `evaluate` module (works offline).
 
 Load it with ``evaluate.load("<path to this folder>", config_name=...)``. The module computes
-accuracy, binary F1, Matthews correlation (scikit-learn) and Pearson / Spearman correlation (SciPy),
-i.e. every metric of the GPT-1 paper's Tables 2-4 and of GLUE.
+accuracy, F1 (binary by default, ``average=`` selects others), macro F1, Matthews correlation (scikit-learn) and
+Pearson / Spearman correlation (SciPy), i.e. every metric of the GPT-1 paper's Tables 2-4 and of GLUE, plus macro
+F1 for multi-class user tasks.
 
 Config names select the metrics (and the input feature type):
 
-* ``"accuracy"``, ``"f1"``, ``"matthews_correlation"``, ``"accuracy_f1"`` and ``"default"`` (= accuracy):
+* ``"accuracy"``, ``"f1"``, ``"f1_macro"``, ``"matthews_correlation"``, ``"accuracy_f1"`` and ``"default"``
+  (= accuracy):
   integer class indices (int64 features);
 * ``"pearson"``, ``"spearmanr"``, ``"pearson_spearmanr"``: real-valued scores (float64 features);
-* any ``+``-joined list of the five metric names, e.g. ``"accuracy+matthews_correlation"``;
+* any ``+``-joined list of the six metric names, e.g. ``"accuracy+matthews_correlation"``;
   float64 features when it includes a correlation metric.
 
 ``compute(..., metrics=[...])`` overrides the metric list for one call (the feature type still comes
@@ -42,7 +44,7 @@ Args:
     references: gold class indices or scores.
     metrics: optional list of metric names overriding the config's list for this call.
     pos_label: positive class for binary F1 (default 1).
-    average: averaging for F1 (default "binary").
+    average: averaging for "f1" (default "binary"; "macro" for more than 2 classes). "f1_macro" is always macro.
 Returns:
     dict mapping each selected metric name to a float.
 Examples:
@@ -51,12 +53,13 @@ Examples:
     {'accuracy': 0.6666666666666666, 'f1': 0.6666666666666666}
 """
 
-METRIC_NAMES = ("accuracy", "f1", "matthews_correlation", "pearson", "spearmanr")
+METRIC_NAMES = ("accuracy", "f1", "f1_macro", "matthews_correlation", "pearson", "spearmanr")
 REGRESSION_METRICS = frozenset({"pearson", "spearmanr"})
 NAMED_CONFIGS = {
     "default": ("accuracy",),
     "accuracy": ("accuracy",),
     "f1": ("f1",),
+    "f1_macro": ("f1_macro",),
     "matthews_correlation": ("matthews_correlation",),
     "pearson": ("pearson",),
     "spearmanr": ("spearmanr",),
@@ -120,6 +123,8 @@ class Gpt1Metrics(evaluate.Metric):
                 out[name] = float(accuracy_score(refs, preds))
             elif name == "f1":
                 out[name] = float(f1_score(refs, preds, pos_label=pos_label, average=average))
+            elif name == "f1_macro":
+                out[name] = float(f1_score(refs, preds, average="macro"))
             elif name == "matthews_correlation":
                 out[name] = float(matthews_corrcoef(refs, preds))
             elif name == "pearson":
