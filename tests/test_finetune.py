@@ -99,7 +99,7 @@ def test_finetune_each_task_kind(task, kind, head, pretrained_dir, tmp_path, cap
     # each evaluation prints one console line with its metrics
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("eval step ")]
     assert len(lines) == len(results["eval_history"]) == 2
-    for line, entry in zip(lines, results["eval_history"]):
+    for line, entry in zip(lines, results["eval_history"], strict=True):
         assert line.startswith(f"eval step {entry['step']} (epoch ") and f"{spec.primary_metric}=" in line
     assert results["task"] == spec.name and results["task_kind"] == kind == spec.kind
     # every metric of the task, from the bundled evaluate module
