@@ -815,6 +815,9 @@ def load_user_task(
         _check_columns(raw, roles)
     if task_type == "multiple_choice":
         n_choices = len(roles.get("choice_columns") or ()) or len(ref.dataset[0][roles["choices_column"]] or ())
+        if n_choices < 2:
+            raise ValueError(f"{ref.flag} {ref.where}: row 1 has {n_choices} choice(s) in --choices_column "
+                             f"{roles['choices_column']!r}; multiple choice needs at least 2")
         labels = _choice_labels(options, preset, ref, roles, n_choices)
     else:
         labels = _class_labels(options, preset, ref, roles, train=ref.split == "train")

@@ -72,6 +72,16 @@ def test_incremental_add_batch(modules):
     assert m.compute() == pytest.approx({"accuracy": accuracy_score(refs, preds), "f1": f1_score(refs, preds)})
 
 
+@pytest.mark.parametrize("seed", SEEDS[:2])
+def test_macro_f1_parity(seed):
+    p3, r3 = _cls(seed, k=3)
+    m = load_metric_module("f1_macro")
+    assert m.compute(predictions=p3, references=r3)["f1_macro"] == pytest.approx(
+        f1_score(r3, p3, average="macro"), abs=1e-12)
+    assert load_metric_module("f1").compute(predictions=p3, references=r3, average="macro")["f1"] == pytest.approx(
+        f1_score(r3, p3, average="macro"), abs=1e-12)
+
+
 def test_config_names():
     m = load_metric_module("accuracy+matthews_correlation")
     assert set(m.compute(predictions=[0, 1, 1], references=[0, 1, 0])) == {"accuracy", "matthews_correlation"}

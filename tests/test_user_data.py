@@ -15,7 +15,7 @@ import pytest
 
 from gpt1_hf.data import describe_load_info, encode_dataset, get_load_info
 from gpt1_hf.metrics import compute_task_metrics
-from gpt1_hf.user_data import DataOptions, check_data_options, has_user_data, load_user_task
+from gpt1_hf.user_data import DataOptions, _task_name, check_data_options, has_user_data, load_user_task
 
 FIX = Path(__file__).parent / "fixtures" / "user_data"
 
@@ -95,6 +95,10 @@ def test_sentence_pair_entailment_jsonl(cache, tok):
     ids = enc[0]["input_ids"]
     a = tok("A man paints a fence white.", add_special_tokens=False)["input_ids"]
     assert ids[1: 1 + len(a)] == a and ids[1 + len(a)] == tok.delimiter_token_id
+    # truncation cuts the premise's end, never the hypothesis or the extract token
+    enc, n_cut = encode_dataset(data["train"][0], spec, tok, max_length=9)
+    hyp = tok("Something is in the air.", add_special_tokens=False)["input_ids"]
+    assert n_cut >= 1 and len(enc[0]["input_ids"]) == 9 and enc[0]["input_ids"][-1 - len(hyp): -1] == hyp
 
 
 def test_similarity_regression_tsv_reads_quotes_literally(cache, tok):
@@ -232,6 +236,30 @@ def test_preset_with_user_files(cache, tmp_path, tok):
         check_data_options(DataOptions(task_name="rte", task_type="similarity", train_file=f))
 
 
+def test_multiple_choice_presets(cache, tmp_path, tok):
+    """story_cloze (four context columns joined, two ending columns, 1/2 labels) and race (article + question,
+    an options list, letter answers) read the user's files with the preset's column names."""
+    header = "InputStoryid,InputSentence1,InputSentence2,InputSentence3,InputSentence4,RandomFifthSentenceQuiz1," \
+             "RandomFifthSentenceQuiz2,AnswerRightEnding\n"
+    f = _csv(tmp_path / "stories.csv", header + "s1,Ann woke up.,She made tea.,It was hot.,She waited.,"
+                                               "She drank it.,She ate the cup.,1\n"
+                                               "s2,Bo ran.,He fell.,He cried.,A friend came.,The friend flew away.,"
+                                               "The friend helped him up.,2\n")
+    spec, data = _load(cache, task_name="story_cloze", train_file=f)
+    ds = data["train"][0]
+    assert spec.kind == "multiple_choice" and spec.label_names == ("1", "2") and ds["label"] == [0, 1]
+    assert ds[0]["context"] == "Ann woke up. She made tea. It was hot. She waited." and ds[0]["id"] == "s1"
+    race = tmp_path / "race.jsonl"
+    race.write_text(json.dumps({"example_id": "q1", "article": "The fox slept all day in the barn.",
+                                "question": "Where did the fox sleep?", "options": ["A den", "The barn", "A tree",
+                                                                                   "A car"], "answer": "B"}) + "\n")
+    spec, data = _load(cache, task_name="race", train_file=str(race))
+    ds = data["train"][0]
+    assert spec.label_names == ("A", "B", "C", "D") and ds["label"] == [1] and ds[0]["question"] == "Where did the fox sleep?"
+    assert ds[0]["context"] == "The fox slept all day in the barn. Where did the fox sleep?"
+    _check_encoded_and_metrics(spec, ds, tok)
+
+
 def test_hub_style_dataset_dir_with_class_labels(cache, tmp_path):
     """--dataset_name also takes a local dataset folder (datasets' own loader); ClassLabel names become the labels
     and -1 ("no gold label") rows are dropped from train, kept unlabeled in test."""
@@ -264,6 +292,18 @@ def test_max_samples_and_names(cache, tmp_path):
     spec, _ = _load(cache, train_file=_csv(d / "train.csv", "sentence,label\nA.,x\nB.,y\n"))
     assert spec.name == "custom_rte"  # never the paper task's name
     assert has_user_data(DataOptions(train_file="x.csv")) and not has_user_data(DataOptions(task_name="rte"))
+    assert _task_name(DataOptions(dataset_name="nyu-mll/glue", dataset_config_name="sst2"), None) == "glue_sst2"
+    assert _task_name(DataOptions(dataset_name="stanfordnlp/sst2"), None) == "custom_sst2"
+    assert _task_name(DataOptions(validation_file="data/My Reviews.v2.jsonl"), None) == "My_Reviews"
+
+
+def test_options_from_argument_dataclass():
+    from types import SimpleNamespace
+
+    args = SimpleNamespace(train_file="a.csv", text_columns=["x"], label_column=None, seed=3, output_dir="o")
+    opts = DataOptions.from_args(args)
+    assert (opts.train_file, opts.text_columns, opts.label_column, opts.dataset_name) == ("a.csv", ["x"], "label", None)
+    assert opts.files() == {"train": "a.csv"}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
