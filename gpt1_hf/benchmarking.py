@@ -43,6 +43,7 @@ BPE_DIR = DATA_DIR / "gpt1_bpe"
 CONFIGS = {
     "full": dict(n_positions=512, n_embd=768, n_layer=12, n_head=12, n_inner=3072),  # GPT-1 (paper, section 4.1)
     "small": dict(n_positions=256, n_embd=384, n_layer=6, n_head=6, n_inner=1536),
+    "tiny": dict(n_positions=64, n_embd=32, n_layer=2, n_head=4, n_inner=128),  # CPU runs of the GPU check's paths
 }
 RESULT_PREFIX = "BENCHMARK_RESULT "
 CPU = torch.device("cpu")
@@ -326,6 +327,8 @@ def case_train(spec: dict) -> dict:
     batch, seq, choices = spec["batch"], spec["seq"], spec.get("choices", 4)
     torch.manual_seed(0)
     model = build_model(impl, task, spec["config"]).to(device).train()
+    if spec.get("attn"):  # sdpa, flash_attention_2, ... (transformers' attention registry)
+        model.set_attn_implementation(spec["attn"])
     if spec.get("grad_ckpt"):
         model.gradient_checkpointing_enable()
     if spec.get("fast_paths_off"):
