@@ -6,6 +6,11 @@ per split, the NORMALIZED dataset of `gpt1_hf.data.load_task_split` (same column
 ``dataset.info.description``) and its load-info dict, so `encode_dataset`, the collator, `compute_task_metrics` and
 `describe_load_info` work on it unchanged.
 
+Files: ``.csv`` (RFC-4180 quoting), ``.tsv`` (the csv builder with ``delimiter="\t"`` and ``quoting=csv.QUOTE_NONE``
+as GLUE: a ``"`` anywhere in a field is text), ``.json`` (a list of objects, or JSON Lines), ``.jsonl``, ``.parquet``,
+optionally ``.gz`` / ``.bz2`` / ``.xz`` / ``.zst`` compressed. csv / tsv keep ``NA``, ``None``, ``null`` as text (only
+a blank field is missing).
+
 Task kinds (``--task_type``; the paper's input transformations, Figure 1):
 
 * ``classification`` with 1 text column -> ``"single"`` ``[s] text [e]``; with 2 -> ``"pair"``, the entailment
@@ -43,6 +48,12 @@ Default metrics (``--metric`` overrides; the first one is the task's reported / 
 * regression: ``pearson``, ``spearmanr``.
 
 All are computed by `gpt1_hf.metrics.compute_task_metrics` through ``evaluate`` with the bundled offline module.
+
+Errors are ValueErrors (FileNotFoundError for a missing file) in one message naming the flag, the file (and row) and
+the fix: a missing column lists the file's columns and the flag to set (``--text_columns``, ``--label_column``,
+``--choice_columns``, ``--choices_column``); an unknown label names the known ones and where they came from; an
+empty file or split, an unknown suffix (listing the supported ones), and a ``--dataset_name`` that cannot be loaded
+(offline, not found: suggests ``--train_file``; raised ``from None``, no traceback chain).
 
 Presets: ``task_name`` (a paper task of `gpt1_hf.tasks.TASKS`) with files or ``dataset_name`` gives that task's
 kind, label names (and label spellings), metrics, truncation side and GLUE submission name; its columns are the
@@ -87,10 +98,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TASK_TYPES = ("classification", "similarity", "multiple_choice")
-#: file suffix -> (datasets builder, builder options). GLUE-style tsv: quoting off, so a `"` is read literally
+#: file suffix -> (datasets builder, builder options). GLUE-style tsv: quoting off, so a `"` is read literally;
+#: csv / tsv keep "NA", "None", "null" as text (pandas would make them missing and a label column float)
 FILE_FORMATS: dict[str, tuple[str, dict]] = {
-    ".csv": ("csv", {}),
-    ".tsv": ("csv", {"delimiter": "\t", "quoting": csv.QUOTE_NONE}),
+    ".csv": ("csv", {"keep_default_na": False}),
+    ".tsv": ("csv", {"delimiter": "\t", "quoting": csv.QUOTE_NONE, "keep_default_na": False}),
     ".json": ("json", {}),
     ".jsonl": ("json", {}),
     ".parquet": ("parquet", {}),
@@ -433,7 +445,9 @@ class _Labels:
 
 
 def _is_missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    """None, NaN or a blank string (an empty csv field)."""
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (
+        isinstance(value, str) and not value.strip())
 
 
 def _key(value) -> str:

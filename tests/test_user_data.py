@@ -206,6 +206,14 @@ def test_column_inference_like_run_glue(cache, tmp_path):
     assert spec.kind == "single"
 
 
+def test_csv_keeps_na_like_words_as_text(cache, tmp_path):
+    f = _csv(tmp_path / "t.csv", "text,label\nNA,None\nnull,1\nN/A,None\n")
+    spec, data = _load(cache, train_file=f)
+    assert spec.label_names == ("1", "None") and data["train"][0]["text_a"] == ["NA", "null", "N/A"]
+    t = _csv(tmp_path / "test.csv", "text,label\nSome text.,\n")  # a blank test label is unlabeled
+    assert _load(cache, train_file=f, test_file=t)[1]["test"][0]["label"] == [-1]
+
+
 def test_label_names_flag_and_integer_labels(cache, tmp_path):
     f = _csv(tmp_path / "t.csv", "sentence,label\nGood day.,1\nBad day.,0\nFine day.,1\n")
     spec, data = _load(cache, train_file=f, label_names=["bad", "good"], metric=["f1", "accuracy"])
