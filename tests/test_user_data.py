@@ -214,6 +214,18 @@ def test_csv_keeps_na_like_words_as_text(cache, tmp_path):
     assert _load(cache, train_file=f, test_file=t)[1]["test"][0]["label"] == [-1]
 
 
+def test_compressed_csv_and_json_lines_in_a_json_file(cache, tmp_path):
+    import gzip
+
+    gz = tmp_path / "reviews.csv.gz"
+    gz.write_bytes(gzip.compress((FIX / "reviews_train.csv").read_bytes()))
+    spec, data = _load(cache, train_file=str(gz))
+    assert spec.name == "reviews" and len(data["train"][0]) == 8
+    lines = tmp_path / "lines.json"
+    lines.write_text((FIX / "nli_train.jsonl").read_text())
+    assert _load(cache, train_file=str(lines))[0].kind == "pair"
+
+
 def test_label_names_flag_and_integer_labels(cache, tmp_path):
     f = _csv(tmp_path / "t.csv", "sentence,label\nGood day.,1\nBad day.,0\nFine day.,1\n")
     spec, data = _load(cache, train_file=f, label_names=["bad", "good"], metric=["f1", "accuracy"])
