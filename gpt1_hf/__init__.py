@@ -14,6 +14,7 @@ from transformers import (
 )
 
 from .configuration_gpt1 import GPT1Config
+from .lora import register_peft_defaults
 from .modeling_gpt1 import (
     GPT1ForMultipleChoice,
     GPT1ForSequenceClassification,
@@ -21,7 +22,6 @@ from .modeling_gpt1 import (
     GPT1Model,
     GPT1PreTrainedModel,
 )
-from .lora import register_peft_defaults
 from .tokenization_gpt1 import GPT1Tokenizer
 
 __version__ = "0.1.0"

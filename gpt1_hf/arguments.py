@@ -102,6 +102,18 @@ class RunArguments:
         d.pop("hub_token", None)  # never written into results.json or a card
         return d
 
+    def __post_init__(self):
+        from transformers import SchedulerType
+
+        # a bad choice fails here, before any model or data is loaded
+        known = [t.value for t in SchedulerType]
+        if self.lr_scheduler_type is not None and self.lr_scheduler_type not in known:
+            raise ValueError(f"--lr_scheduler_type {self.lr_scheduler_type!r} is not one of transformers' "
+                             f"SchedulerType values: {', '.join(known)}")
+        steps = self.checkpointing_steps
+        if steps not in (None, "", "epoch") and not str(steps).isdigit():
+            raise ValueError(f"--checkpointing_steps must be a number of updates or 'epoch', got {steps!r}")
+
     def _filled(self, defaults: dict[str, Any], **forced) -> dict[str, Any]:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         for key, value in defaults.items():
@@ -135,7 +147,7 @@ FINETUNE_EMBEDDED_DEFAULTS: dict[str, Any] = dict(
     mixed_precision="auto",  # bf16 where the CPU has it natively (AMX / AVX512-BF16), else fp32 (10x faster there)
     num_threads=1,  # tiny matrices: one intra-op thread is faster, and does not spin against other jobs
     output_dir="outputs/finetune-embedded-sst2", checkpointing_steps="epoch",
-    overwrite_output_dir=True,  # the README's main command runs again into the same folder
+    overwrite_output_dir=True,  # the README's main command runs again into its default folder (not a given one)
 )
 
 
@@ -178,7 +190,10 @@ class FinetuneArguments(RunArguments):
         from .tasks import get_task
 
         embedded = self.model_name_or_path is None
-        values = self._filled(FINETUNE_EMBEDDED_DEFAULTS if embedded else FINETUNE_PAPER_DEFAULTS)
+        defaults = FINETUNE_EMBEDDED_DEFAULTS if embedded else FINETUNE_PAPER_DEFAULTS
+        if embedded and self.output_dir is not None:  # replacing is for the default folder only, never a given one
+            defaults = {**defaults, "overwrite_output_dir": False}
+        values = self._filled(defaults)
         if values["task_name"] is None:
             raise ValueError("--task_name is required when a model is given (e.g. --task_name sst2); known tasks: "
                              "see gpt1_hf.tasks")

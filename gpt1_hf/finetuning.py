@@ -243,7 +243,7 @@ def _check_tokenizer_matches(config, tokenizer) -> None:
     if len(tokenizer) > config.vocab_size:
         raise ValueError(
             f"the tokenizer has {len(tokenizer)} entries but the model's vocabulary has {config.vocab_size}: they do "
-            "not belong together (pass the model's own tokenizer with --tokenizer_name_or_path)."
+            "not belong together (pass the model's own tokenizer with --tokenizer_name)."
         )
     for cfg_name, tok_name in (("start_token_id", "start_token_id"), ("delimiter_token_id", "delimiter_token_id"),
                                ("clf_token_id", "classify_token_id"), ("pad_token_id", "pad_token_id")):
@@ -417,6 +417,10 @@ def _finetune(args: FinetuneArguments, spec: TaskSpec, accelerator, tokenizer, s
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(args.tokenizer_name, args.model_name_or_path)
     model, model_info = _build_model(spec, args, tokenizer)
     max_length = min(int(args.max_length), int(model.config.n_positions))
+    # the saved tokenizer makes a task input: tokenizer(text) ends with _classify_, where the head pools (a
+    # text-classification pipeline on the output folder then classifies), and truncation stops at the model's length
+    tokenizer.add_extract_token = True
+    tokenizer.model_max_length = int(model.config.n_positions)
     data = _load_data(spec, args, tokenizer, max_length)
     _report_data(data["info"], accelerator.is_main_process)
     collator = GPT1Collator(pad_token_id=tokenizer.pad_token_id,

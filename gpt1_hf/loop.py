@@ -186,7 +186,7 @@ class TrainingLoop:
 
     def _run_epoch(self) -> str | None:
         """The rest of the current epoch, one update per window of micro-batches; returns the stop reason, if any."""
-        args, acc, state = self.args, self.accelerator, self.state
+        acc, state = self.accelerator, self.state
         # the data order of this epoch: a sharded loader (several processes) does not pass the epoch to the sampler
         self.sampler.set_epoch(state.epoch)
         self.loader.set_epoch(state.epoch)
@@ -223,7 +223,7 @@ class TrainingLoop:
         totals = acc.reduce(local, reduction="sum") if p > 1 else local
         n_examples, n_targets = int(totals[0]), max(1, int(totals[1]))
         parts = torch.zeros(3, device=acc.device, dtype=torch.float32)  # L3, L2, L1 of the global batch
-        for i, (batch, (ex, tg)) in enumerate(zip(window, counts)):
+        for i, (batch, (ex, tg)) in enumerate(zip(window, counts, strict=True)):
             sync = i == len(window) - 1 or p == 1
             with contextlib.nullcontext() if sync else acc.no_sync(self.model):
                 loss, terms = self._normalized_loss(self.model(**batch), ex / n_examples, tg / n_targets)

@@ -42,10 +42,10 @@ class MasterWeightsAdamW(torch.optim.AdamW):
 
     @torch.no_grad()
     def step(self, closure=None):
-        for master, work in zip(self.masters, self.working):
+        for master, work in zip(self.masters, self.working, strict=True):
             master.grad = None if work.grad is None else work.grad.float()
         loss = super().step(closure)
-        for master, work in zip(self.masters, self.working):
+        for master, work in zip(self.masters, self.working, strict=True):
             work.copy_(master)  # the one cast of this weight in this step
         return loss
 
@@ -69,17 +69,17 @@ class MasterWeightsAdamW(torch.optim.AdamW):
         if masters is None:  # a checkpoint without masters: start them from the working weights
             masters = [w.detach().float() for w in self.working]
         with torch.no_grad():
-            for master, saved, work in zip(self.masters, masters, self.working):
+            for master, saved, work in zip(self.masters, masters, self.working, strict=True):
                 master.copy_(saved)
                 work.copy_(master)
 
 
 def fp32_model(model: torch.nn.Module, optimizer: MasterWeightsAdamW) -> torch.nn.Module:
     """A float32 copy of the bf16 ``model`` holding the optimizer's master values (what is saved)."""
-    masters = {id(work): master for work, master in zip(optimizer.working, optimizer.masters)}
+    masters = {id(work): master for work, master in zip(optimizer.working, optimizer.masters, strict=True)}
     plain = copy.deepcopy(model).float()
     with torch.no_grad():
-        for (_, p_plain), p_work in zip(plain.named_parameters(), model.parameters()):
+        for (_, p_plain), p_work in zip(plain.named_parameters(), model.parameters(), strict=True):
             master = masters.get(id(p_work))
             if master is not None:
                 p_plain.copy_(master)

@@ -14,10 +14,11 @@
    (batched, cached on disk under explicit fingerprints that do not depend on PYTHONHASHSEED, ``preprocessing_num_workers``
    workers; the main process first, the others then read its cache). Up to ``block_size - 1`` tokens per map batch of
    ``block_map_batch_size`` segments are dropped (the remainder that does not fill a block);
-4. a held-out split (``validation_files``, else ``validation_split_percentage`` % of the blocks, chosen with the seed) reporting
-   loss and perplexity before training, every ``eval_every_steps`` updates (default: each epoch) and at the end;
+4. a held-out split (``validation_files``, else ``validation_split_percentage`` % of the blocks, chosen with the
+   seed) reporting loss and perplexity before training, every ``eval_steps`` updates (default: each epoch) and at the
+   end;
 5. the paper's optimisation: AdamW lr 2.5e-4, linear warmup (2000 updates, or 1% of the run when that is shorter, or
-   ``warmup_steps``/``warmup_ratio``), cosine decay to 0, decoupled weight decay 0.01 on non-bias non-gain weights,
+   ``num_warmup_steps``/``warmup_ratio``), cosine decay to 0, decoupled weight decay 0.01 on non-bias non-gain weights,
    dropout 0.1, batch 64 x 512 (``global_batch_size`` x ``block_size``), gradient clipping 1.0;
 6. output: ``<output_dir>`` holds a `GPT1LMHeadModel` + tokenizer that ``scripts/finetune.py --model_name_or_path``
    takes directly, ``results.json`` (sizes, time, tokens/s, held-out curve) and ``heldout_perplexity.png``.
@@ -471,6 +472,7 @@ def _pretrain(args: PretrainArguments, accelerator, start: float) -> dict[str, A
     data = _corpus_blocks(args, accelerator, resume_ckpt)
     tokenizer, heldout = data["tokenizer"], data["heldout"]
     model = _make_model(args, tokenizer)
+    tokenizer.model_max_length = int(model.config.n_positions)  # saved with the model: truncation stops there
     collator = BlockCollator()
     args = _sized_arguments(args, accelerator.num_processes)
     eval_bs = args.per_device_eval_batch_size

@@ -1118,7 +1118,7 @@ def report_template() -> dict[str, str]:
 
     text = (resources.files(__package__) / REPORT_TEMPLATE).read_text(encoding="utf-8")
     parts = re.split(r"^<!-- template: (\w+) -->\n", text, flags=re.MULTILINE)
-    return {name: body.strip("\n") for name, body in zip(parts[1::2], parts[2::2])}
+    return {name: body.strip("\n") for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
 class _Blocks:

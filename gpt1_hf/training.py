@@ -28,15 +28,12 @@ transformers' ``run_glue_no_trainer.py``: ``accelerator.prepare``, a data loader
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
-import random
 import shutil
-import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +41,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .durable import RunLock, fsync_tree, remove_leftovers, save_directory_atomically, write_text_atomically
+from .durable import RunLock, remove_leftovers
 
 logger = logging.getLogger(__name__)
 

@@ -85,8 +85,8 @@ def test_master_weights_optimizer_state_dict_round_trip():
     assert [m.dtype for m in state["master_weights"]] == [torch.float32, torch.float32]
     other = MasterWeightsAdamW(torch.nn.Linear(4, 3).to(torch.bfloat16).parameters(), lr=0.1)
     other.load_state_dict(state)
-    assert all(torch.equal(a, b) for a, b in zip(other.masters, opt.masters))
-    assert all(torch.equal(w, m.to(torch.bfloat16)) for w, m in zip(other.working, other.masters))
+    assert all(torch.equal(a, b) for a, b in zip(other.masters, opt.masters, strict=True))
+    assert all(torch.equal(w, m.to(torch.bfloat16)) for w, m in zip(other.working, other.masters, strict=True))
 
 
 def test_master_weights_refused_under_fsdp(monkeypatch):
