@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any, Literal
 
 __all__ = [
+    "ExecutionArguments",
     "RunArguments",
+    "DataArguments",
     "FinetuneArguments",
     "PretrainArguments",
     "FINETUNE_PAPER_DEFAULTS",
@@ -33,18 +36,33 @@ def _opt(default: Any = None, help: str = "", **extra) -> Any:
 
 
 @dataclass
-class RunArguments:
-    """The training loop's options (`gpt1_hf.training.TrainingLoop`), shared by fine-tuning and pretraining."""
+class ExecutionArguments:
+    """Where and how a model runs: shared by training (`RunArguments`) and ``scripts/evaluate_checkpoint.py``."""
 
     output_dir: str | None = _opt(None, "where checkpoints/, best/, the final model, results.json and runs/ go")
+    seed: int = _opt(42, "seed of initialisation, data order and dropout")
+    per_device_eval_batch_size: int | None = _opt(None, "examples per process per evaluation batch "
+                                                  "(default: the training one)")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] | None = _opt(
+        None, "auto: bf16 where it is fast (a GPU with bf16, a CPU with AMX / AVX512-BF16), else fp32; "
+        "default: the accelerate config's (else no); the embedded default uses auto")
+    bf16_implementation: Literal["auto", "autocast", "master_weights"] = _opt(
+        "auto", "how bf16 trains: autocast (fp32 weights cast at every use) or master_weights (a bf16 model, fp32 "
+        "master weights in the optimizer, one cast per step: gpt1_hf.precision); auto: what measured faster "
+        "(docs/benchmarks.md)")
+    cpu: bool = _opt(False, "run on the CPU even when a GPU is present")
+    num_threads: int | None = _opt(None, "torch intra-op threads (default: torch's)")
+
+
+@dataclass
+class RunArguments(ExecutionArguments):
+    """The training loop's options (`gpt1_hf.training.TrainingLoop`), shared by fine-tuning and pretraining."""
+
     overwrite_output_dir: bool | None = _opt(
         None, "replace a finished or different run in --output_dir (default: refuse; the embedded default: replace)",
         nargs="?", const=True)  # a switch: HfArgumentParser makes a bool defaulting to None take a value
-    seed: int = _opt(42, "seed of initialisation, data order and dropout")
     per_device_train_batch_size: int | None = _opt(None, "examples per process per micro-batch (default: derived "
                                                    "from --global_batch_size)")
-    per_device_eval_batch_size: int | None = _opt(None, "examples per process per evaluation batch "
-                                                  "(default: the training one)")
     global_batch_size: int | None = _opt(None, "examples per optimizer update over all processes and accumulation "
                                          "steps (paper: 32 fine-tuning, 64 pretraining)")
     gradient_accumulation_steps: int | None = _opt(None, "micro-batches per update (default: derived)")
@@ -62,15 +80,6 @@ class RunArguments:
     max_train_steps: int | None = _opt(None, "budget in optimizer updates; sets the schedule length")
     max_train_tokens: int | None = _opt(None, "budget in non-padding tokens seen by all processes")
     max_time: float | None = _opt(None, "budget in seconds of this invocation (then save and stop; resume continues)")
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] | None = _opt(
-        None, "auto: bf16 where it is fast (a GPU with bf16, a CPU with AMX / AVX512-BF16), else fp32; "
-        "default: the accelerate config's (else no); the embedded default uses auto")
-    bf16_implementation: Literal["auto", "autocast", "master_weights"] = _opt(
-        "auto", "how bf16 trains: autocast (fp32 weights cast at every use) or master_weights (a bf16 model, fp32 "
-        "master weights in the optimizer, one cast per step: gpt1_hf.precision); auto: what measured faster "
-        "(docs/benchmarks.md)")
-    cpu: bool = _opt(False, "run on the CPU even when a GPU is present")
-    num_threads: int | None = _opt(None, "torch intra-op threads (default: torch's)")
     checkpointing_steps: str | None = _opt(None, "save a checkpoint every N updates, or 'epoch' (default: "
                                            "fine-tuning 'epoch', pretraining 1000)")
     save_total_limit: int | None = _opt(2, "step checkpoints kept (best/ is kept apart)")
@@ -152,23 +161,47 @@ FINETUNE_EMBEDDED_DEFAULTS: dict[str, Any] = dict(
 
 
 @dataclass
-class FinetuneArguments(RunArguments):
-    """`gpt1_hf.finetuning.finetune`'s arguments (``scripts/finetune.py``). See docs/finetuning.md for the table."""
+class DataArguments:
+    """The task and its data: shared by fine-tuning (`FinetuneArguments`) and ``scripts/evaluate_checkpoint.py``."""
 
-    task_name: str | None = _opt(None, "a task of gpt1_hf.tasks (default with no model: sst2)")
+    task_name: str | None = _opt(None, "a task of the paper (gpt1_hf.tasks; default with no model and no data: "
+                                 "sst2); with --train_file / --dataset_name, a preset of kind, columns and metric")
     data_dir: str | None = _opt(None, "local task folder (or a root holding <task>/); default: the Hub")
+    dataset_name: str | None = _opt(None, "your data: a Hugging Face Hub dataset (datasets.load_dataset)")
+    dataset_config_name: str | None = _opt(None, "the Hub dataset's configuration")
+    train_file: str | None = _opt(None, "your data: training file (csv, tsv, json, jsonl or parquet)")
+    validation_file: str | None = _opt(None, "your data: evaluation file")
+    test_file: str | None = _opt(None, "your data: file to predict (labels optional)")
+    task_type: Literal["classification", "similarity", "multiple_choice"] | None = _opt(
+        None, "your data: classification (1 text, or a pair: the entailment transformation), similarity (both "
+        "orderings) or multiple_choice (one sequence per choice); float labels mean regression")
+    text_columns: list[str] | None = _opt(None, "your data: 1 or 2 text columns (multiple_choice: context "
+                                          "[question]); default: sentence1/sentence2, else the non-label columns")
+    choice_columns: list[str] | None = _opt(None, "your data, multiple_choice: one column per choice")
+    choices_column: str | None = _opt(None, "your data, multiple_choice: one list-valued column of choices")
+    label_column: str | None = _opt(None, "your data: the label column (default: label)")
+    label_names: list[str] | None = _opt(None, "your data: the classes in order (default: the sorted labels of "
+                                         "the training data); stored as the config's id2label")
+    metric: list[str] | None = _opt(None, "your data: metrics (accuracy, f1, f1_macro, matthews_correlation, "
+                                    "pearson, spearmanr); default: accuracy, or pearson and spearmanr for regression")
     max_length: int | None = _opt(None, "tokens per sequence (paper: 512; capped at the model's n_positions)")
-    pad_to_max_length: bool = _opt(False, "pad every batch to --max_length (default: to the longest in the batch)")
-    max_train_samples: int | None = _opt(None, "random subset of the training split")
     max_eval_samples: int | None = _opt(None, "random subset of the evaluation split")
-    train_split: str = _opt("train", "training split name")
-    eval_split: str = _opt("validation", "evaluation split name")
-    predict_splits: list[str] | None = _opt(None, "splits to write predictions for (default: test when available; "
-                                            "'none' for none)")
     model_name_or_path: str | None = _opt(None, "gpt1 folder / Hub id, transformers openai-gpt checkpoint or "
                                           "OpenAI's original release (default: the embedded tiny model)")
     tokenizer_name: str | None = _opt(None, "tokenizer folder / Hub id (default: the model's, else the bundled "
                                       "GPT-1 BPE)")
+
+
+@dataclass
+class FinetuneArguments(RunArguments, DataArguments):
+    """`gpt1_hf.finetuning.finetune`'s arguments (``scripts/finetune.py``). See docs/finetuning.md for the table."""
+
+    pad_to_max_length: bool = _opt(False, "pad every batch to --max_length (default: to the longest in the batch)")
+    max_train_samples: int | None = _opt(None, "random subset of the training split")
+    train_split: str = _opt("train", "training split name")
+    eval_split: str = _opt("validation", "evaluation split name")
+    predict_splits: list[str] | None = _opt(None, "splits to write predictions for (default: test when available; "
+                                            "'none' for none)")
     from_scratch: bool = _opt(False, "random init with the model's config (ablation)")
     transfer_layers: int | None = _opt(None, "keep the embeddings and the first K pretrained blocks, re-initialise "
                                        "the rest (Figure 2, left)")
@@ -189,18 +222,24 @@ class FinetuneArguments(RunArguments):
         """Unset fields filled: the paper's recipe when a model is given, the embedded default when none is."""
         from .tasks import get_task
 
+        from .user_data import DataOptions, check_data_options, has_user_data
+
         embedded = self.model_name_or_path is None
+        user_data = has_user_data(DataOptions.from_args(self))
         defaults = FINETUNE_EMBEDDED_DEFAULTS if embedded else FINETUNE_PAPER_DEFAULTS
+        if user_data:  # your data: no paper task unless named, no bundled SST-2 sample
+            check_data_options(DataOptions.from_args(self))
+            defaults = {**defaults, "task_name": None, "output_dir": None, "overwrite_output_dir": False}
         if embedded and self.output_dir is not None:  # replacing is for the default folder only, never a given one
             defaults = {**defaults, "overwrite_output_dir": False}
         values = self._filled(defaults)
-        if values["task_name"] is None:
-            raise ValueError("--task_name is required when a model is given (e.g. --task_name sst2); known tasks: "
-                             "see gpt1_hf.tasks")
+        if values["task_name"] is None and not user_data:
+            raise ValueError("--task_name is required when a model is given (e.g. --task_name sst2; known tasks: "
+                             "see gpt1_hf.tasks), or your own data with --train_file / --dataset_name")
         if embedded:
             values["from_scratch"] = True
             values["model_config"] = json.dumps({**EMBEDDED_MODEL_CONFIG, **self.model_config_overrides()})
-            if values["data_dir"] is None:
+            if values["data_dir"] is None and not user_data:
                 if get_task(values["task_name"]).name != "sst2":
                     raise ValueError("without --model_name_or_path the embedded default trains a tiny model from "
                                      "scratch on the bundled SST-2 sample only; give --data_dir for other tasks "
@@ -209,7 +248,9 @@ class FinetuneArguments(RunArguments):
 
                 values["data_dir"] = str(bundled_data_path("sst2"))
         if values["output_dir"] is None:
-            values["output_dir"] = f"outputs/finetune-{get_task(values['task_name']).name}"
+            name = get_task(values["task_name"]).name if values["task_name"] else Path(
+                values["train_file"] or values["dataset_name"] or "data").stem.replace("/", "_")
+            values["output_dir"] = f"outputs/finetune-{name}"
         if values["predict_splits"] is not None and [s.lower() for s in values["predict_splits"]] == ["none"]:
             values["predict_splits"] = []
         return replace(self, **values)

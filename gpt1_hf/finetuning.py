@@ -37,7 +37,8 @@ import torch
 from .arguments import EMBEDDED_MODEL_CONFIG, FINETUNE_EMBEDDED_DEFAULTS, FINETUNE_PAPER_DEFAULTS, FinetuneArguments
 from .durable import save_final_model, write_text_atomically
 from .loop import TrainingLoop
-from .tasks import TaskSpec, get_task
+from .tasks import TaskSpec, get_task, task_to_dict
+from .user_data import DataOptions, has_user_data
 from .training import create_accelerator, open_run_folder, predict_logits
 
 logger = logging.getLogger(__name__)
@@ -285,12 +286,12 @@ def _report_data(data: dict[str, dict], is_main_process: bool) -> None:
         print(f"data: {describe_load_info(info)}", flush=True)
 
 
-def _check_run_options(spec: TaskSpec, args: FinetuneArguments) -> None:
+def _check_run_options(spec: TaskSpec | None, args: FinetuneArguments) -> None:
     """Option combinations that would only fail after training: raised before anything is loaded or written."""
     if args.push_to_hub and not args.save_model:
         raise ValueError("--push_to_hub uploads the saved final model, but --no_save_model (save_model=False) skips "
                          "saving it: drop one of the two")
-    for split in args.predict_splits or ():
+    for split in (args.predict_splits or ()) if spec is not None else ():
         if split not in spec.splits:
             raise ValueError(f"--predict_splits: unknown split {split!r} for task {spec.name!r}; use one of "
                              f"{list(spec.splits)}")
@@ -371,6 +372,45 @@ def _load_data(spec: TaskSpec, args: FinetuneArguments, tokenizer, max_length: i
     return data
 
 
+def _read_user_data(args: FinetuneArguments):
+    """Your data (`gpt1_hf.user_data`): the task it defines and its raw splits."""
+    from .user_data import load_user_task
+
+    predict = args.predict_splits if args.predict_splits is not None else ["test"]
+    splits = list(dict.fromkeys([args.train_split, args.eval_split, *predict]))
+    spec, raw = load_user_task(DataOptions.from_args(args), splits=splits, seed=args.seed,
+                               max_samples={args.train_split: args.max_train_samples,
+                                            args.eval_split: args.max_eval_samples})
+    for split, flag in ((args.train_split, "--train_file"), (args.eval_split, "--validation_file")):
+        if split not in raw:
+            raise ValueError(f"no {split} data for {spec.name}: pass {flag} (or a --dataset_name with a {split} "
+                             "split)")
+    if args.predict_splits is not None and (missing := [s for s in predict if s not in raw]):
+        raise ValueError(f"--predict_splits {missing}: no such data for {spec.name} (pass --test_file)")
+    return spec, raw
+
+
+def _encode_user_data(spec: TaskSpec, args: FinetuneArguments, raw: dict, tokenizer, max_length: int) -> dict:
+    """The splits of your data encoded with the paper's input transformations; the same layout as `_load_data`."""
+    from .data import encode_dataset
+
+    data: dict[str, Any] = {"predict": [], "info": {}, "sizes": {}, "truncated": {}}
+    for split, (dataset, info) in raw.items():
+        encoded, n_truncated = encode_dataset(dataset, spec, tokenizer, max_length=max_length)
+        data["info"][split] = {**info, "num_truncated": int(n_truncated)}
+        data["sizes"]["train" if split == args.train_split else split] = len(encoded)
+        data["truncated"][split] = n_truncated
+        if split == args.train_split:
+            data["train"] = encoded
+        elif split == args.eval_split:
+            if any(float(x) < 0 for x in encoded["labels"]):
+                raise ValueError(f"the {split} data of {spec.name} has rows without a label; evaluation needs them")
+            data["eval"] = encoded
+        else:
+            data["predict"].append((split, encoded))
+    return data
+
+
 def _run_identity(spec: TaskSpec, args: FinetuneArguments, model, tokenizer, data: dict, max_length: int) -> dict:
     """What a checkpoint of this run must share with the run that resumes it (`gpt1_hf.loop.TrainingLoop`)."""
     config = model.config
@@ -393,7 +433,8 @@ def finetune(args: FinetuneArguments | None = None, tokenizer=None, **kwargs) ->
     # launch and batch checks before anything is loaded (GPU config on a CPU machine, non-dividing batch, LoRA + FSDP)
     preflight(args.per_device_train_batch_size, args.global_batch_size, args.gradient_accumulation_steps,
               cpu=args.cpu, lora_trainable_tokens=args.lora)
-    spec = get_task(args.task_name)
+    user_data = has_user_data(DataOptions.from_args(args))
+    spec = None if user_data else get_task(args.task_name)  # your data: the task is built when it is read
     _check_run_options(spec, args)
     if args.push_to_hub:  # a push that cannot happen must fail now, not after training
         from .hub import check_hub_access
@@ -411,9 +452,13 @@ def finetune(args: FinetuneArguments | None = None, tokenizer=None, **kwargs) ->
         return _finetune(args, spec, accelerator, tokenizer, start)
 
 
-def _finetune(args: FinetuneArguments, spec: TaskSpec, accelerator, tokenizer, start: float) -> dict[str, Any]:
+def _finetune(args: FinetuneArguments, spec: TaskSpec | None, accelerator, tokenizer, start: float) -> dict[str, Any]:
     from .data import GPT1Collator
 
+    raw = None
+    if spec is None:  # your data: read first, it defines the task (kind, labels, metrics)
+        spec, raw = _read_user_data(args)
+        _check_run_options(spec, args)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(args.tokenizer_name, args.model_name_or_path)
     model, model_info = _build_model(spec, args, tokenizer)
     max_length = min(int(args.max_length), int(model.config.n_positions))
@@ -421,7 +466,8 @@ def _finetune(args: FinetuneArguments, spec: TaskSpec, accelerator, tokenizer, s
     # text-classification pipeline on the output folder then classifies), and truncation stops at the model's length
     tokenizer.add_extract_token = True
     tokenizer.model_max_length = int(model.config.n_positions)
-    data = _load_data(spec, args, tokenizer, max_length)
+    data = _load_data(spec, args, tokenizer, max_length) if raw is None else _encode_user_data(
+        spec, args, raw, tokenizer, max_length)
     _report_data(data["info"], accelerator.is_main_process)
     collator = GPT1Collator(pad_token_id=tokenizer.pad_token_id,
                             pad_to_max_length=max_length if args.pad_to_max_length else None)
@@ -445,6 +491,8 @@ def _finetune(args: FinetuneArguments, spec: TaskSpec, accelerator, tokenizer, s
                          list(enc["idx"])))
     final_model = loop.finalize_model()
     results = _results(spec, args, loop, result, model_info, final_model, data, max_length)
+    if raw is not None:  # no name looks a task of your data up: the card and the Hub upload read it from here
+        results["task_spec"] = task_to_dict(spec)
     if accelerator.is_main_process:
         _write_outputs(spec, args, results, to_write, final_model, tokenizer, start)
     accelerator.wait_for_everyone()
@@ -490,6 +538,10 @@ def _write_outputs(spec, args, results, to_write, final_model, tokenizer, start)
         save_final_model(final_model, tokenizer, output_dir)
     results["wall_time_s"] = time.perf_counter() - start
     _write_json(output_dir / "results.json", results)
+    if args.save_model:  # the card travels with the folder, pushed or not (a LoRA folder: ours, not PEFT's stub)
+        from .hub import write_model_card
+
+        write_model_card(output_dir, results, repo_id=args.hub_model_id, base_model=args.hub_base_model)
     if args.push_to_hub:
         from .hub import push_to_hub
 
@@ -508,9 +560,27 @@ def _write_prediction_files(spec, split: str, logits, idx, out_dir: Path) -> Pat
     folder = out_dir / "predictions" / split
     folder.mkdir(parents=True, exist_ok=True)
     return write_predictions(spec, logits, folder, indices=idx, split=split)
+def _user_split(data, model_name_or_path: str, split: str, max_examples: int | None, seed: int):
+    """(task, raw split, load info) of your data for `evaluate_checkpoint`: classes from the checkpoint's
+    ``id2label`` when not given (there may be no training file now)."""
+    from dataclasses import replace
+
+    from .user_data import load_user_task
+
+    cfg = _read_config_json(model_name_or_path) or {}
+    id2label = cfg.get("id2label") or {}
+    if data.label_names is None and id2label and cfg.get("problem_type") != "regression":
+        data = replace(data, label_names=[id2label[k] for k in sorted(id2label, key=int)])
+    spec, raw = load_user_task(data, splits=(split,), max_samples={split: max_examples}, seed=seed)
+    if split not in raw:
+        raise ValueError(f"no {split} data: pass --{'validation' if split == 'validation' else split}_file")
+    dataset, info = raw[split]
+    return spec, dataset, info
+
+
 def evaluate_checkpoint(
     model_name_or_path: str,
-    task: str,
+    task: str | None,
     split: str = "validation",
     data_dir: str | None = None,
     tokenizer_name_or_path: str | None = None,
@@ -521,14 +591,22 @@ def evaluate_checkpoint(
     mixed_precision: str | None = None,
     seed: int = 0,
     cpu: bool = False,
+    data: DataOptions | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a fine-tuned checkpoint on one split of a task: metrics (when the split is labeled) and predictions.
+    """Evaluate a fine-tuned checkpoint on one split of a task (a paper task, or your data with the data options of
+    fine-tuning: ``data``): metrics (when the split is labeled) and predictions.
 
     Writes ``<output_dir>/eval_<task>_<split>.json`` and ``<output_dir>/predictions/<split>/...`` when ``output_dir``
     is given (main process only)."""
     from .data import GPT1Collator, encode_dataset, load_task_split
 
-    spec = get_task(task)
+    if data is not None and has_user_data(data):
+        spec, raw, info = _user_split(data, model_name_or_path, split, max_examples, seed)
+    else:
+        spec = get_task(task)
+        raw, info = load_task_split(spec, split, data_dir=data_dir, max_examples=max_examples, seed=seed,
+                                    return_info=True)
+        info = asdict(info)
     tokenizer = load_tokenizer(tokenizer_name_or_path, model_name_or_path)
     _check_head_compatibility(spec, model_name_or_path, reinit_head=False)
     cfg = _read_config_json(model_name_or_path) or {}
@@ -543,8 +621,6 @@ def evaluate_checkpoint(
     model = head_class_for(spec).from_pretrained(model_name_or_path)
     _check_tokenizer_matches(model.config, tokenizer)
     max_length = min(int(max_length or model.config.n_positions), int(model.config.n_positions))
-    raw, info = load_task_split(spec, split, data_dir=data_dir, max_examples=max_examples, seed=seed,
-                                return_info=True)
     encoded, n_truncated = encode_dataset(raw, spec, tokenizer, max_length=max_length)
     acc = create_accelerator(mixed_precision, cpu)
     model = acc.prepare_model(model, evaluation_mode=True)
@@ -564,7 +640,7 @@ def evaluate_checkpoint(
         "num_examples": len(encoded),
         "truncated": n_truncated,
         "max_length": max_length,
-        "data": {split: asdict(info)},
+        "data": {split: info},
         "eval_time_s": time.perf_counter() - start,
     }
     if output_dir is not None and acc.is_main_process:

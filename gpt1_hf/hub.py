@@ -46,6 +46,7 @@ A LoRA adapter folder (``finetune(lora=True)``: ``adapter_config.json`` + ``adap
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -60,6 +61,7 @@ __all__ = [
     "render_model_card",
     "build_hub_folder",
     "push_to_hub",
+    "write_model_card",
     "HubAccessError",
     "check_hub_access",
 ]
@@ -213,9 +215,9 @@ def _data_section(results: dict) -> str:
     data = (results or {}).get("data") or {}
     if not data or not results.get("task"):
         return ""
-    from .tasks import get_task
+    from .tasks import task_of_results
 
-    spec = get_task(results["task"])
+    spec = task_of_results(results)
     return "\n\nData:\n\n" + "\n".join(f"- {_describe_split_data(spec, split, info)}" for split, info in data.items())
 
 
@@ -243,9 +245,9 @@ def build_card_data(auto_class: str, results: dict | None, model_name: str, base
     results = results or {}
     task_name = results.get("task")
     if task_name and results.get("metrics"):
-        from .tasks import get_task
+        from .tasks import task_of_results
 
-        spec = get_task(task_name)
+        spec = task_of_results(results)
         tags.append(spec.name)
         hub_path = spec.hub.path if spec.hub else spec.name
         hub_config = spec.hub.config if spec.hub else None
@@ -338,9 +340,9 @@ def _results_section(results: dict) -> str:
         lines += [f"| {_metric_display(k)} | {v:.4f} |" for k, v in results["metrics"].items() if v is not None]
         sizes = results.get("sizes") or {}
         split = results.get("eval_split", "validation")
-        from .tasks import get_task
+        from .tasks import task_of_results
 
-        spec = get_task(results["task"])
+        spec = task_of_results(results)
         info = _split_info(results, split)
         n = sizes.get(split, "?")
         hub_name = spec.hub_split(split)
@@ -403,18 +405,19 @@ def build_hub_folder(
     description: str | None = None,
     template: str | None = None,
     base_model: str | None = None,
+    copy=shutil.copy2,
 ) -> Path:
     """Assemble the upload folder (see module docstring) from a saved model folder or a LoRA adapter folder; returns
     ``folder``. ``base_model``: the Hub id of the base model to name in the card's metadata (and, for an adapter, in
     ``adapter_config.json``); default: the run's ``model_name_or_path`` when that is a Hub id."""
     model_dir, folder = Path(model_dir), Path(folder)
     if not (model_dir / "config.json").is_file() and (model_dir / "adapter_config.json").is_file():
-        return _build_adapter_folder(model_dir, folder, repo_id, results, description, template, base_model)
+        return _build_adapter_folder(model_dir, folder, repo_id, results, description, template, base_model, copy)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir} has no config.json: not a saved model folder")
     if not any(model_dir.glob("*.safetensors")):
         raise FileNotFoundError(f"{model_dir} has no safetensors weights")
-    results = _copy_run_folder(model_dir, folder, results)
+    results = _copy_run_folder(model_dir, folder, results, copy=copy)
     _ensure_auto_maps(folder)
 
     cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -468,9 +471,9 @@ def _adapter_head(adapter_cfg: dict, results: dict) -> str:
     if adapter_cfg.get("task_type") == "SEQ_CLS":
         return "GPT1ForSequenceClassification"
     if results.get("task"):
-        from .tasks import get_task
+        from .tasks import task_of_results
 
-        if get_task(results["task"]).kind != "multiple_choice":
+        if task_of_results(results).kind != "multiple_choice":
             return "GPT1ForSequenceClassification"
     return "GPT1ForMultipleChoice"
 
@@ -574,7 +577,20 @@ def _code_files(model_dir: Path, adapter: bool) -> dict[str, Path]:
     return found
 
 
-def _copy_run_folder(model_dir: Path, folder: Path, results: dict | None, adapter: bool = False) -> dict:
+def _link_or_copy(source, target) -> None:
+    """Weights as hard links where the file system allows (rendering a card must not copy them; they are never
+    written to), everything else copied (the upload folder rewrites some files, which must not reach the run's)."""
+    if str(source).endswith(".safetensors"):
+        try:
+            os.link(source, target)
+            return
+        except OSError:
+            pass
+    shutil.copy2(source, target)
+
+
+def _copy_run_folder(model_dir: Path, folder: Path, results: dict | None, adapter: bool = False,
+                     copy=shutil.copy2) -> dict:
     """Copy the allow-listed part of a saved run (model or adapter + tokenizer, results, predictions/, the code files)
     into ``folder``; return ``results`` or the run's results.json."""
     from .tokenization_gpt1 import GPT1Tokenizer
@@ -588,11 +604,12 @@ def _copy_run_folder(model_dir: Path, folder: Path, results: dict | None, adapte
     tokenizer_files = set(GPT1Tokenizer.vocab_files_names.values())
     for item in model_dir.iterdir():
         if item.is_file() and _uploaded(item.name, tokenizer_files):
-            shutil.copy2(item, folder / item.name)
+            copy(item, folder / item.name)
         elif item.is_dir() and item.name in _UPLOADED_FOLDERS:
-            shutil.copytree(item, folder / item.name, dirs_exist_ok=True)
+            shutil.copytree(item, folder / item.name, dirs_exist_ok=True, copy_function=copy)
     for name, source in _code_files(model_dir, adapter).items():
-        shutil.copy2(source, folder / name)
+        if not (folder / name).exists():
+            copy(source, folder / name)
     return results
 
 
@@ -655,11 +672,12 @@ def _adapter_description(results: dict, adapter_cfg: dict, head: str, num_labels
 
 
 def _build_adapter_folder(model_dir: Path, folder: Path, repo_id: str, results: dict | None,
-                          description: str | None, template: str | None, base_model: str | None) -> Path:
+                          description: str | None, template: str | None, base_model: str | None,
+                          copy=shutil.copy2) -> Path:
     """`build_hub_folder` for a PEFT LoRA adapter folder (see the module docstring)."""
     if not (model_dir / "adapter_model.safetensors").is_file():
         raise FileNotFoundError(f"{model_dir} has adapter_config.json but no adapter_model.safetensors")
-    results = _copy_run_folder(model_dir, folder, results, adapter=True)  # with tokenization_gpt1.py (AutoTokenizer)
+    results = _copy_run_folder(model_dir, folder, results, adapter=True, copy=copy)  # + tokenization_gpt1.py
     _ensure_auto_maps(folder)
 
     adapter_path = folder / "adapter_config.json"
@@ -702,6 +720,25 @@ def _build_adapter_folder(model_dir: Path, folder: Path, repo_id: str, results: 
     card = _USAGE_BLOCK.sub(lambda m: m.group(1) + usage, card, count=1)
     (folder / "README.md").write_text(card, encoding="utf-8")
     return folder
+
+
+def write_model_card(model_dir: str | Path, results: dict | None = None, repo_id: str | None = None,
+                     base_model: str | None = None) -> Path:
+    """``README.md`` of a saved output folder (model or LoRA adapter): the card the Hub upload would carry, written
+    when the model is saved (not only at a push). The upload folder is assembled from hard links, then dropped."""
+    import uuid
+
+    from .durable import write_text_atomically
+
+    model_dir = Path(model_dir)
+    tmp = model_dir / f".tmp-card-{uuid.uuid4().hex[:8]}"
+    try:
+        folder = build_hub_folder(model_dir, tmp, repo_id or model_dir.resolve().name, results=results,
+                                  base_model=base_model, copy=_link_or_copy)
+        write_text_atomically(model_dir / "README.md", (folder / "README.md").read_text(encoding="utf-8"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return model_dir / "README.md"
 
 
 def push_to_hub(

@@ -31,6 +31,9 @@ __all__ = [
     "SPLITS",
     "get_task",
     "list_tasks",
+    "task_to_dict",
+    "task_from_dict",
+    "task_of_results",
 ]
 
 TaskKind = Literal["single", "pair", "similarity", "multiple_choice"]
@@ -761,3 +764,29 @@ def get_task(name: str | TaskSpec) -> TaskSpec:
     if key not in TASKS:
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASK_NAMES)}")
     return TASKS[key]
+
+
+def task_to_dict(spec: TaskSpec) -> dict:
+    """A JSON-able copy of a `TaskSpec` (kept in results.json for a task built from your data, which no name
+    looks up: the card and the Hub upload read it back with `task_from_dict`)."""
+    return dataclasses.asdict(spec)
+
+
+def task_from_dict(data: dict) -> TaskSpec:
+    """The `TaskSpec` that `task_to_dict` wrote (tuples restored from JSON lists)."""
+    values = dict(data)
+    if values.get("hub"):
+        values["hub"] = HubSource(**values["hub"])
+    values["layouts"] = tuple(LocalLayout(**{k: tuple(v) if isinstance(v, list) else v for k, v in layout.items()})
+                              for layout in values.get("layouts") or ())
+    values["substitutions"] = tuple(SplitSubstitution(**s) for s in values.get("substitutions") or ())
+    for name in ("label_names", "label_values", "local_dirs", "metrics", "drop_labels", "label_range", "groups",
+                 "extra_splits", "default_predict_splits"):
+        if isinstance(values.get(name), list):
+            values[name] = tuple(values[name])
+    return TaskSpec(**values)
+
+
+def task_of_results(results: dict) -> TaskSpec:
+    """The task of a run's results.json: its stored spec (your data), else the paper task of that name."""
+    return task_from_dict(results["task_spec"]) if results.get("task_spec") else get_task(results["task"])
