@@ -536,6 +536,8 @@ def _write_outputs(spec, args, results, to_write, final_model, tokenizer, start)
         results["prediction_files"][split] = str(_write_prediction_files(spec, split, logits, idx, output_dir))
     if args.save_model:
         save_final_model(final_model, tokenizer, output_dir)
+        if hasattr(final_model, "peft_config"):  # the head's labels, which the adapter's base config lacks
+            _write_adapter_task_config(final_model, output_dir)
     results["wall_time_s"] = time.perf_counter() - start
     _write_json(output_dir / "results.json", results)
     if args.save_model:  # the card travels with the folder, pushed or not (a LoRA folder: ours, not PEFT's stub)
@@ -548,6 +550,17 @@ def _write_outputs(spec, args, results, to_write, final_model, tokenizer, start)
         results["hub_url"] = push_to_hub(output_dir, args.hub_model_id or output_dir.name, results=results,
                                          private=args.hub_private_repo, token=args.hub_token,
                                          base_model=args.hub_base_model)
+
+
+def _write_adapter_task_config(model, output_dir: Path) -> None:
+    from .modeling_gpt1 import ADAPTER_TASK_CONFIG
+
+    config = model.get_base_model().config
+    if getattr(config, "id2label", None) is None or type(model.get_base_model()).__name__ == "GPT1ForMultipleChoice":
+        return
+    _write_json(output_dir / ADAPTER_TASK_CONFIG, {
+        "num_labels": config.num_labels, "problem_type": config.problem_type,
+        "id2label": {str(k): v for k, v in config.id2label.items()}, "label2id": dict(config.label2id)})
 
 
 def _write_json(path: Path, data) -> None:

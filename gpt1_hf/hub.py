@@ -73,7 +73,7 @@ CODE_FILES = ("configuration_gpt1.py", "modeling_gpt1.py", "tokenization_gpt1.py
 _WEIGHT_GLOBS = ("*.safetensors", "*.safetensors.index.json")
 _UPLOADED_FILES = ("config.json", "generation_config.json", "adapter_config.json", "tokenizer.json",
                    "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja",
-                   "chat_template.json", "results.json")
+                   "chat_template.json", "results.json", "task_config.json")
 _UPLOADED_FOLDERS = ("predictions",)
 _AUTO_CLASS = {
     "GPT1ForSequenceClassification": "AutoModelForSequenceClassification",

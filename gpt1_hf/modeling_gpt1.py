@@ -162,6 +162,41 @@ class GPT1Block(GradientCheckpointingLayer):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+#: beside a LoRA adapter: the fine-tuned head's labels (num_labels, id2label, label2id, problem_type), which the
+#: adapter's base config does not know
+ADAPTER_TASK_CONFIG = "task_config.json"
+
+
+def _adapter_task_labels(path, kwargs: dict) -> None:
+    """A LoRA fine-tuning folder (adapter_config.json + task_config.json) loads onto its base model's config, which
+    has no task labels: put them into the config being loaded (so a text-classification pipeline on the folder gives
+    the label names and builds the head with the adapter's number of classes)."""
+    import json
+
+    from transformers.utils import cached_file
+
+    hub = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
+    found = {}
+    for name in ("adapter_config.json", ADAPTER_TASK_CONFIG):
+        try:
+            found[name] = cached_file(str(path), name, _raise_exceptions_for_missing_entries=False,
+                                      _raise_exceptions_for_connection_errors=False, **hub)
+        except (OSError, ValueError):
+            return
+    if not all(found.values()):
+        return
+    with open(found[ADAPTER_TASK_CONFIG], encoding="utf-8") as handle:
+        task = json.load(handle)
+    labels = {"num_labels": int(task["num_labels"]), "problem_type": task.get("problem_type"),
+              "id2label": {int(k): v for k, v in task["id2label"].items()}, "label2id": task["label2id"]}
+    config = kwargs.get("config")
+    if config is not None and not isinstance(config, (str, bytes)) and not hasattr(config, "__fspath__"):
+        for key, value in labels.items():  # num_labels first: setting it resets id2label
+            setattr(config, key, value)
+    else:
+        kwargs.update(labels)
+
+
 class GPT1PreTrainedModel(PreTrainedModel):
     config_class = GPT1Config
     config: GPT1Config
@@ -197,6 +232,9 @@ class GPT1PreTrainedModel(PreTrainedModel):
                     f"{pretrained_model_name_or_path} --output <dir>` (or `gpt1_hf.convert.load_as_gpt1(...)` in "
                     "Python), which also adds the _start_/_delimiter_/_classify_/<pad> embeddings."
                 )
+        # an adapter folder: the Auto classes pass its path here and the base model's as the model path
+        adapter = (kwargs.get("adapter_kwargs") or {}).get("_adapter_model_path") or pretrained_model_name_or_path
+        _adapter_task_labels(adapter, kwargs)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:

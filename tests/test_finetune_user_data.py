@@ -124,3 +124,32 @@ def test_errors_name_the_file_and_the_flag(tmp_path):
                  output_dir=str(tmp_path / "o2"), disable_tqdm=True)
     with pytest.raises(ValueError, match="no validation data .*--validation_file"):
         finetune(train_file=str(bad), label_column="target", output_dir=str(tmp_path / "o3"), disable_tqdm=True)
+
+
+def test_lora_output_folder_keeps_its_labels_for_the_pipeline(tmp_path):
+    """A LoRA output folder holds the adapter, our card (not PEFT's stub) and task_config.json: the
+    text-classification pipeline on the folder builds the head with the task's classes and returns their names."""
+    import gpt1_hf  # noqa: F401
+    from gpt1_hf import GPT1Config, GPT1LMHeadModel
+    from gpt1_hf.finetuning import load_tokenizer
+
+    tokenizer = load_tokenizer()
+    torch.manual_seed(0)
+    GPT1LMHeadModel(GPT1Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=1, n_head=2,
+                               n_inner=64)).save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    out = tmp_path / "lora"
+    assert _script("finetune").main([
+        "--model_name_or_path", str(tmp_path / "base"), "--lora", "--train_file", str(DATA / "reviews_train.csv"),
+        "--validation_file", str(DATA / "reviews_validation.csv"), "--output_dir", str(out), "--num_train_epochs",
+        "1", "--global_batch_size", "2", "--max_length", "64", "--disable_tqdm"]) == 0
+    assert (out / "adapter_config.json").is_file() and not (out / "config.json").exists()
+    assert json.loads((out / "task_config.json").read_text())["id2label"]["2"] == "positive"
+    card = (out / "README.md").read_text()
+    assert "library_name: peft" in card and "More Information Needed" not in card
+
+    from transformers import pipeline
+
+    classify = pipeline("text-classification", model=str(out))
+    assert classify.model.config.id2label == {0: "negative", 1: "neutral", 2: "positive"}
+    assert classify("The noodles were bright.")[0]["label"] in {"negative", "neutral", "positive"}
