@@ -27,8 +27,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import inspect
 import json
 import logging
 import math
@@ -39,6 +37,7 @@ from typing import Any
 import torch
 
 from .arguments import PretrainArguments
+from .corpus import BlockCollator, build_blocks, digest, iter_texts, load_corpus, tokenizer_fingerprint
 from .durable import save_final_model, write_text_atomically
 from .loop import TrainingLoop
 from .training import create_accelerator, find_checkpoint, open_run_folder, resolve_batch_config
@@ -48,243 +47,13 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "PretrainArguments",
     "pretrain",
-    "collect_corpus_files",
-    "load_corpus",
-    "build_blocks",
-    "BlockCollator",
-    "tokenizer_fingerprint",
     "obtain_tokenizer",
     "TRAINED_TOKENIZER_DIR",
 ]
 
-TEXT_SUFFIXES = (".txt", ".text")
-JSON_SUFFIXES = (".jsonl", ".json")
 #: ``<output_dir>/trained_tokenizer``: the tokenizer ``--train_tokenizer`` trained on the main process, which the
 #: other processes load (BPE training is not deterministic: every process must use this one).
 TRAINED_TOKENIZER_DIR = "trained_tokenizer"
-#: Bumped when the tokenization / block-building code changes in a way that changes its output (cache key).
-_BLOCKS_VERSION = "1"
-
-
-# ======================================================================================================================
-# Corpus
-# ======================================================================================================================
-
-
-def collect_corpus_files(paths: list[str] | tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """(text files, jsonl files) from files and folders (searched recursively for *.txt/*.text and *.jsonl/*.json)."""
-    text, js = [], []
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            found = sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith("."))
-            text += [str(f) for f in found if f.suffix.lower() in TEXT_SUFFIXES]
-            js += [str(f) for f in found if f.suffix.lower() in JSON_SUFFIXES]
-        elif path.is_file():
-            (js if path.suffix.lower() in JSON_SUFFIXES else text).append(str(path))
-        else:
-            raise FileNotFoundError(f"corpus path {p} does not exist")
-    return text, js
-
-
-def _is_blank_file(path: str, chunk: int = 1 << 20) -> bool:
-    """Whether a file holds only whitespace (0 bytes included); reads only until the first non-blank byte."""
-    with open(path, "rb") as f:
-        while True:
-            data = f.read(chunk)
-            if not data:
-                return True
-            if data.strip():
-                return False
-
-
-def load_corpus(files: list[str], args: PretrainArguments, split_name: str = "train"):
-    """A `datasets.Dataset` with one ``text`` column (one row per document), from local files or the Hub."""
-    import datasets
-
-    if files:
-        text_files, json_files = collect_corpus_files(files)
-        if not text_files and not json_files:
-            raise ValueError(f"the corpus is empty: no .txt/.jsonl files under {files}")
-        # `datasets`' json builder fails on a blank file (0 bytes: a bare StopIteration; whitespace only: "corresponds
-        # to no data"): such files hold no document, so they are left out, and a corpus of only them is empty.
-        blank = [f for f in json_files if _is_blank_file(f)]
-        if blank:
-            json_files = [f for f in json_files if f not in blank]
-            if not text_files and not json_files:
-                raise ValueError(f"the {split_name} corpus is empty: {', '.join(blank)} "
-                                 f"{'is an empty file' if len(blank) == 1 else 'are empty files'} (no JSON record)")
-            logger.warning("skipping empty corpus file(s) %s", ", ".join(blank))
-        parts = []
-        if text_files:
-            parts.append(datasets.load_dataset(
-                "text", data_files=text_files, sample_by="document" if args.document_per == "file" else "line",
-                encoding="utf-8-sig", cache_dir=args.cache_dir, split="train"))
-        if json_files:
-            ds = datasets.load_dataset("json", data_files=json_files, cache_dir=args.cache_dir, split="train")
-            if args.text_column not in ds.column_names:
-                raise ValueError(f"{json_files[0]}: no {args.text_column!r} field (columns {ds.column_names}); set "
-                                 "--text_column")
-            parts.append(ds.select_columns([args.text_column]).rename_column(args.text_column, "text")
-                         if args.text_column != "text" else ds.select_columns(["text"]))
-        ds = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
-    elif args.dataset_name:
-        ds = datasets.load_dataset(args.dataset_name, args.dataset_config_name, split=args.dataset_split,
-                                   cache_dir=args.cache_dir)
-        if args.text_column not in ds.column_names:
-            raise ValueError(f"{args.dataset_name}: no {args.text_column!r} column (columns {ds.column_names})")
-        ds = ds.select_columns([args.text_column])
-        if args.text_column != "text":
-            ds = ds.rename_column(args.text_column, "text")
-    else:
-        raise ValueError("no corpus: pass train files/folders (--train_files) or a Hub dataset (--dataset_name)")
-    if args.max_documents is not None:
-        ds = ds.select(range(min(args.max_documents, len(ds))))
-    ds = ds.filter(lambda b: [bool(t and t.strip()) for t in b["text"]], batched=True,
-                   num_proc=args.preprocessing_num_workers,
-                   desc=f"dropping empty {split_name} documents")
-    if len(ds) == 0:
-        raise ValueError(f"the {split_name} corpus is empty (no non-blank document in {files or args.dataset_name})")
-    return ds
-
-
-def _safe_cut(text: str, start: int, end: int) -> int:
-    """The last position in (start, end) just after a space that has non-whitespace on both sides: splitting there
-    leaves the tokenization unchanged (GPT-1's pipeline treats such a space as a plain boundary; a newline would be
-    stripped at a segment edge and lose its token). Falls back to ``end``."""
-    pos = end
-    while True:
-        i = text.rfind(" ", start + 1, pos)
-        if i <= start:
-            return end
-        if i + 1 < len(text) and not text[i - 1].isspace() and not text[i + 1].isspace():
-            return i + 1
-        pos = i
-
-
-def _segment(batch, max_chars: int):
-    """Cut documents into segments of at most about ``max_chars`` characters at spaces inside lines (order kept), so
-    that long books tokenize in parallel and in bounded memory with the same token stream as the whole document."""
-    out = []
-    for text in batch["text"]:
-        start = 0
-        n = len(text)
-        while start < n:
-            end = n if n - start <= max_chars else _safe_cut(text, start, start + max_chars)
-            out.append(text[start:end])
-            start = end
-    return {"text": out}
-
-
-def _tokenize(batch, tokenizer):
-    ids = tokenizer(batch["text"], add_special_tokens=False, verbose=False)["input_ids"]
-    return {"input_ids": ids, "n_tokens": [len(x) for x in ids]}
-
-
-def _group(batch, block_size: int):
-    ids = [t for seq in batch["input_ids"] for t in seq]
-    n = (len(ids) // block_size) * block_size
-    return {"input_ids": [ids[i:i + block_size] for i in range(0, n, block_size)]}
-
-
-def _digest(*parts) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        data = part if isinstance(part, bytes) else json.dumps(part, sort_keys=True, ensure_ascii=False,
-                                                                default=str).encode("utf-8")
-        h.update(len(data).to_bytes(8, "little"))
-        h.update(data)
-    return h.hexdigest()
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    """A hex digest that identifies what `tokenizer` does, the same in every process and run (unlike the pickle
-    hash `datasets` takes of the object, which depends on PYTHONHASHSEED and on the tokenizer's internal caches).
-
-    It covers the tokenizer class and the source file that defines it (GPT-1's Python pipeline), the vocabulary,
-    merges and added tokens of its Rust backend (or ``get_vocab()`` for a Python tokenizer), its special tokens and
-    size. The normalizer and pre-tokenizer of a GPT1Tokenizer are built by that source file from constants (their
-    serialised regexes list alternatives in set order, which varies with PYTHONHASHSEED), so for it they are
-    covered by the source file; for other tokenizers their serialisation is included."""
-    cls = type(tokenizer)
-    parts: list[Any] = [f"{cls.__module__}.{cls.__qualname__}"]
-    try:
-        source = inspect.getsourcefile(cls)
-        parts.append(Path(source).read_bytes() if source else b"")
-    except (OSError, TypeError):
-        parts.append(b"")
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        state = json.loads(backend.to_str())
-        from .tokenization_gpt1 import GPT1Tokenizer
-
-        if isinstance(tokenizer, GPT1Tokenizer):
-            state.pop("normalizer", None)
-            state.pop("pre_tokenizer", None)
-        parts.append(state)
-    else:
-        parts.append(sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]))
-        ranks = getattr(tokenizer, "bpe_ranks", None)
-        if ranks:
-            parts.append(sorted(([list(k), v] for k, v in ranks.items()), key=lambda kv: kv[1]))
-    parts.append(len(tokenizer))
-    parts.append(sorted((str(k), str(v)) for k, v in tokenizer.special_tokens_map.items()))
-    parts.append(sorted(tokenizer.get_added_vocab().items(), key=lambda kv: kv[1]))
-    parts.append([getattr(tokenizer, a, None) for a in ("do_lower_case", "split_special_tokens")])
-    return _digest(*parts)
-
-
-def build_blocks(texts, tokenizer, block_size: int, num_proc: int | None = None, segment_chars: int = 20000,
-                 map_batch_size: int = 1000, name: str = "train"):
-    """Documents -> contiguous blocks of ``block_size`` token ids, with three cached, batched `datasets.map` passes.
-    Returns (blocks dataset, number of tokens in the corpus).
-
-    The tokenizing and grouping passes get explicit fingerprints (cache keys): the corpus' fingerprint, the
-    segmenting settings, `tokenizer_fingerprint` and the block settings, so that a second run with the same corpus,
-    tokenizer and settings reuses the cache in any process, whatever PYTHONHASHSEED."""
-    seg = texts.map(_segment, batched=True, batch_size=64, fn_kwargs={"max_chars": segment_chars},
-                    remove_columns=texts.column_names, num_proc=num_proc, desc=f"segmenting {name}",
-                    new_fingerprint=_digest("segment", _BLOCKS_VERSION, texts._fingerprint, segment_chars)[:32])
-    tok_fp = _digest("tokenize", _BLOCKS_VERSION, seg._fingerprint, tokenizer_fingerprint(tokenizer))[:32]
-    tok = seg.map(_tokenize, batched=True, fn_kwargs={"tokenizer": tokenizer}, remove_columns=["text"],
-                  num_proc=num_proc, desc=f"tokenizing {name}", new_fingerprint=tok_fp)
-    n_tokens = int(sum(tok["n_tokens"]))
-    tok = tok.remove_columns("n_tokens", new_fingerprint=_digest("drop-n_tokens", tok_fp)[:32])
-    if n_tokens == 0:
-        raise ValueError(f"the {name} corpus is empty after tokenization")
-    if n_tokens < block_size:
-        raise ValueError(
-            f"the {name} corpus has {n_tokens} tokens, shorter than one block of --block_size {block_size} tokens: add text "
-            "or lower --block_size."
-        )
-    blocks = tok.map(_group, batched=True, batch_size=map_batch_size, fn_kwargs={"block_size": block_size},
-                     remove_columns=tok.column_names, num_proc=num_proc, desc=f"grouping {name} into blocks",
-                     new_fingerprint=_digest("group", _BLOCKS_VERSION, tok._fingerprint, block_size,
-                                             map_batch_size)[:32])
-    if len(blocks) == 0:  # every map batch was shorter than a block: group everything at once
-        blocks = tok.map(_group, batched=True, batch_size=None, fn_kwargs={"block_size": block_size},
-                         remove_columns=tok.column_names, desc=f"grouping {name} into blocks",
-                         new_fingerprint=_digest("group-all", _BLOCKS_VERSION, tok._fingerprint, block_size)[:32])
-    blocks = blocks.with_format("torch")
-    return blocks, n_tokens
-
-
-class BlockCollator:
-    """Stack equal-length blocks: input_ids = labels (the model shifts), attention over every token."""
-
-    def __call__(self, features):
-        ids = torch.stack([torch.as_tensor(f["input_ids"], dtype=torch.long) for f in features])
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
-
-
-# ======================================================================================================================
-# Tokenizer and model
-# ======================================================================================================================
-
-
-def _iter_texts(ds, batch_size: int = 256):
-    for i in range(0, len(ds), batch_size):
-        yield ds[i:i + batch_size]["text"]
 
 
 def _make_tokenizer(args: PretrainArguments, corpus):
@@ -293,7 +62,7 @@ def _make_tokenizer(args: PretrainArguments, corpus):
     if args.train_tokenizer:
         base = load_tokenizer(args.tokenizer_name, None)
         logger.info("training a %d-entry BPE vocabulary on the corpus", args.vocab_size)
-        return base.train_new_from_iterator(_iter_texts(corpus), args.vocab_size)
+        return base.train_new_from_iterator(iter_texts(corpus), args.vocab_size)
     return load_tokenizer(args.tokenizer_name, args.model_name_or_path)
 
 
@@ -481,7 +250,7 @@ def _pretrain(args: PretrainArguments, accelerator, start: float) -> dict[str, A
         return loop.evaluate_loss(heldout, collator, batch_size=eval_bs)
 
     identity = {"task": "pretraining", "tokenizer": tokenizer_fingerprint(tokenizer),
-                "train_data": _digest(len(data["train"]), data["tokens"], args.block_size, args.seed),
+                "train_data": digest(len(data["train"]), data["tokens"], args.block_size, args.seed),
                 "model": {k: getattr(model.config, k) for k in ("vocab_size", "n_positions", "n_embd", "n_layer",
                                                                 "n_head", "n_inner")}}
     loop = TrainingLoop(model, args, data["train"], collator, accelerator, eval_fn=eval_fn,

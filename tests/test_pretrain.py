@@ -10,15 +10,8 @@ import torch
 
 from gpt1_hf import GPT1LMHeadModel
 from gpt1_hf.arguments import PretrainArguments, parse_cli
-from gpt1_hf.pretraining import (
-    TRAINED_TOKENIZER_DIR,
-    _main_process_first,
-    build_blocks,
-    load_corpus,
-    obtain_tokenizer,
-    pretrain,
-    tokenizer_fingerprint,
-)
+from gpt1_hf.corpus import build_blocks, load_corpus, tokenizer_fingerprint
+from gpt1_hf.pretraining import TRAINED_TOKENIZER_DIR, _main_process_first, obtain_tokenizer, pretrain
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tasks"
@@ -306,7 +299,8 @@ def test_main_process_first_reaches_the_barrier_on_errors():
 _FINGERPRINT_SCRIPT = """
 import sys
 from gpt1_hf.finetuning import load_tokenizer
-from gpt1_hf.pretraining import PretrainArguments, build_blocks, load_corpus, tokenizer_fingerprint
+from gpt1_hf.corpus import build_blocks, load_corpus, tokenizer_fingerprint
+from gpt1_hf.pretraining import PretrainArguments
 tok = load_tokenizer(None, None)
 docs = load_corpus([sys.argv[1]], PretrainArguments(cache_dir=sys.argv[2]))
 blocks, _ = build_blocks(docs, tok, 16, segment_chars=200)
