@@ -221,7 +221,6 @@ class FinetuneArguments(RunArguments, DataArguments):
     def resolved(self) -> FinetuneArguments:
         """Unset fields filled: the paper's recipe when a model is given, the embedded default when none is."""
         from .tasks import get_task
-
         from .user_data import DataOptions, check_data_options, has_user_data
 
         embedded = self.model_name_or_path is None
@@ -244,7 +243,7 @@ class FinetuneArguments(RunArguments, DataArguments):
                     raise ValueError("without --model_name_or_path the embedded default trains a tiny model from "
                                      "scratch on the bundled SST-2 sample only; give --data_dir for other tasks "
                                      "(or a model to fine-tune).")
-                from .finetuning import bundled_data_path
+                from .task_models import bundled_data_path
 
                 values["data_dir"] = str(bundled_data_path("sst2"))
         if values["output_dir"] is None:

@@ -27,7 +27,6 @@ import json
 import logging
 import time
 from dataclasses import asdict
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +35,12 @@ import torch
 
 from .arguments import EMBEDDED_MODEL_CONFIG, FINETUNE_EMBEDDED_DEFAULTS, FINETUNE_PAPER_DEFAULTS, FinetuneArguments
 from .durable import save_final_model, write_text_atomically
+from .evaluation import evaluate_checkpoint, model_inputs, task_groups, task_metrics, write_prediction_files
 from .loop import TrainingLoop
+from .task_models import build_task_model, bundled_data_path, load_tokenizer
 from .tasks import TaskSpec, get_task, task_to_dict
+from .training import create_accelerator, open_run_folder
 from .user_data import DataOptions, has_user_data
-from .training import create_accelerator, open_run_folder, predict_logits
 
 logger = logging.getLogger(__name__)
 
@@ -52,209 +53,8 @@ __all__ = [
     "evaluate_checkpoint",
     "load_tokenizer",
     "build_task_model",
-    "head_class_for",
-    "reinitialize_layers",
     "bundled_data_path",
 ]
-
-def bundled_data_path(*parts: str) -> Path:
-    """A path inside the package's ``data_files`` (embedded SST-2 sample, GPT-1 BPE files)."""
-    return Path(str(resources.files("gpt1_hf").joinpath("data_files", *parts)))
-
-
-# ======================================================================================================================
-# Tokenizer and model
-# ======================================================================================================================
-
-
-def load_tokenizer(tokenizer_name_or_path: str | None = None, model_name_or_path: str | None = None):
-    """GPT1Tokenizer from ``tokenizer_name_or_path``, else from the model's folder / repo, else the bundled GPT-1 BPE
-    files (MIT licence, ``gpt1_hf/data_files/gpt1_bpe``)."""
-    from .tokenization_gpt1 import GPT1Tokenizer
-
-    source = tokenizer_name_or_path or model_name_or_path
-    if source is None:
-        bpe = bundled_data_path("gpt1_bpe")
-        return GPT1Tokenizer(vocab_file=str(bpe / "encoder_bpe_40000.json"), merges_file=str(bpe / "vocab_40000.bpe"))
-    from .convert import load_tokenizer_as_gpt1
-
-    try:
-        return load_tokenizer_as_gpt1(source)
-    except (OSError, ValueError) as e:
-        if tokenizer_name_or_path is None:
-            raise OSError(
-                f"no GPT-1 tokenizer found with the model {model_name_or_path!r} ({e}); pass --tokenizer_name"
-            ) from e
-        raise
-
-
-def head_class_for(spec: TaskSpec):
-    from .modeling_gpt1 import GPT1ForMultipleChoice, GPT1ForSequenceClassification
-
-    return GPT1ForMultipleChoice if spec.kind == "multiple_choice" else GPT1ForSequenceClassification
-
-
-def _task_config_overrides(spec: TaskSpec, args: FinetuneArguments) -> dict[str, Any]:
-    overrides: dict[str, Any] = dict(aux_lm_weight=float(args.aux_lm_weight), clf_pdrop=float(args.clf_pdrop))
-    if spec.kind != "multiple_choice":
-        overrides["num_labels"] = spec.num_labels
-        overrides["problem_type"] = "regression" if spec.is_regression else "single_label_classification"
-        if spec.id2label:
-            overrides["id2label"] = dict(spec.id2label)
-            overrides["label2id"] = dict(spec.label2id)
-    return overrides
-
-
-def _read_config_json(path: str) -> dict | None:
-    """The ``config.json`` of a local model folder, or of a Hub model id (through `transformers.utils.cached_file`:
-    the local cache, else a download of that one small file); None when there is none (e.g. OpenAI's original
-    release) or it cannot be fetched (offline and not cached: the weights' loading then reports the problem)."""
-    p = Path(path) / "config.json"
-    if p.is_file():
-        try:
-            return json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            return None
-    if Path(path).exists():  # a local folder / file without config.json
-        return None
-    from transformers.utils import cached_file
-
-    try:
-        resolved = cached_file(str(path), "config.json", _raise_exceptions_for_missing_entries=False,
-                               _raise_exceptions_for_connection_errors=False, _raise_exceptions_for_gated_repo=False)
-    except (OSError, ValueError) as e:  # not a valid repo id, no such repo, ...
-        logger.debug("no config.json for %s: %s", path, e)
-        return None
-    if not resolved or not Path(resolved).is_file():
-        return None
-    try:
-        return json.loads(Path(resolved).read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return None
-
-
-def _check_head_compatibility(spec: TaskSpec, model_name_or_path: str, reinit_head: bool) -> None:
-    """A fine-tuned checkpoint (local folder or Hub id) whose head does not fit the task: a clear error (unless
-    ``reinit_head``), raised from its config.json before any weight is loaded."""
-    cfg = _read_config_json(model_name_or_path)
-    if not cfg or reinit_head:
-        return
-    archs = cfg.get("architectures") or []
-    if "GPT1ForSequenceClassification" in archs:
-        if spec.kind == "multiple_choice":
-            raise ValueError(
-                f"{model_name_or_path} is a sequence-classification checkpoint ({cfg.get('num_labels', len(cfg.get('id2label') or {}))} labels); "
-                f"task {spec.name} is multiple choice. Pass --reinit_head to train a new head on its backbone."
-            )
-        n = len(cfg.get("id2label") or {}) or cfg.get("num_labels")
-        if n is not None and int(n) != spec.num_labels:
-            raise ValueError(
-                f"{model_name_or_path} was fine-tuned with {n} labels but task {spec.name} has {spec.num_labels} "
-                f"({list(spec.label_names) if spec.label_names else 'regression'}). Use a checkpoint for this task, or "
-                "--reinit_head to train a new head on its backbone."
-            )
-    elif "GPT1ForMultipleChoice" in archs and spec.kind != "multiple_choice":
-        raise ValueError(
-            f"{model_name_or_path} is a multiple-choice checkpoint; task {spec.name} needs a classification head "
-            f"with {spec.num_labels} labels. Pass --reinit_head to train a new head on its backbone."
-        )
-
-
-def reinitialize_layers(model, keep_layers: int) -> list[str]:
-    """Keep the embeddings and the first ``keep_layers`` blocks; re-initialise the other blocks and the task head with
-    the model's own init (N(0, initializer_range) weights, zero biases, unit LayerNorm gains). Returns the names of
-    the re-initialised parameters."""
-    blocks = model.transformer.h
-    if not 0 <= keep_layers <= len(blocks):
-        raise ValueError(f"transfer_layers={keep_layers} but the model has {len(blocks)} layers (use 0..{len(blocks)})")
-    reinit = []
-    modules = list(blocks[keep_layers:])
-    for name in ("score",):
-        if hasattr(model, name):
-            modules.append(getattr(model, name))
-    for module in modules:
-        for sub in module.modules():
-            if hasattr(sub, "_is_hf_initialized"):
-                sub._is_hf_initialized = False
-            for p in sub.parameters(recurse=False):
-                if hasattr(p, "_is_hf_initialized"):
-                    p._is_hf_initialized = False
-        module.apply(model._init_weights)
-    names = {id(p): n for n, p in model.named_parameters()}
-    for module in modules:
-        reinit.extend(names[id(p)] for p in module.parameters() if id(p) in names)
-    return reinit
-
-
-def build_task_model(spec: TaskSpec, args: FinetuneArguments, tokenizer):
-    """The task head model (see module docstring). Returns (model, info dict)."""
-    from .configuration_gpt1 import GPT1Config
-
-    head = head_class_for(spec)
-    overrides = _task_config_overrides(spec, args)
-    info: dict[str, Any] = {"head": head.__name__, "init": None}
-    if args.from_scratch:
-        if args.model_name_or_path is not None:
-            cfg = _read_config_json(args.model_name_or_path)
-            if cfg is not None and cfg.get("model_type") == "openai-gpt":
-                from transformers import OpenAIGPTConfig
-
-                from .convert import gpt1_config_from_openai_gpt
-
-                base = gpt1_config_from_openai_gpt(OpenAIGPTConfig.from_pretrained(args.model_name_or_path),
-                                                   vocab_size=len(tokenizer)).to_dict()
-            else:
-                base = GPT1Config.from_pretrained(args.model_name_or_path).to_dict()
-            for k in ("architectures", "auto_map", "id2label", "label2id", "num_labels", "problem_type",
-                      "transformers_version", "model_type", "_name_or_path", "dtype", "torch_dtype"):
-                base.pop(k, None)
-        else:
-            base = {}
-        base.update(args.model_config_overrides())
-        base.update(vocab_size=len(tokenizer), start_token_id=tokenizer.start_token_id,
-                    delimiter_token_id=tokenizer.delimiter_token_id, clf_token_id=tokenizer.classify_token_id,
-                    pad_token_id=tokenizer.pad_token_id)
-        base.update(overrides)
-        config = GPT1Config(**base)
-        model = head(config)
-        info["init"] = "from_scratch"
-    else:
-        from .convert import detect_checkpoint_format, load_as_gpt1
-
-        _check_head_compatibility(spec, args.model_name_or_path, args.reinit_head)
-        # "gpt1" loads with from_pretrained; "openai-gpt" (transformers) and "original" (OpenAI's release) are
-        # converted on load (special-token rows added from the seed): a LoRA adapter's card must say how to rebuild
-        # that base (gpt1_hf.hub)
-        info["source_format"] = detect_checkpoint_format(args.model_name_or_path)
-        info["converted"] = info["source_format"] != "gpt1"
-        extra = dict(overrides)
-        extra.update(args.model_config_overrides())
-        if args.reinit_head:
-            extra["ignore_mismatched_sizes"] = True
-        model = load_as_gpt1(args.model_name_or_path, head, seed=args.seed, **extra)
-        info["init"] = "pretrained"
-        if args.transfer_layers is not None:
-            info["reinitialized"] = reinitialize_layers(model, int(args.transfer_layers))
-            info["transfer_layers"] = int(args.transfer_layers)
-    _check_tokenizer_matches(model.config, tokenizer)
-    return model, info
-
-
-def _check_tokenizer_matches(config, tokenizer) -> None:
-    if len(tokenizer) > config.vocab_size:
-        raise ValueError(
-            f"the tokenizer has {len(tokenizer)} entries but the model's vocabulary has {config.vocab_size}: they do "
-            "not belong together (pass the model's own tokenizer with --tokenizer_name)."
-        )
-    for cfg_name, tok_name in (("start_token_id", "start_token_id"), ("delimiter_token_id", "delimiter_token_id"),
-                               ("clf_token_id", "classify_token_id"), ("pad_token_id", "pad_token_id")):
-        c, t = getattr(config, cfg_name, None), getattr(tokenizer, tok_name, None)
-        if c is not None and t is not None and int(c) != int(t):
-            raise ValueError(
-                f"model config {cfg_name}={c} but the tokenizer's {tok_name}={t}: the tokenizer does not match the "
-                "model (special tokens must be the same ids)."
-            )
-
 
 # ======================================================================================================================
 # Data
@@ -295,20 +95,6 @@ def _check_run_options(spec: TaskSpec | None, args: FinetuneArguments) -> None:
         if split not in spec.splits:
             raise ValueError(f"--predict_splits: unknown split {split!r} for task {spec.name!r}; use one of "
                              f"{list(spec.splits)}")
-
-
-def _model_inputs(encoded):
-    return encoded.select_columns(["input_ids", "labels"])
-
-
-def _groups(encoded):
-    return list(encoded["group"]) if "group" in encoded.column_names else None
-
-
-def _metrics(spec, logits, labels, groups):
-    from .metrics import compute_task_metrics
-
-    return compute_task_metrics(spec, logits, labels, groups=groups)
 
 
 def data_fingerprint(encoded) -> str:
@@ -471,13 +257,13 @@ def _finetune(args: FinetuneArguments, spec: TaskSpec | None, accelerator, token
     _report_data(data["info"], accelerator.is_main_process)
     collator = GPT1Collator(pad_token_id=tokenizer.pad_token_id,
                             pad_to_max_length=max_length if args.pad_to_max_length else None)
-    eval_inputs, eval_groups = _model_inputs(data["eval"]), _groups(data["eval"])
+    eval_inputs, eval_groups = model_inputs(data["eval"]), task_groups(data["eval"])
 
     def eval_fn(loop: TrainingLoop) -> dict[str, float]:
         out = loop.predict(eval_inputs, collator, batch_size=args.per_device_eval_batch_size)
-        return _metrics(spec, out["logits"], out["labels"], eval_groups)
+        return task_metrics(spec, out["logits"], out["labels"], eval_groups)
 
-    loop = TrainingLoop(model, args, _model_inputs(data["train"]), collator, accelerator, eval_fn=eval_fn,
+    loop = TrainingLoop(model, args, model_inputs(data["train"]), collator, accelerator, eval_fn=eval_fn,
                         lengths=list(data["train"]["length"]) if args.group_by_length else None,
                         save_fn=tokenizer.save_pretrained, metric_for_best_model=spec.primary_metric,
                         run_identity=_run_identity(spec, args, model, tokenizer, data, max_length),
@@ -487,7 +273,7 @@ def _finetune(args: FinetuneArguments, spec: TaskSpec | None, accelerator, token
     to_write = [(args.eval_split, loop.predict(eval_inputs, collator, args.per_device_eval_batch_size)["logits"],
                  list(data["eval"]["idx"]))]
     for split, enc in data["predict"]:
-        to_write.append((split, loop.predict(_model_inputs(enc), collator, args.per_device_eval_batch_size)["logits"],
+        to_write.append((split, loop.predict(model_inputs(enc), collator, args.per_device_eval_batch_size)["logits"],
                          list(enc["idx"])))
     final_model = loop.finalize_model()
     results = _results(spec, args, loop, result, model_info, final_model, data, max_length)
@@ -533,7 +319,7 @@ def _write_outputs(spec, args, results, to_write, final_model, tokenizer, start)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     for split, logits, idx in to_write:
-        results["prediction_files"][split] = str(_write_prediction_files(spec, split, logits, idx, output_dir))
+        results["prediction_files"][split] = str(write_prediction_files(spec, split, logits, idx, output_dir))
     if args.save_model:
         save_final_model(final_model, tokenizer, output_dir)
         if hasattr(final_model, "peft_config"):  # the head's labels, which the adapter's base config lacks
@@ -567,99 +353,3 @@ def _write_json(path: Path, data) -> None:
     write_text_atomically(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
-def _write_prediction_files(spec, split: str, logits, idx, out_dir: Path) -> Path:
-    from .data import write_predictions
-
-    folder = out_dir / "predictions" / split
-    folder.mkdir(parents=True, exist_ok=True)
-    return write_predictions(spec, logits, folder, indices=idx, split=split)
-def _user_split(data, model_name_or_path: str, split: str, max_examples: int | None, seed: int):
-    """(task, raw split, load info) of your data for `evaluate_checkpoint`: classes from the checkpoint's
-    ``id2label`` when not given (there may be no training file now)."""
-    from dataclasses import replace
-
-    from .user_data import load_user_task
-
-    cfg = _read_config_json(model_name_or_path) or {}
-    id2label = cfg.get("id2label") or {}
-    if data.label_names is None and id2label and cfg.get("problem_type") != "regression":
-        data = replace(data, label_names=[id2label[k] for k in sorted(id2label, key=int)])
-    spec, raw = load_user_task(data, splits=(split,), max_samples={split: max_examples}, seed=seed)
-    if split not in raw:
-        raise ValueError(f"no {split} data: pass --{'validation' if split == 'validation' else split}_file")
-    dataset, info = raw[split]
-    return spec, dataset, info
-
-
-def evaluate_checkpoint(
-    model_name_or_path: str,
-    task: str | None,
-    split: str = "validation",
-    data_dir: str | None = None,
-    tokenizer_name_or_path: str | None = None,
-    max_examples: int | None = None,
-    max_length: int | None = None,
-    batch_size: int = 32,
-    output_dir: str | None = None,
-    mixed_precision: str | None = None,
-    seed: int = 0,
-    cpu: bool = False,
-    data: DataOptions | None = None,
-) -> dict[str, Any]:
-    """Evaluate a fine-tuned checkpoint on one split of a task (a paper task, or your data with the data options of
-    fine-tuning: ``data``): metrics (when the split is labeled) and predictions.
-
-    Writes ``<output_dir>/eval_<task>_<split>.json`` and ``<output_dir>/predictions/<split>/...`` when ``output_dir``
-    is given (main process only)."""
-    from .data import GPT1Collator, encode_dataset, load_task_split
-
-    if data is not None and has_user_data(data):
-        spec, raw, info = _user_split(data, model_name_or_path, split, max_examples, seed)
-    else:
-        spec = get_task(task)
-        raw, info = load_task_split(spec, split, data_dir=data_dir, max_examples=max_examples, seed=seed,
-                                    return_info=True)
-        info = asdict(info)
-    tokenizer = load_tokenizer(tokenizer_name_or_path, model_name_or_path)
-    _check_head_compatibility(spec, model_name_or_path, reinit_head=False)
-    cfg = _read_config_json(model_name_or_path) or {}
-    archs = cfg.get("architectures") or []
-    if not any(a in archs for a in ("GPT1ForSequenceClassification", "GPT1ForMultipleChoice")):
-        raise ValueError(f"{model_name_or_path} is not a fine-tuned gpt1 task checkpoint (architectures {archs}); "
-                         "fine-tune it first with scripts/finetune.py.")
-    if Path(model_name_or_path).is_dir():  # NaN/inf weights (a diverged run) are refused, naming the file
-        from .durable import check_finite_weights
-
-        check_finite_weights(model_name_or_path)
-    model = head_class_for(spec).from_pretrained(model_name_or_path)
-    _check_tokenizer_matches(model.config, tokenizer)
-    max_length = min(int(max_length or model.config.n_positions), int(model.config.n_positions))
-    encoded, n_truncated = encode_dataset(raw, spec, tokenizer, max_length=max_length)
-    acc = create_accelerator(mixed_precision, cpu)
-    model = acc.prepare_model(model, evaluation_mode=True)
-    model.eval()
-    start = time.perf_counter()
-    with torch.no_grad():
-        out = predict_logits(model, _model_inputs(encoded), GPT1Collator(tokenizer.pad_token_id), acc, batch_size)
-    labels = out.get("labels")
-    labeled = labels is not None and len(labels) and (spec.is_regression and (labels >= 0).all()
-                                                      or not spec.is_regression and (labels >= 0).all())
-    metrics = _metrics(spec, out["logits"], labels, _groups(encoded)) if labeled else None
-    report: dict[str, Any] = {
-        "task": spec.name,
-        "split": split,
-        "model": str(model_name_or_path),
-        "metrics": metrics,
-        "num_examples": len(encoded),
-        "truncated": n_truncated,
-        "max_length": max_length,
-        "data": {split: info},
-        "eval_time_s": time.perf_counter() - start,
-    }
-    if output_dir is not None and acc.is_main_process:
-        out_dir = Path(output_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        report["prediction_file"] = str(_write_prediction_files(spec, split, out["logits"], list(encoded["idx"]),
-                                                                out_dir))
-        _write_json(out_dir / f"eval_{spec.name}_{split}.json", report)
-    return report

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .durable import check_finite_weights, disk_errors, fsync_tree, save_directory_atomically, write_text_atomically
+from .evaluation import lm_heldout_loss, predict_logits
 from .precision import fp32_model
 from .training import (
     BEST_DIR,
@@ -35,8 +36,6 @@ from .training import (
     build_optimizer,
     count_items,
     find_checkpoint,
-    lm_heldout_loss,
-    predict_logits,
     resolve_batch_config,
     total_and_warmup_steps,
 )

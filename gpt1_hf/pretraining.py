@@ -57,7 +57,7 @@ TRAINED_TOKENIZER_DIR = "trained_tokenizer"
 
 
 def _make_tokenizer(args: PretrainArguments, corpus):
-    from .finetuning import load_tokenizer
+    from .task_models import load_tokenizer
 
     if args.train_tokenizer:
         base = load_tokenizer(args.tokenizer_name, None)
@@ -92,7 +92,7 @@ def obtain_tokenizer(args: PretrainArguments, corpus, state, resume_checkpoint: 
     - otherwise: the given / bundled tokenizer, loaded from files by every process.
 
     `state`: anything with ``is_main_process`` (an `accelerate.Accelerator` or `PartialState`)."""
-    from .finetuning import load_tokenizer
+    from .task_models import load_tokenizer
 
     if resume_checkpoint is not None and args.train_tokenizer:
         return load_tokenizer(str(resume_checkpoint), None)

@@ -313,8 +313,8 @@ def stage_zero_shot(cfg: StudyConfig, out: Path, on_progress=None) -> dict:
     import torch
 
     from .configuration_gpt1 import GPT1Config
-    from .finetuning import load_tokenizer
     from .modeling_gpt1 import GPT1LMHeadModel
+    from .task_models import load_tokenizer
     from .zero_shot import evaluate_zero_shot
 
     path = out / "zero_shot.json"
@@ -431,7 +431,8 @@ def _run_one(run: dict[str, Any], num_threads: int | None) -> dict[str, Any]:
     """Worker: one fine-tuning run (+ MNLI's mismatched evaluation). Returns a small summary or the error."""
     import torch
 
-    from .finetuning import FinetuneArguments, evaluate_checkpoint, finetune
+    from .evaluation import evaluate_checkpoint
+    from .finetuning import FinetuneArguments, finetune
 
     if num_threads:
         torch.set_num_threads(num_threads)
@@ -829,7 +830,7 @@ def full_scale_estimate(data_dir: str, sample: int = 300, cfg: StudyConfig | Non
     Dividing by a training throughput (tokens/s) gives the time.
     """
     from .data import encode_dataset, load_task_split
-    from .finetuning import load_tokenizer
+    from .task_models import load_tokenizer
 
     cfg = (cfg or full_scale_config(data_dir)).resolved()
     out = Path(cfg.output_dir)

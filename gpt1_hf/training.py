@@ -32,14 +32,12 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch.nn import functional as F
 
 from .durable import RunLock, remove_leftovers
 
@@ -60,7 +58,6 @@ __all__ = [
     "bf16_master_weights",
     "find_checkpoint",
     "open_run_folder",
-    "predict_logits",
     "count_items",
 ]
 
@@ -469,49 +466,3 @@ def _count_tokens(batch: dict) -> int:
     if "attention_mask" in batch:
         return int(batch["attention_mask"].sum())
     return int(batch["input_ids"].numel())
-
-
-# ======================================================================================================================
-# Prediction helpers (also used outside the loop)
-# ======================================================================================================================
-
-
-def predict_logits(model, dataset, collate_fn: Callable, accelerator, batch_size: int = 32,
-                   num_workers: int = 0) -> dict[str, np.ndarray]:
-    """Logits (and ``labels`` when the batches have them) over ``dataset``, gathered from every process in dataset
-    order without the duplicates that even out the last batch (``gather_for_metrics``). Call in eval mode."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn,
-                                         num_workers=num_workers)
-    loader = accelerator.prepare_data_loader(loader, device_placement=True)
-    logits, labels = [], []
-    for batch in loader:
-        batch_labels = batch.pop("labels", None)
-        out = model(**batch).logits
-        logits.append(accelerator.gather_for_metrics(out.float().contiguous()).cpu())
-        if batch_labels is not None:
-            labels.append(accelerator.gather_for_metrics(batch_labels.contiguous()).cpu())
-    result = {"logits": torch.cat(logits).numpy() if logits else np.zeros((0,))}
-    if labels:
-        result["labels"] = torch.cat(labels).numpy()
-    return result
-
-
-def lm_heldout_loss(model, dataset, collate_fn: Callable, accelerator, batch_size: int) -> dict[str, float]:
-    """Token-weighted mean next-token loss and perplexity over ``dataset`` (one row per example, so
-    ``gather_for_metrics`` drops the duplicates of the last batch)."""
-    loader = accelerator.prepare_data_loader(torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn), device_placement=True)
-    totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
-    for batch in loader:
-        mask = batch.get("attention_mask")
-        logits = model(input_ids=batch["input_ids"], attention_mask=mask).logits[:, :-1].float()
-        targets = batch.get("labels", batch["input_ids"])[:, 1:]
-        keep = targets != -100
-        if mask is not None:
-            keep = keep & mask[:, 1:].bool() & mask[:, :-1].bool()
-        nll = F.cross_entropy(logits.transpose(1, 2), targets.clamp_min(0), reduction="none")
-        rows = torch.stack([(nll * keep).sum(1).double(), keep.sum(1).double()], dim=1)
-        totals += accelerator.gather_for_metrics(rows).sum(0)
-    loss = float(totals[0] / totals[1]) if float(totals[1]) > 0 else float("nan")
-    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0))}
-

@@ -18,7 +18,7 @@ from gpt1_hf.arguments import DataArguments, ExecutionArguments
 
 @dataclass
 class EvaluateArguments(ExecutionArguments, DataArguments):
-    """`gpt1_hf.finetuning.evaluate_checkpoint`'s arguments: the data options of fine-tuning (a paper task, or your
+    """`gpt1_hf.evaluation.evaluate_checkpoint`'s arguments: the data options of fine-tuning (a paper task, or your
     data: --validation_file / --test_file / --dataset_name ...) and where the model runs."""
 
     split: str = field(default="validation", metadata={"help": "split to evaluate (an unlabeled one gives "
@@ -27,8 +27,7 @@ class EvaluateArguments(ExecutionArguments, DataArguments):
 
 def main(argv=None) -> int:
     from gpt1_hf.arguments import parse_cli
-    from gpt1_hf.finetuning import evaluate_checkpoint
-
+    from gpt1_hf.evaluation import evaluate_checkpoint
     from gpt1_hf.user_data import DataOptions
 
     args = parse_cli(EvaluateArguments, argv)

@@ -11,7 +11,8 @@ import torch
 
 from gpt1_hf import GPT1Config, GPT1ForMultipleChoice, GPT1ForSequenceClassification, GPT1LMHeadModel
 from gpt1_hf.arguments import FINETUNE_EMBEDDED_DEFAULTS, FinetuneArguments, parse_cli
-from gpt1_hf.finetuning import build_task_model, bundled_data_path, finetune
+from gpt1_hf.finetuning import finetune
+from gpt1_hf.task_models import build_task_model, bundled_data_path
 from gpt1_hf.tasks import get_task
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -378,7 +379,7 @@ def test_head_check_reads_a_hub_checkpoint_config(pretrained_dir, tmp_path, monk
     transformers.utils.cached_file, mocked here: no network), before any weight is loaded."""
     import transformers.utils
 
-    from gpt1_hf.finetuning import _check_head_compatibility
+    from gpt1_hf.task_models import check_head_compatibility
 
     run("sst2", tmp_path / "sst2", model=str(pretrained_dir), num_train_epochs=1, predict_splits=[])
     asked = []
@@ -392,9 +393,9 @@ def test_head_check_reads_a_hub_checkpoint_config(pretrained_dir, tmp_path, monk
         run("snli", tmp_path / "snli", model="someone/gpt1-sst2", tokenizer_name=str(pretrained_dir))
     assert asked == [("someone/gpt1-sst2", "config.json")] and nothing_written(tmp_path / "snli")
     with pytest.raises(ValueError, match="multiple choice"):
-        _check_head_compatibility(get_task("race"), "someone/gpt1-sst2", reinit_head=False)
-    _check_head_compatibility(get_task("snli"), "someone/gpt1-sst2", reinit_head=True)  # --reinit_head: allowed
-    _check_head_compatibility(get_task("snli"), "someone/unknown", reinit_head=False)  # no config: loading decides
+        check_head_compatibility(get_task("race"), "someone/gpt1-sst2", reinit_head=False)
+    check_head_compatibility(get_task("snli"), "someone/gpt1-sst2", reinit_head=True)  # --reinit_head: allowed
+    check_head_compatibility(get_task("snli"), "someone/unknown", reinit_head=False)  # no config: loading decides
 
 
 def test_final_model_install_is_never_a_silent_mix(pretrained_dir, tmp_path, monkeypatch):

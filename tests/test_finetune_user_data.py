@@ -53,8 +53,9 @@ def test_single_text_classification_csv_with_string_labels(tmp_path):
     card = (out / "README.md").read_text()
     assert "reviews" in card and "model-index" in card and "accuracy" in card
 
-    import gpt1_hf  # noqa: F401  (registers gpt1 with the Auto classes)
     from transformers import pipeline
+
+    import gpt1_hf  # noqa: F401  (registers gpt1 with the Auto classes)
 
     classify = pipeline("text-classification", model=str(out))
     long_review = "The soup was warm and the bread was fresh. " * 40
@@ -131,7 +132,7 @@ def test_lora_output_folder_keeps_its_labels_for_the_pipeline(tmp_path):
     text-classification pipeline on the folder builds the head with the task's classes and returns their names."""
     import gpt1_hf  # noqa: F401
     from gpt1_hf import GPT1Config, GPT1LMHeadModel
-    from gpt1_hf.finetuning import load_tokenizer
+    from gpt1_hf.task_models import load_tokenizer
 
     tokenizer = load_tokenizer()
     torch.manual_seed(0)

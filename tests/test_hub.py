@@ -248,7 +248,7 @@ def test_push_lora_adapter_up_to_the_network_call(lora_finetuned, tmp_path, monk
     kind, repo, files = calls[-1]
     assert kind == "upload_folder" and set(files) - {"predictions"} == {
         "README.md", "adapter_config.json", "adapter_model.safetensors", "tokenization_gpt1.py", "tokenizer.json",
-        "tokenizer_config.json", "results.json"}
+        "tokenizer_config.json", "results.json", "task_config.json"}  # task_config.json: the head's labels
     # push_to_hub on the saved adapter folder, naming the base's Hub id
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     FakeApi.calls = []

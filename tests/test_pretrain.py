@@ -298,7 +298,7 @@ def test_main_process_first_reaches_the_barrier_on_errors():
 
 _FINGERPRINT_SCRIPT = """
 import sys
-from gpt1_hf.finetuning import load_tokenizer
+from gpt1_hf.task_models import load_tokenizer
 from gpt1_hf.corpus import build_blocks, load_corpus, tokenizer_fingerprint
 from gpt1_hf.pretraining import PretrainArguments
 tok = load_tokenizer(None, None)

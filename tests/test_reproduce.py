@@ -245,14 +245,14 @@ def _zs_row(acc):
 
 def test_zero_shot_of_a_given_model_is_labelled_and_last(tmp_path, monkeypatch):
     import gpt1_hf.convert
-    import gpt1_hf.finetuning
+    import gpt1_hf.task_models
     import gpt1_hf.zero_shot
     from gpt1_hf.configuration_gpt1 import GPT1Config
     from gpt1_hf.reproduce import GIVEN, _plot_zero_shot, stage_zero_shot
 
     model_dir = tmp_path / "model"
     GPT1Config(vocab_size=20, n_positions=8, n_embd=8, n_layer=1, n_head=2).save_pretrained(model_dir)
-    monkeypatch.setattr(gpt1_hf.finetuning, "load_tokenizer", lambda *a, **k: None)
+    monkeypatch.setattr(gpt1_hf.task_models, "load_tokenizer", lambda *a, **k: None)
     given = object()  # stands for the loaded given model
     monkeypatch.setattr(gpt1_hf.convert, "load_as_gpt1", lambda *a, **k: given)
     monkeypatch.setattr(gpt1_hf.zero_shot, "evaluate_zero_shot",

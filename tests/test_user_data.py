@@ -22,7 +22,7 @@ FIX = Path(__file__).parent / "fixtures" / "user_data"
 
 @pytest.fixture(scope="module")
 def tok():
-    from gpt1_hf.finetuning import load_tokenizer  # lazily: the bundled GPT-1 BPE tokenizer
+    from gpt1_hf.task_models import load_tokenizer  # lazily: the bundled GPT-1 BPE tokenizer
 
     return load_tokenizer()
 
