@@ -446,7 +446,9 @@ def _split_steps(cases: dict[str, list[str]]):
 def _spacy_steps(special_cases: dict[str, list[str]] | None = None):
     """(pattern, replacement, description) steps emulating spaCy's English tokenizer by inserting spaces.
 
-    Input: standardized text with a leading space; pieces (spaCy's chunks) are separated by spaces."""
+    Input: standardized text with a leading space; pieces (spaCy's chunks) are separated by spaces. The steps come in
+    spaCy's order: prefixes and special cases (`_prefix_steps`), suffixes (`_suffix_steps`), infixes
+    (`_infix_steps`)."""
     cases = dict(english_special_cases() if special_cases is None else special_cases)
     isolated = set(_ISOLATED_SINGLE + _ISOLATED_RUN)
     cases = {
@@ -467,6 +469,13 @@ def _spacy_steps(special_cases: dict[str, list[str]] | None = None):
     alpha_stems = [t for t in stems if t[0].isalpha()]
     sfx = _define_suffix()
 
+    ctx = dict(cases=cases, tokens=tokens, stems=stems, lower_q=lower_q, upper_q=upper_q, alnum=alnum,
+               upper_stems=upper_stems, alpha_stems=alpha_stems, sfx=sfx)
+    return _prefix_steps(**ctx) + _suffix_steps(**ctx) + _infix_steps(**ctx)
+
+
+def _prefix_steps(cases, tokens, stems, lower_q, upper_q, alnum, upper_stems, alpha_stems, sfx):
+    """S2 prefixes and S3 special cases (see `_spacy_steps`)."""
     steps = []
     # "''" is a special case that spaCy re-merges wherever two "'" tokens touch (prefixes, suffixes): the pair
     # becomes two placeholders until the end of the normalizer
@@ -493,6 +502,12 @@ def _spacy_steps(special_cases: dict[str, list[str]] | None = None):
     )
     # S3 special cases: splits (their periods and final apostrophes are protected below, in S4 and S5)
     steps += [(p, r, "S3 " + d) for p, r, d in _split_steps(cases)]
+    return steps
+
+
+def _suffix_steps(cases, tokens, stems, lower_q, upper_q, alnum, upper_stems, alpha_stems, sfx):
+    """S4 suffixes (see `_spacy_steps`)."""
+    steps = []
     # S4 suffixes: split before each suffix of the rest of the piece (iterated from the right by spaCy: any position
     # from which the rest of the piece is a sequence of suffixes), except the final "." or "'" of special cases
     # ("Mr.", "a.m.", "goin'") and the "." that spaCy re-merges with a stem isolated by an infix ("day.Mr." ->
@@ -536,6 +551,12 @@ def _spacy_steps(special_cases: dict[str, list[str]] | None = None):
             "S4 suffixes: others",
         )
     )
+    return steps
+
+
+def _infix_steps(cases, tokens, stems, lower_q, upper_q, alnum, upper_stems, alpha_stems, sfx):
+    """S5 infixes (see `_spacy_steps`)."""
+    steps = []
     # S5 infixes: ":<>=" between letters, "^" between digits, "..." inside a piece ...
     alpha = "[" + _ALPHA + "]"
     steps.append(

@@ -336,6 +336,18 @@ def main_compile(args, command) -> int:
 
 def render(args, command, info, peak, peak_end, train_rows, extra_rows, ablation, classify_rows, gen,
            finetune, tokenizer, load_before, load_after, wall_s) -> str:
+    """The generated block of docs/benchmarks.md: one section per measurement."""
+    lines, bf16_peak, fp32_peak = _render_header(args, command, info, peak, peak_end, load_before, load_after, wall_s)
+    lines += _render_training(train_rows, extra_rows, bf16_peak, fp32_peak)
+    lines += _render_memory(train_rows, extra_rows)
+    lines += _render_ablation(ablation)
+    lines += _render_inference(classify_rows, gen)
+    lines += _render_finetune(finetune)
+    lines += _render_tokenizer(tokenizer)
+    return "\n".join(lines)
+
+
+def _render_header(args, command, info, peak, peak_end, load_before, load_after, wall_s):
     def peak_of(key):
         values = [p[key] for p in (peak, peak_end) if p and key in p]
         return max(values) if values else float("nan")
@@ -360,6 +372,11 @@ def render(args, command, info, peak, peak_end, train_rows, extra_rows, ablation
         "| case | config | batch | gpt1_hf tok/s | openai-gpt tok/s | ratio | MFU gpt1_hf | MFU openai-gpt | target |",
         "|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
+    return lines, bf16_peak, fp32_peak
+
+
+def _render_training(train_rows, extra_rows, bf16_peak, fp32_peak) -> list[str]:
+    lines = []
     for row, spec, ours, base in train_rows:
         task, cfg, precision = spec["task"], spec["config"], spec["precision"]
         shape = f"{spec['batch']}×{spec['choices']}×{spec['seq']}" if task == "mc" else f"{spec['batch']}×{spec['seq']}"
@@ -390,6 +407,11 @@ def render(args, command, info, peak, peak_end, train_rows, extra_rows, ablation
     lines += ["", "MFU = tokens/s × (6N + 12·L·H·Q·T) / measured matmul peak of the same precision (nanoGPT's "
               "estimate_mfu; N without position embeddings).", ""]
 
+    return lines
+
+
+def _render_memory(train_rows, extra_rows) -> list[str]:
+    lines = []
     lines += ["### Peak memory of one training step (MiB above weights + optimizer state; method below)", "",
               "| case | tensors: gpt1_hf | tensors: openai-gpt | ratio | RSS: gpt1_hf | RSS: openai-gpt | ratio | "
               "target ≤ 0.7× |", "|---|---:|---:|---:|---:|---:|---:|---|"]
@@ -410,6 +432,11 @@ def render(args, command, info, peak, peak_end, train_rows, extra_rows, ablation
             lines.append(f"| {row} ({fmt(tok_s(r))} tok/s) | {mem_cells(r, train_rows[0][3], False)} |")
     lines.append("")
 
+    return lines
+
+
+def _render_ablation(ablation) -> list[str]:
+    lines = []
     if ablation and "error" not in ablation:
         spec = ablation["spec"]
         lines += [f"### What each fast path buys (gpt1_hf, LM full {spec['batch']}×{spec['seq']}, bf16 autocast; one "
@@ -425,6 +452,11 @@ def render(args, command, info, peak, peak_end, train_rows, extra_rows, ablation
     elif ablation:
         lines += [f"Ablation failed: {ablation['error'][:300]}", ""]
 
+    return lines
+
+
+def _render_inference(classify_rows, gen) -> list[str]:
+    lines = []
     lines += ["### Inference", "", "| case | gpt1_hf | openai-gpt | ratio | target |", "|---|---:|---:|---:|---|"]
     for precision, pair in classify_rows:
         o, b = pair["ours"], pair["baseline"]
@@ -444,6 +476,11 @@ def render(args, command, info, peak, peak_end, train_rows, extra_rows, ablation
                      f"{fmt(a, 1)} tok/s | {fmt(c, 2)} tok/s | **{a / c:.1f}×** | ≥ 10×: {verdict(a / c, 10)} |")
     lines.append("")
 
+    return lines
+
+
+def _render_finetune(finetune) -> list[str]:
+    lines = []
     lines += ["### Fine-tuning epoch (SST-2 train subsample, gpt1_hf, bf16 autocast, batch 32, fused AdamW)", "",
               "| batching | epoch time | full 67,349-example epoch (extrapolated) | padded / real tokens | "
               "speed-up vs pad-to-max | target |", "|---|---:|---:|---:|---:|---|"]
@@ -463,6 +500,11 @@ def render(args, command, info, peak, peak_end, train_rows, extra_rows, ablation
         notes = next(iter(finetune.values())).get("notes", [])
         lines += ["", f"Data path: {'; '.join(notes)}.", ""]
 
+    return lines
+
+
+def _render_tokenizer(tokenizer) -> list[str]:
+    lines = []
     lines += ["### Tokenizer (batch encoding, sentences/s; scripts/tokenizer_agreement.measure)", ""]
     if "error" in tokenizer or "missing" in tokenizer:
         lines.append(f"Not measured: {tokenizer.get('missing') or tokenizer.get('error', '')[:300]}")
@@ -477,7 +519,7 @@ def render(args, command, info, peak, peak_end, train_rows, extra_rows, ablation
                 target = (f"≥ 10× at ≥ 99.5% identical: {verdict(tokenizer['speedup_vs_oracle'][name], 10)} "
                           f"(agreement {verdict(tokenizer['gpt1_agreement'], 0.995)})")
             lines.append(f"| {name} | {fmt(rate)} | {tokenizer['speedup_vs_oracle'][name]:.1f}× | {target} |")
-    return "\n".join(lines)
+    return lines
 
 
 def ceiling_line(peak, bf16_peak) -> str:
