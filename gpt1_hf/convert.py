@@ -480,7 +480,8 @@ def check_bpe_files(vocab_file: str | os.PathLike, merges_file: str | os.PathLik
     return encoder
 
 
-def _cached(path_or_repo, filename, hub_kwargs) -> str | None:
+def cached_file_or_none(path_or_repo, filename, hub_kwargs) -> str | None:
+    """``filename`` of a local folder or a Hub repo (the local cache, else a download), None when it has none."""
     local = Path(path_or_repo) / filename
     if Path(path_or_repo).is_dir():
         return str(local) if local.is_file() else None
@@ -498,10 +499,10 @@ def find_bpe_files(path_or_repo, **hub_kwargs) -> tuple[str, str] | None:
     vocab_40000.bpe, also what GPT1Tokenizer saves) or transformers' (vocab.json, merges.txt). A folder holding only
     a tokenizer.json with a BPE model gets both files extracted into a temporary folder. None if nothing is found."""
     for names in (ORIGINAL_BPE_FILES, OPENAI_GPT_BPE_FILES):
-        found = [_cached(path_or_repo, name, hub_kwargs) for name in names]
+        found = [cached_file_or_none(path_or_repo, name, hub_kwargs) for name in names]
         if all(found):
             return found[0], found[1]
-    tok_json = _cached(path_or_repo, "tokenizer.json", hub_kwargs)
+    tok_json = cached_file_or_none(path_or_repo, "tokenizer.json", hub_kwargs)
     if tok_json:
         model = json.loads(Path(tok_json).read_text(encoding="utf-8")).get("model", {})
         if model.get("type") == "BPE" and isinstance(model.get("vocab"), dict):
@@ -636,7 +637,7 @@ def load_tokenizer_as_gpt1(path_or_repo: str | os.PathLike, vocab_size: int | No
     vocab_size: the model's embedding rows (``model.config.vocab_size``); when given, a tokenizer of another size is
     a ValueError (`check_tokenizer_matches_model`)."""
     GPT1Tokenizer = _gpt1_tokenizer_class()
-    config = _cached(path_or_repo, "tokenizer_config.json", hub_kwargs)
+    config = cached_file_or_none(path_or_repo, "tokenizer_config.json", hub_kwargs)
     if config and "GPT1" in str(json.loads(Path(config).read_text(encoding="utf-8")).get("tokenizer_class", "")):
         tokenizer = GPT1Tokenizer.from_pretrained(str(path_or_repo), **hub_kwargs)
     else:

@@ -61,9 +61,9 @@ def load_tokenizer(path, vocab_size: int | None = None):
     """The saved tokenizer of a folder / repo if it has one (GPT1Tokenizer or any transformers tokenizer), else a
     GPT1Tokenizer built from the checkpoint's BPE files. With `vocab_size` (the model's embedding rows), a tokenizer
     whose size does not match is a ValueError (`gpt1_hf.convert.check_tokenizer_matches_model`)."""
-    from gpt1_hf.convert import _cached, check_tokenizer_matches_model, load_tokenizer_as_gpt1
+    from gpt1_hf.convert import cached_file_or_none, check_tokenizer_matches_model, load_tokenizer_as_gpt1
 
-    config = _cached(path, "tokenizer_config.json", {})
+    config = cached_file_or_none(path, "tokenizer_config.json", {})
     if config and "GPT1" not in str(json.loads(Path(config).read_text(encoding="utf-8")).get("tokenizer_class", "")):
         from transformers import AutoTokenizer
 
