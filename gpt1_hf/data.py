@@ -38,6 +38,7 @@ __all__ = [
     "LoadInfo",
     "load_task_split",
     "load_task",
+    "dataset_from_columns",
     "get_load_info",
     "describe_load_info",
     "find_local_files",
@@ -611,7 +612,6 @@ def load_task_split(
     counted (``num_dropped_no_gold``). Bad labels, empty texts and missing files raise errors naming the file
     and row.
     """
-    import datasets
 
     spec = get_task(task)
     if split not in spec.splits:
@@ -654,16 +654,22 @@ def load_task_split(
     if info.num_dropped_no_gold:
         _warn(info, f"{spec.name} {split}: dropped {info.num_dropped_no_gold} rows without a gold label")
     info.num_examples = n
+    ds = dataset_from_columns(columns, spec, info)
+    return (ds, info) if return_info else ds
+
+
+def dataset_from_columns(columns: Mapping[str, list], spec: TaskSpec, info: LoadInfo):
+    """A split's normalized columns as a `datasets.Dataset` of the task kind's features, carrying its `LoadInfo` (read
+    back by `get_load_info`); shared by the paper tasks' loader and `gpt1_hf.user_data`."""
+    import datasets
+
     features = _features(spec, columns)
-    if not columns:
-        columns = {k: [] for k in features}
-    ds = datasets.Dataset.from_dict(
-        {k: columns[k] for k in features},
+    return datasets.Dataset.from_dict(
+        {k: columns.get(k, []) for k in features},
         features=features,
         info=datasets.DatasetInfo(description=_INFO_PREFIX + info.to_json(), features=features),
-        split=datasets.NamedSplit(split),
+        split=datasets.NamedSplit(info.split),
     )
-    return (ds, info) if return_info else ds
 
 
 def load_task(

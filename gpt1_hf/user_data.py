@@ -80,7 +80,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import _INFO_PREFIX, LoadInfo, _features
+from .data import LoadInfo, dataset_from_columns
 from .tasks import HubSource, TaskSpec, get_task
 
 __all__ = [
@@ -721,18 +721,6 @@ def _subsample(columns: dict[str, list], max_examples: int | None, seed: int) ->
     return {k: [v[i] for i in chosen] for k, v in columns.items()}
 
 
-def _to_dataset(columns: dict[str, list], spec: TaskSpec, info: LoadInfo):
-    import datasets
-
-    features = _features(spec, columns)
-    columns = {k: columns.get(k, []) for k in features}
-    return datasets.Dataset.from_dict(
-        columns, features=features,
-        info=datasets.DatasetInfo(description=_INFO_PREFIX + info.to_json(), features=features),
-        split=datasets.NamedSplit(info.split),
-    )
-
-
 # ======================================================================================================================
 # Task spec and the public loader
 # ======================================================================================================================
@@ -858,5 +846,5 @@ def load_user_task(
             logger.warning(info.warnings[-1])
         if info.num_examples == 0:
             raise ValueError(f"{raw.flag} {raw.where}: no usable rows (all {info.num_rows_read} rows were dropped)")
-        out[split] = (_to_dataset(columns, spec, info), asdict(info))
+        out[split] = (dataset_from_columns(columns, spec, info), asdict(info))
     return spec, out
