@@ -48,8 +48,8 @@ class ExecutionArguments:
         "default: the accelerate config's (else no); the embedded default uses auto")
     bf16_implementation: Literal["auto", "autocast", "master_weights"] = _opt(
         "auto", "how bf16 trains: autocast (fp32 weights cast at every use) or master_weights (a bf16 model, fp32 "
-        "master weights in the optimizer, one cast per step: gpt1_hf.precision); auto: what measured faster "
-        "(docs/benchmarks.md)")
+        "master weights in the optimizer, one cast per step: gpt1_hf.precision); auto: autocast (master weights "
+        "measured no faster on CPUs: docs/benchmarks.md)")
     cpu: bool = _opt(False, "run on the CPU even when a GPU is present")
     num_threads: int | None = _opt(None, "torch intra-op threads (default: torch's)")
 
