@@ -2,12 +2,12 @@
 scripts/layer_transfer.py) on tiny models and the task fixtures of tests/fixtures/tasks (synthetic / tiny samples)."""
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 from gpt1_hf import GPT1Config, GPT1ForMultipleChoice, GPT1ForSequenceClassification, GPT1LMHeadModel
 from gpt1_hf.arguments import FINETUNE_EMBEDDED_DEFAULTS, FinetuneArguments, parse_cli
@@ -20,20 +20,9 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tasks"
 TINY = dict(n_positions=64, n_embd=32, n_layer=2, n_head=4, n_inner=64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest (and do not fight other jobs for the cores) on one intra-op thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _script(name):
-    spec = importlib.util.spec_from_file_location(f"_script_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +267,7 @@ def test_readme_main_command_runs_twice_into_the_same_folder(tmp_path, monkeypat
     from gpt1_hf.cli import run_main
     from gpt1_hf.training import resolve_mixed_precision
 
-    cli = _script("finetune")
+    cli = load_script("finetune")
     monkeypatch.chdir(tmp_path)
     argv = ["--max_train_steps", "3", "--max_train_samples", "48", "--max_eval_samples", "40", "--disable_tqdm"]
     out = tmp_path / "outputs" / "finetune-embedded-sst2"
@@ -302,7 +291,7 @@ def test_readme_main_command_runs_twice_into_the_same_folder(tmp_path, monkeypat
 
 def test_evaluate_checkpoint_script_matches_training_metrics(pretrained_dir, tmp_path, capsys):
     results = run("mrpc", tmp_path / "ft", model=str(pretrained_dir), num_train_epochs=1, predict_splits=[])
-    cli = _script("evaluate_checkpoint")
+    cli = load_script("evaluate_checkpoint")
     assert cli.main(["--model_name_or_path", str(tmp_path / "ft"), "--task_name", "mrpc", "--data_dir",
                      str(FIXTURES / "mrpc"), "--output_dir", str(tmp_path / "eval"),
                      "--per_device_eval_batch_size", "3"]) == 0
@@ -325,7 +314,7 @@ def test_evaluate_checkpoint_script_matches_training_metrics(pretrained_dir, tmp
 
 
 def test_layer_transfer_sweep(pretrained_dir, tmp_path):
-    cli = _script("layer_transfer")
+    cli = load_script("layer_transfer")
     assert cli.main(["--layers", "0,2", "--output_dir", str(tmp_path), "--task_name", "rte", "--model_name_or_path",
                      str(pretrained_dir), "--data_dir", str(FIXTURES / "rte"), "--num_train_epochs", "1",
                      "--global_batch_size", "4", "--max_length", "64", "--disable_tqdm",
@@ -526,7 +515,7 @@ def test_cli_accepts_run_glue_no_trainer_flags(tmp_path):
 def test_help_lists_every_option_with_its_help(capsys):
     import dataclasses
 
-    cli = _script("finetune")
+    cli = load_script("finetune")
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--help"])
     assert exit_info.value.code == 0
@@ -549,7 +538,7 @@ def test_fresh_run_into_a_folder_holding_a_run_is_refused(pretrained_dir, tmp_pa
     run("sst2", out, model=str(pretrained_dir), max_train_steps=1, predict_splits=[])
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".run.lock"}
     assert (out / "checkpoints" / "step-00000001").is_dir()
-    cli = _script("finetune")
+    cli = load_script("finetune")
     argv = ["--task_name", "sst2", "--model_name_or_path", str(pretrained_dir), "--data_dir", str(FIXTURES / "sst2"),
             "--output_dir", str(out), "--max_length", "64", "--global_batch_size", "4", "--max_train_steps", "2",
             "--predict_splits", "none", "--disable_tqdm", "--seed", "1"]
@@ -584,7 +573,7 @@ def _tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
 def test_with_tracking_writes_tensorboard_scalars(pretrained_dir, tmp_path, capsys):
     """`--with_tracking --report_to tensorboard` (with run_glue_no_trainer's flags): L3, L1 and L2 separately, the
     learning rate, the gradient norm, tokens/s and every evaluation's metrics, under <output_dir>/runs, offline."""
-    cli = _script("finetune")
+    cli = load_script("finetune")
     out = tmp_path / "out"
     assert cli.main(["--task_name", "sst2", "--model_name_or_path", str(pretrained_dir),
                      "--data_dir", str(FIXTURES / "sst2"), "--output_dir", str(out), "--max_length", "64",
@@ -620,6 +609,6 @@ def test_with_tracking_writes_tensorboard_scalars(pretrained_dir, tmp_path, caps
 
 def test_flag_table_in_the_docs_is_current():
     """docs/finetuning.md's flag table is the one scripts/flag_table.py generates from FinetuneArguments."""
-    table = _script("flag_table").flag_table("finetune")
+    table = load_script("flag_table").flag_table("finetune")
     assert table in (ROOT / "docs" / "finetuning.md").read_text(encoding="utf-8"), (
         "docs/finetuning.md's flag table is out of date: run python scripts/flag_table.py finetune --write_docs")

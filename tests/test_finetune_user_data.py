@@ -2,40 +2,28 @@
 label names in the config, predictions and the text-classification pipeline, the card written at save, the same data
 options in scripts/evaluate_checkpoint.py, and the errors that name the file and the flag."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "fixtures" / "user_data"
 TINY = '{"n_positions": 64, "n_embd": 32, "n_layer": 1, "n_head": 2, "n_inner": 64}'
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _script(name):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def finetune_cli(out, *flags):
     """The embedded tiny model from scratch (no model given) on the given data, 2 epochs."""
     args = [*flags, "--output_dir", str(out), "--model_config", TINY, "--num_train_epochs", "2",
             "--global_batch_size", "2", "--learning_rate", "1e-3", "--disable_tqdm"]
-    assert _script("finetune").main(args) == 0
+    assert load_script("finetune").main(args) == 0
     return json.loads((out / "results.json").read_text())
 
 
@@ -87,7 +75,7 @@ def test_multiple_choice_from_a_list_column_and_evaluate_checkpoint(tmp_path, ca
     assert results["task_kind"] == "multiple_choice"
     assert json.loads((out / "config.json").read_text())["architectures"] == ["GPT1ForMultipleChoice"]
     # the same data options evaluate the checkpoint
-    evaluate = _script("evaluate_checkpoint")
+    evaluate = load_script("evaluate_checkpoint")
     assert evaluate.main(["--model_name_or_path", str(out), "--validation_file", str(DATA / "mc_validation.json"),
                           "--task_type", "multiple_choice", "--text_columns", "story", "question",
                           "--choices_column", "options", "--label_column", "answer",
@@ -140,7 +128,7 @@ def test_lora_output_folder_keeps_its_labels_for_the_pipeline(tmp_path):
                                n_inner=64)).save_pretrained(tmp_path / "base")
     tokenizer.save_pretrained(tmp_path / "base")
     out = tmp_path / "lora"
-    assert _script("finetune").main([
+    assert load_script("finetune").main([
         "--model_name_or_path", str(tmp_path / "base"), "--lora", "--train_file", str(DATA / "reviews_train.csv"),
         "--validation_file", str(DATA / "reviews_validation.csv"), "--output_dir", str(out), "--num_train_epochs",
         "1", "--global_batch_size", "2", "--max_length", "64", "--disable_tqdm"]) == 0

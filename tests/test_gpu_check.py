@@ -1,24 +1,19 @@
 """scripts/gpu_check.py on its CPU paths (no GPU here): correctness in-process on a tiny config, the report block and
 its place in docs/benchmarks.md, and the refusal on a machine without CUDA."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gpu_check")
 
 
 def test_correctness_on_the_cpu_path(gpu_check):

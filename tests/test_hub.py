@@ -22,13 +22,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tasks"
 REPO = "someone/gpt1-tiny-sst2"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest (and do not fight other jobs for the cores) on one intra-op thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

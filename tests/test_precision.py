@@ -10,13 +10,7 @@ from gpt1_hf.arguments import RunArguments
 from gpt1_hf.loop import TrainingLoop
 from gpt1_hf.precision import MasterWeightsAdamW
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n=64, length=16):

@@ -22,13 +22,7 @@ THINGS = ["a lamp", "the map", "a red boat", "the old clock", "a small key"]
 PLACES = ["near the lake", "in the garden", "at the school", "by the farm"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest (and do not fight other jobs for the cores) on one intra-op thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def synthetic_text(n_sentences, seed):

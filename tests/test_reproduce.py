@@ -5,7 +5,6 @@ import random
 from pathlib import Path
 
 import pytest
-import torch
 
 from gpt1_hf.reproduce import PAPER, StudyConfig, plan_runs, run_study, write_report
 
@@ -13,12 +12,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tasks"
 WORDS = ["Ada", "found", "a", "lamp", "near", "the", "lake", "Ben", "lost", "map", "in", "garden", "old", "clock"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
