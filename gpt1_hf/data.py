@@ -243,38 +243,54 @@ class _Rows:
             raise ValueError(f"unknown layout format {fmt!r}")
 
     def _delimited(self, delimiter: str, quoting: int) -> Iterator[tuple[int, dict]]:
+        """The file through the `datasets` csv builder (pandas; the same reader as your own csv / tsv files), every
+        cell a string. The first line decides the header: the layout's columns, else its ``fieldnames``."""
+        import datasets
+
+        names, has_header = self._header(delimiter, quoting)
+        bars = datasets.is_progress_bar_enabled()
+        datasets.disable_progress_bars()  # one line per split is printed by the caller, not a bar per file
+        try:
+            ds = datasets.load_dataset(
+                "csv", data_files=self.path, split="train", delimiter=delimiter, quoting=quoting,
+                header=0 if has_header else None, column_names=names, keep_default_na=False, encoding="utf-8-sig",
+                features=datasets.Features({name: datasets.Value("string") for name in names}))
+        except Exception as e:  # datasets wraps the parser's error: name the file and the line
+            raise self._read_error(e, len(names)) from None
+        finally:
+            if bars:
+                datasets.enable_progress_bars()
+        offset = 2 if has_header else 1  # a short line reads as empty cells: the normalizer names the one it lacks
+        for i, row in enumerate(ds):
+            yield i + offset, row
+
+    def _header(self, delimiter: str, quoting: int) -> tuple[list[str], bool]:
         expected = {name for cands in self.layout.fields.values() for name in cands}
         _raise_csv_field_limit()
         with open(self.path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
-            try:
-                yield from self._delimited_rows(reader, expected)
-            except csv.Error as e:  # a malformed quote, a NUL byte...: name the line
-                raise ValueError(f"{self.path} line {reader.line_num}: unreadable {self.layout.format.upper()} "
-                                 f"({e}); fix that line of the file") from None
+            first = next(csv.reader(f, delimiter=delimiter, quoting=quoting), [])
+        cells = [c.strip() for c in first]
+        if expected.intersection(cells):
+            return cells, True
+        if self.layout.fieldnames is None:
+            raise ValueError(f"{self.path}: row 1: no header with the expected columns {sorted(expected)} (got "
+                             f"{cells[:12]})")
+        return list(self.layout.fieldnames), False
 
-    def _delimited_rows(self, reader, expected: set[str]) -> Iterator[tuple[int, dict]]:
-        header = None
-        for row in reader:
-            lineno = reader.line_num
-            if header is None:
-                cells = [c.strip() for c in row]
-                if expected.intersection(cells):
-                    header = cells
-                    continue
-                if self.layout.fieldnames is None:
-                    raise ValueError(
-                        f"{self.path}: row {lineno}: no header with the expected columns "
-                        f"{sorted(expected)} (got {cells[:12]})"
-                    )
-                header = list(self.layout.fieldnames)
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            if len(row) != len(header):
-                raise ValueError(
-                    f"{self.path}: row {lineno}: expected {len(header)} columns {header}, got {len(row)}"
-                )
-            yield lineno, dict(zip(header, row, strict=True))
+    def _read_error(self, error: BaseException, n_columns: int) -> Exception:
+        cause = error
+        while cause.__cause__ is not None or cause.__context__ is not None:
+            if isinstance(cause, UnicodeDecodeError):
+                break
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, UnicodeDecodeError):
+            return ValueError(_utf8_error_message(self.path, cause))
+        found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(cause))
+        if found:
+            return ValueError(f"{self.path}: row {found.group(2)}: expected {n_columns} columns, got "
+                              f"{found.group(3)}")
+        return ValueError(f"{self.path}: unreadable {self.layout.format.upper()} ({type(cause).__name__}: {cause}); "
+                          "fix the file")
 
 
 def _raise_csv_field_limit() -> None:

@@ -74,9 +74,11 @@ class LocalLayout:
 
     ``format`` picks the generic reader in `gpt1_hf.data`:
 
-    * ``"tsv"``: tab-separated, read with quoting disabled (``csv.QUOTE_NONE``) and ``utf-8-sig`` (MRPC BOM);
-      header detected from the column names, else ``fieldnames`` (headerless CoLA / SciTail tsv_format)
-    * ``"csv"``: comma-separated with RFC-4180 quoting and a header (Story Cloze original, MNLI pairID csv)
+    * ``"tsv"``: tab-separated, read with the `datasets` csv builder (the reader of your own files too), quoting
+      disabled (``csv.QUOTE_NONE``) and ``utf-8-sig`` (MRPC BOM); header detected from the column names, else
+      ``fieldnames`` (headerless CoLA / SciTail tsv_format)
+    * ``"csv"``: comma-separated with RFC-4180 quoting and a header (Story Cloze original, MNLI pairID csv), the
+      same `datasets` builder
     * ``"jsonl"``: one JSON object per line
     * ``"race_jsonl"``: one RACE passage per line ``{answers, options, questions, article, id}``
     * ``"race_passages"``: RACE's original per-passage JSON files (a glob of ``*.txt``)
