@@ -251,7 +251,8 @@ def build_card_data(auto_class: str, results: dict | None, model_name: str, base
         tags.append(spec.name)
         hub_path = spec.hub.path if spec.hub else spec.name
         hub_config = spec.hub.config if spec.hub else None
-        datasets = [hub_path]
+        # your own files are no Hub dataset: the card names none (the model-index still names the task)
+        datasets = [hub_path] if spec.hub or not results.get("task_spec") else None
         task_type = "multiple-choice" if spec.kind == "multiple_choice" else "text-classification"
         if spec.is_regression:
             task_type = "text-classification"

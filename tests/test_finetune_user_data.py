@@ -40,6 +40,7 @@ def test_single_text_classification_csv_with_string_labels(tmp_path):
     assert len(rows) == 2 and {r["prediction"] for r in rows} <= {"negative", "neutral", "positive"}
     card = (out / "README.md").read_text()
     assert "reviews" in card and "model-index" in card and "accuracy" in card
+    assert "\ndatasets:" not in card  # local files: no Hub dataset is claimed
 
     from transformers import pipeline
 
