@@ -219,18 +219,10 @@ class _Rows:
             yield from self._delimited("\t", csv.QUOTE_NONE)
         elif fmt == "csv":
             yield from self._delimited(",", csv.QUOTE_MINIMAL)
-        elif fmt in ("jsonl", "race_jsonl"):
-            with open(self.path, encoding="utf-8-sig") as f:
-                for lineno, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise ValueError(f"{self.path}: row {lineno}: invalid JSON ({e})") from None
-                    if not isinstance(obj, dict):
-                        raise ValueError(f"{self.path}: row {lineno}: expected a JSON object")
-                    yield lineno, obj
+        elif fmt == "jsonl":
+            yield from self._json_lines()
+        elif fmt == "race_jsonl":  # nested passages: one row per passage, read as it is
+            yield from self._objects_per_line()
         elif fmt == "race_passages":
             with open(self.path, encoding="utf-8-sig") as f:
                 text = f.read()
@@ -263,6 +255,37 @@ class _Rows:
         offset = 2 if has_header else 1  # a short line reads as empty cells: the normalizer names the one it lacks
         for i, row in enumerate(ds):
             yield i + offset, row
+
+    def _json_lines(self) -> Iterator[tuple[int, dict]]:
+        """One JSON object per line through the `datasets` json builder (the reader of your own files too); keys a
+        line does not have are left out of its row, as in the file."""
+        import datasets
+
+        bars = datasets.is_progress_bar_enabled()
+        datasets.disable_progress_bars()
+        try:
+            ds = datasets.load_dataset("json", data_files=self.path, split="train")
+        except Exception:  # the builder's error names no line (or it could not type a column): read line by line
+            yield from self._objects_per_line()
+            return
+        finally:
+            if bars:
+                datasets.enable_progress_bars()
+        for i, row in enumerate(ds):
+            yield i + 1, {k: v for k, v in row.items() if v is not None}
+
+    def _objects_per_line(self) -> Iterator[tuple[int, dict]]:
+        with open(self.path, encoding="utf-8-sig") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{self.path}: row {lineno}: invalid JSON ({e})") from None
+                if not isinstance(obj, dict):
+                    raise ValueError(f"{self.path}: row {lineno}: expected a JSON object")
+                yield lineno, obj
 
     def _header(self, delimiter: str, quoting: int) -> tuple[list[str], bool]:
         expected = {name for cands in self.layout.fields.values() for name in cands}

@@ -79,7 +79,8 @@ class LocalLayout:
       ``fieldnames`` (headerless CoLA / SciTail tsv_format)
     * ``"csv"``: comma-separated with RFC-4180 quoting and a header (Story Cloze original, MNLI pairID csv), the
       same `datasets` builder
-    * ``"jsonl"``: one JSON object per line
+    * ``"jsonl"``: one JSON object per line, through the `datasets` json builder (line by line where it cannot type a
+      column)
     * ``"race_jsonl"``: one RACE passage per line ``{answers, options, questions, article, id}``
     * ``"race_passages"``: RACE's original per-passage JSON files (a glob of ``*.txt``)
 
