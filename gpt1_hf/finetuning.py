@@ -300,9 +300,7 @@ def _results(spec, args, loop, result, model_info, final_model, data, max_length
         "skipped_updates": loop.state.skipped_updates, "sizes": data["sizes"], "truncated": data["truncated"],
         # per split: what was loaded (source, files) and done to it (partial sample, substitution, dropped rows)
         "data": data["info"], "max_length": max_length,
-        "batch": {"per_device": batch.per_device_batch_size, "processes": batch.num_processes,
-                  "gradient_accumulation_steps": batch.gradient_accumulation_steps,
-                  "global": batch.global_batch_size},
+        "batch": batch.as_results(),
         "total_steps": loop.total_steps, "warmup_steps": loop.warmup_steps,
         "model": {**{k: v for k, v in model_info.items() if k != "reinitialized"},
                   "n_reinitialized_params": len(model_info.get("reinitialized", [])),

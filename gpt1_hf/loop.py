@@ -222,10 +222,13 @@ class TrainingLoop:
         totals = acc.reduce(local, reduction="sum") if p > 1 else local
         n_examples, n_targets = int(totals[0]), max(1, int(totals[1]))
         parts = torch.zeros(3, device=acc.device, dtype=torch.float32)  # L3, L2, L1 of the global batch
+        has_clf = False  # a task head (L2 + λ L1) rather than the causal LM (L1)
         for i, (batch, (ex, tg)) in enumerate(zip(window, counts, strict=True)):
             sync = i == len(window) - 1 or p == 1
             with contextlib.nullcontext() if sync else acc.no_sync(self.model):
-                loss, terms = self._normalized_loss(self.model(**batch), ex / n_examples, tg / n_targets)
+                out = self.model(**batch)
+                has_clf = getattr(out, "clf_loss", None) is not None
+                loss, terms = self._normalized_loss(out, ex / n_examples, tg / n_targets)
                 acc.backward(loss * p)  # the processes' gradients are averaged: the global sum needs x p
             parts += terms.detach().float()
         if p > 1:
@@ -245,7 +248,7 @@ class TrainingLoop:
         state.examples_seen += n_examples
         entry = {"step": state.global_step, "loss": float(parts[0]), "learning_rate": lr, "grad_norm": norm,
                  "tokens": int(totals[2])}
-        if self._has_clf:
+        if has_clf:
             entry.update(clf_loss=float(parts[1]), lm_loss=float(parts[2]))
         return entry
 
@@ -253,7 +256,6 @@ class TrainingLoop:
         """This micro-batch's part of the global batch's loss: its mean losses reweighted by its share of the items
         (examples for L2, next-token targets for L1). Returns (loss, [L3, L2, L1] parts)."""
         clf = getattr(out, "clf_loss", None)
-        self._has_clf = clf is not None
         if clf is None:  # the causal LM: L1 alone
             lm = out.loss * target_share
             return lm, torch.stack([lm, torch.zeros_like(lm), lm])
@@ -262,8 +264,6 @@ class TrainingLoop:
         lm = lm * target_share if lm is not None else torch.zeros_like(clf)
         loss = clf + self.aux_weight * lm
         return loss, torch.stack([loss, clf, lm])
-
-    _has_clf = False
 
     def _nonfinite(self, loss: float, norm: float) -> None:
         """A NaN/inf loss or gradient norm: nothing of this update is applied or saved."""

@@ -296,8 +296,6 @@ def _results(args, data, loop, result, final_model, initial) -> dict[str, Any]:
         "total_steps": loop.total_steps, "warmup_steps": loop.warmup_steps, "stop_reason": result.stop_reason,
         "tokens_seen": result.tokens_seen, "train_time_s": result.train_time, "train_tokens_per_s": train_tps,
         "train_tokens_per_min": train_tps * 60 if train_tps else None, "skipped_updates": loop.state.skipped_updates,
-        "batch": {"per_device": batch.per_device_batch_size, "processes": batch.num_processes,
-                  "gradient_accumulation_steps": batch.gradient_accumulation_steps,
-                  "global": batch.global_batch_size, "tokens_per_update": batch.global_batch_size * args.block_size},
+        "batch": {**batch.as_results(), "tokens_per_update": batch.global_batch_size * args.block_size},
         "seed": args.seed, **loop.precision, "config": args.to_dict(), "log_history": result.log_history,
     }

@@ -140,6 +140,11 @@ class BatchConfig:
         """Examples per micro-step over all processes."""
         return self.per_device_batch_size * self.num_processes
 
+    def as_results(self) -> dict[str, int]:
+        """The layout as results.json records it."""
+        return {"per_device": self.per_device_batch_size, "processes": self.num_processes,
+                "gradient_accumulation_steps": self.gradient_accumulation_steps, "global": self.global_batch_size}
+
 
 def resolve_batch_config(per_device_batch_size: int | None, global_batch_size: int | None, num_processes: int = 1,
                          gradient_accumulation_steps: int | None = None) -> BatchConfig:
@@ -338,7 +343,7 @@ RUN_ARTIFACTS = (CHECKPOINTS_DIR, BEST_DIR, TRACKING_DIR, "predictions", "result
                  "heldout_perplexity.png", "trained_tokenizer")
 MODEL_FILE_PATTERNS = ("config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json",
                        "adapter_config.json", "tokenizer*.json", "special_tokens_map.json", "vocab*.json",
-                       "merges*.txt", "*_gpt1.py", "*.py")
+                       "merges*.txt", "*_gpt1.py")
 
 
 def holds_a_run(output_dir: Path) -> list[str]:
@@ -460,9 +465,3 @@ def count_items(batch: dict, pad_token_id: int | None = None) -> tuple[int, int]
     if labels is not None and labels.shape == ids.shape and ids.dim() == 2:  # LM labels (pretraining)
         keep = keep & (labels[:, 1:] != -100)
     return int(ids.shape[0]), int(keep.sum())
-
-
-def _count_tokens(batch: dict) -> int:
-    if "attention_mask" in batch:
-        return int(batch["attention_mask"].sum())
-    return int(batch["input_ids"].numel())

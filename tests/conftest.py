@@ -49,3 +49,22 @@ def load_script(name: str):
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def assert_help_lists_every_field(script: str, dataclass_type, capsys) -> None:
+    """``scripts/<script>.py --help`` lists every field of ``dataclass_type`` with its help text (and ``--no_<name>``
+    for a switch that defaults to on)."""
+    import dataclasses
+
+    cli = load_script(script)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    flat = "".join(out.split())  # argparse wraps the help text
+    for f in dataclasses.fields(dataclass_type):
+        assert f"--{f.name}" in out, f.name
+        assert f.metadata.get("help"), f"{f.name} has no help text"
+        assert "".join(f.metadata["help"].split()) in flat, f.name
+        if f.default is True:
+            assert f"--no_{f.name}" in out, f.name

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import load_script
+from conftest import assert_help_lists_every_field, load_script
 
 from gpt1_hf import GPT1Config, GPT1ForMultipleChoice, GPT1ForSequenceClassification, GPT1LMHeadModel
 from gpt1_hf.arguments import FINETUNE_EMBEDDED_DEFAULTS, FinetuneArguments, parse_cli
@@ -513,20 +513,7 @@ def test_cli_accepts_run_glue_no_trainer_flags(tmp_path):
 
 
 def test_help_lists_every_option_with_its_help(capsys):
-    import dataclasses
-
-    cli = load_script("finetune")
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(["--help"])
-    assert exit_info.value.code == 0
-    out = capsys.readouterr().out
-    flat = "".join(out.split())  # argparse wraps the help text
-    for f in dataclasses.fields(FinetuneArguments):
-        assert f"--{f.name}" in out, f.name
-        assert f.metadata.get("help"), f"{f.name} has no help text"
-        assert "".join(f.metadata["help"].split()) in flat, f.name
-        if f.default is True:
-            assert f"--no_{f.name}" in out, f.name
+    assert_help_lists_every_field("finetune", FinetuneArguments, capsys)
 
 
 def test_fresh_run_into_a_folder_holding_a_run_is_refused(pretrained_dir, tmp_path, capsys):

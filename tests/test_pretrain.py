@@ -1,12 +1,12 @@
 """Pretraining (gpt1_hf.pretraining, scripts/pretrain.py) on a tiny synthetic corpus."""
 
-import importlib.util
 import json
 import random
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_help_lists_every_field, load_script
 
 from gpt1_hf import GPT1LMHeadModel
 from gpt1_hf.arguments import PretrainArguments, parse_cli
@@ -174,9 +174,7 @@ def test_bad_corpora(tmp_path):
 
 
 def test_cli(corpus_dir, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("_pretrain_cli", ROOT / "scripts" / "pretrain.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_script("pretrain")
     assert cli.main(["--train_files", str(corpus_dir), "--train_tokenizer", "--vocab_size", "120", "--block_size",
                      "32", "--n_embd", "32", "--n_layer", "1", "--n_head", "2", "--global_batch_size", "8",
                      "--max_train_steps", "3", "--output_dir", str(tmp_path / "o"), "--cache_dir", str(tmp_path / "c"),
@@ -219,22 +217,7 @@ def test_cli_accepts_run_clm_no_trainer_flags(tmp_path):
 
 
 def test_help_lists_every_option_with_its_help(capsys):
-    import dataclasses
-
-    spec = importlib.util.spec_from_file_location("_pretrain_cli_help", ROOT / "scripts" / "pretrain.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(["--help"])
-    assert exit_info.value.code == 0
-    out = capsys.readouterr().out
-    flat = "".join(out.split())  # argparse wraps the help text
-    for f in dataclasses.fields(PretrainArguments):
-        assert f"--{f.name}" in out, f.name
-        assert f.metadata.get("help"), f"{f.name} has no help text"
-        assert "".join(f.metadata["help"].split()) in flat, f.name
-        if f.default is True:
-            assert f"--no_{f.name}" in out, f.name
+    assert_help_lists_every_field("pretrain", PretrainArguments, capsys)
 
 
 def test_checkpointing_steps_has_a_default(tmp_path):
@@ -341,8 +324,6 @@ def test_block_cache_key_is_the_same_in_every_process(tmp_path):
 
 def test_flag_table_in_the_docs_is_current():
     """docs/pretraining.md's flag table is the one scripts/flag_table.py generates from PretrainArguments."""
-    spec = importlib.util.spec_from_file_location("_flag_table", ROOT / "scripts" / "flag_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("flag_table")
     assert module.flag_table("pretrain") in (ROOT / "docs" / "pretraining.md").read_text(encoding="utf-8"), (
         "docs/pretraining.md's flag table is out of date: run python scripts/flag_table.py pretrain --write_docs")
