@@ -246,6 +246,18 @@ def test_linear_cross_entropy_bf16_autocast(chunk_size):
         torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2 * b.abs().max().item())
 
 
+def test_linear_cross_entropy_default_chunks_on_cpu_match_one_chunk():
+    # the CPU default (256 rows) splits 600 rows into 3 chunks: same loss and gradients as a single chunk
+    h = torch.randn(600, 16, requires_grad=True)
+    w = torch.randn(40, 16, requires_grad=True)
+    t = torch.randint(0, 40, (600,))
+    loss = linear_cross_entropy(h, w, t)
+    one = linear_cross_entropy(h, w, t, chunk_size=600)
+    torch.testing.assert_close(loss, one, rtol=1e-6, atol=1e-6)
+    for a, b in zip(torch.autograd.grad(loss, (h, w)), torch.autograd.grad(one, (h, w)), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_linear_cross_entropy_only_needed_grads_and_no_grad():
     h = torch.randn(10, 8, requires_grad=True)
     w = torch.randn(20, 8)
