@@ -97,10 +97,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": dict(budget_minutes=30.0, n_layer=4, n_embd=256, n_head=4, n_ctx=128, vocab_size=16000,
                 pretrain_learning_rate=6e-4, pretrain_batch_size=32, pretrain_warmup_ratio=0.05,
                 max_train_examples=1500, max_eval_examples=2000, max_length=96, mc_max_train_examples=400,
-                mc_max_length=160, learning_rate=2.5e-4, num_train_epochs=3, seeds=3, jobs=2),
+                mc_max_length=160, learning_rate=2.5e-4, num_train_epochs=3, seeds=3, jobs=2,
+                small_tasks_whole=True),
     # the paper's scale: a real GPT-1 checkpoint, full training sets, 512-token inputs, the paper's learning rate
     "full": dict(max_train_examples=None, max_eval_examples=None, max_length=512, mc_max_train_examples=None,
-                 mc_max_length=512, learning_rate=6.25e-5, num_train_epochs=3, seeds=3, jobs=1),
+                 mc_max_length=512, learning_rate=6.25e-5, num_train_epochs=3, seeds=3, jobs=1,
+                 small_tasks_whole=True),
 }
 
 
@@ -135,6 +137,8 @@ class StudyConfig:
     max_eval_examples: int | None = None
     max_length: int | None = None
     mc_max_train_examples: int | None = None
+    # the small tasks train on their whole training sets (they are where a subsample costs most and saves least)
+    small_tasks_whole: bool | None = None
     mc_max_length: int | None = None
     learning_rate: float | None = None
     num_train_epochs: int | None = None
@@ -375,8 +379,9 @@ def _task_args(cfg: StudyConfig, task: str) -> dict[str, Any]:
     from .tasks import get_task
 
     mc = get_task(task).kind == "multiple_choice"
+    whole = cfg.small_tasks_whole and task in cfg.small_tasks
     return dict(
-        max_train_samples=cfg.mc_max_train_examples if mc else cfg.max_train_examples,
+        max_train_samples=None if whole else cfg.mc_max_train_examples if mc else cfg.max_train_examples,
         max_eval_samples=cfg.max_eval_examples,
         max_length=cfg.mc_max_length if mc else cfg.max_length,
         global_batch_size=32,
@@ -958,6 +963,7 @@ def _finetune_data(cfg: StudyConfig, results) -> dict[str, Any] | None:
     return {"epochs": cfg.num_train_epochs, "learning_rate": cfg.learning_rate,
             "precision": _precision_words(cfg.mixed_precision), "max_train_examples": cfg.max_train_examples or "all",
             "mc_max_train_examples": cfg.mc_max_train_examples or "all", "max_length": cfg.max_length,
+            "whole_sets": _names([t for t in cfg.small_tasks if t in seeds_of]) if cfg.small_tasks_whole else "",
             "mc_max_length": cfg.mc_max_length, "max_eval_examples": cfg.max_eval_examples or "all",
             "multi_seed": {t: seeds_of[t] for t in multi}}
 
@@ -1149,7 +1155,8 @@ def _render_intro(data: dict[str, Any], fill: _Blocks) -> dict[str, str]:
         multi = ft["multi_seed"]
         counts = "/".join(str(n) for n in sorted(set(multi.values())))
         seeds = fill("seeds_several", tasks=_names(multi), counts=counts) if multi else fill("seeds_one")
-        setup = fill("finetune_setup", **ft, seeds=seeds)
+        whole = f"; {ft['whole_sets']}: their whole training sets" if ft.get("whole_sets") else ""
+        setup = fill("finetune_setup", **ft, seeds=seeds, whole_sets_words=whole)
     return {"what_was_run": what, "finetune_setup": setup}
 
 

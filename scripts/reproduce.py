@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max_length", type=int, default=None)
     g.add_argument("--mc_max_train_examples", type=int, default=None)
     g.add_argument("--mc_max_length", type=int, default=None)
+    g.add_argument("--subsample_small_tasks", dest="small_tasks_whole", action="store_false", default=None,
+                   help="cut the small tasks to --max_train_examples too (default: their whole training sets)")
     g.add_argument("--learning_rate", type=float, default=None)
     g.add_argument("--num_train_epochs", type=int, default=None)
     g.add_argument("--seeds", type=int, default=None,
