@@ -1,10 +1,12 @@
 """The pretraining corpus as `datasets`: text / jsonl files or a Hub dataset read into documents, cut into
 segments at spaces, tokenized and grouped into contiguous blocks of ``block_size`` tokens with ``datasets.map``
-(batched, cached on disk under explicit fingerprints that do not depend on PYTHONHASHSEED). The data layer of
-`gpt1_hf.pretraining`."""
+(batched, cached on disk under explicit fingerprints that do not depend on PYTHONHASHSEED); the tokenizer of a run
+(`obtain_tokenizer`: given, bundled, or trained on the corpus by the main process); `corpus_blocks`, all of it for one
+run, held-out split included. The data layer of `gpt1_hf.pretraining`."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
@@ -20,7 +22,8 @@ if TYPE_CHECKING:  # annotations only: the corpus reads the data options of pret
 logger = logging.getLogger(__name__)
 
 __all__ = ["collect_corpus_files", "load_corpus", "build_blocks", "BlockCollator", "tokenizer_fingerprint",
-           "iter_texts", "digest", "TEXT_SUFFIXES", "JSON_SUFFIXES"]
+           "iter_texts", "digest", "TEXT_SUFFIXES", "JSON_SUFFIXES", "TRAINED_TOKENIZER_DIR", "main_process_first",
+           "obtain_tokenizer", "corpus_blocks"]
 
 TEXT_SUFFIXES = (".txt", ".text")
 JSON_SUFFIXES = (".jsonl", ".json")
@@ -242,3 +245,90 @@ class BlockCollator:
 def iter_texts(ds, batch_size: int = 256):
     for i in range(0, len(ds), batch_size):
         yield ds[i:i + batch_size]["text"]
+
+
+# ---- the run's tokenizer and blocks -----------------------------------------------------------------------------------
+
+#: ``<output_dir>/trained_tokenizer``: the tokenizer ``--train_tokenizer`` trained on the main process, which the
+#: other processes load (BPE training is not deterministic: every process must use this one).
+TRAINED_TOKENIZER_DIR = "trained_tokenizer"
+
+
+def _make_tokenizer(args: PretrainArguments, corpus):
+    from .task_models import load_tokenizer
+
+    if args.train_tokenizer:
+        base = load_tokenizer(args.tokenizer_name, None)
+        logger.info("training a %d-entry BPE vocabulary on the corpus", args.vocab_size)
+        return base.train_new_from_iterator(iter_texts(corpus), args.vocab_size)
+    return load_tokenizer(args.tokenizer_name, args.model_name_or_path)
+
+
+@contextlib.contextmanager
+def main_process_first(state):
+    """Like `accelerate.PartialState.main_process_first`: the main process runs the block first, the others wait for
+    it and then run it (reading what it wrote: the trained tokenizer, the `datasets` cache). Unlike Accelerate's, the
+    main process also reaches the barrier when the block raises, so that the others do not hang: they run the block
+    themselves and meet the same error (or a clear one)."""
+    if not state.is_main_process:
+        state.wait_for_everyone()
+    try:
+        yield
+    finally:
+        if state.is_main_process:
+            state.wait_for_everyone()
+
+
+def obtain_tokenizer(args: PretrainArguments, corpus, state, resume_checkpoint: Path | None = None):
+    """The tokenizer of this run, the same in every process. Call it inside ``main_process_first(state)``.
+
+    - resuming a run that trained its tokenizer: the tokenizer saved in the checkpoint (a trained vocabulary must
+      not change);
+    - ``train_tokenizer``: the main process trains it and saves it into ``<output_dir>/trained_tokenizer``; every
+      process (the main one included) then uses that saved tokenizer. BPE training is not deterministic, so the other
+      processes must not train their own (they would tokenize the corpus differently from the saved tokenizer);
+    - otherwise: the given / bundled tokenizer, loaded from files by every process.
+
+    `state`: anything with ``is_main_process`` (an `accelerate.Accelerator` or `PartialState`)."""
+    from .task_models import load_tokenizer
+
+    if resume_checkpoint is not None and args.train_tokenizer:
+        return load_tokenizer(str(resume_checkpoint), None)
+    if not args.train_tokenizer:
+        return _make_tokenizer(args, corpus)
+    saved = Path(args.output_dir) / TRAINED_TOKENIZER_DIR
+    if state.is_main_process:
+        from .durable import save_directory_atomically
+
+        save_directory_atomically(saved, _make_tokenizer(args, corpus).save_pretrained)
+    elif not (saved / "tokenizer_config.json").is_file():
+        raise FileNotFoundError(
+            f"{saved}: the tokenizer trained by the main process is not there; with --train_tokenizer every process "
+            "reads it from --output_dir, which must be on a file system all processes share."
+        )
+    return load_tokenizer(str(saved), None)
+
+
+def corpus_blocks(args: PretrainArguments, accelerator, resume_ckpt) -> dict[str, Any]:
+    """Tokenizer, training blocks and held-out blocks (``--validation_files``, else a seeded slice)."""
+    with main_process_first(accelerator):
+        corpus = load_corpus(args.train_files, args, "train")
+        tokenizer = obtain_tokenizer(args, corpus, accelerator, resume_ckpt)
+        blocks, n_tokens = build_blocks(corpus, tokenizer, args.block_size, args.preprocessing_num_workers,
+                                        args.segment_chars, args.block_map_batch_size, "train")
+        if args.validation_files:
+            val_corpus = load_corpus(args.validation_files, args, "validation")
+            heldout, n_val_tokens = build_blocks(val_corpus, tokenizer, args.block_size, args.preprocessing_num_workers,
+                                                 args.segment_chars, args.block_map_batch_size, "validation")
+            train_blocks = blocks
+        else:
+            if len(blocks) < 2:
+                raise ValueError(f"the corpus gives {len(blocks)} block of --block_size {args.block_size} tokens; at "
+                                 "least 2 are needed to hold one out for evaluation (add text, lower --block_size or "
+                                 "pass --validation_files).")
+            n_val = min(len(blocks) - 1, max(1, int(round(args.validation_split_percentage / 100 * len(blocks)))))
+            split = blocks.train_test_split(test_size=n_val, seed=args.seed, shuffle=True)
+            train_blocks, heldout = split["train"], split["test"]
+            n_val_tokens = len(heldout) * args.block_size
+    return {"corpus": corpus, "tokenizer": tokenizer, "train": train_blocks, "heldout": heldout,
+            "tokens": n_tokens, "heldout_tokens": n_val_tokens}

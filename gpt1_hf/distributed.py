@@ -1,10 +1,11 @@
-"""Pre-flight checks for multi-process runs (``accelerate launch`` / ``torchrun``), run before any model or data is
-loaded. See docs/distributed.md.
+"""The processes of a run: `create_accelerator` (the `accelerate.Accelerator` every run trains with: precision,
+trackers, FSDP on CPU processes) and the pre-flight checks of multi-process runs (``accelerate launch`` /
+``torchrun``), run before any model or data is loaded. See docs/distributed.md.
 
 These mistakes are caught with an error that says what to do instead:
 
 * **A launch that asks for GPUs on a machine without CUDA.** Accelerate does not refuse such a launch itself: on a
-  CPU-only machine ``gpt1_hf.training.create_accelerator`` joins the processes as DDP over gloo (that is how
+  CPU-only machine `create_accelerator` joins the processes as DDP over gloo (that is how
   ``configs/multi_cpu.yaml`` works). A config asks for GPUs when it is an FSDP or DeepSpeed config, names explicit
   ``gpu_ids``, or carries the line ``# gpt1_hf-requires: cuda`` (the GPU configs in ``configs/`` do); so does a
   launcher command line with ``--multi_gpu`` or ``--gpu_ids`` (``accelerate launch --multi_gpu --num_processes 2 ...``
@@ -12,7 +13,7 @@ These mistakes are caught with an error that says what to do instead:
 * **DeepSpeed where it cannot run.** Accelerate enables DeepSpeed only when ``cpu`` is false, so a DeepSpeed config
   on CPU processes would silently train with plain DDP: refused. DeepSpeed without the ``deepspeed`` package:
   refused before anything is loaded. (FSDP on CPU processes is different: Accelerate ignores it there too, but
-  `gpt1_hf.training.create_accelerator` switches such processes to FSDP2 over gloo, so ``--cpu`` with
+  `create_accelerator` switches such processes to FSDP2 over gloo, so ``--cpu`` with
   ``configs/fsdp.yaml`` really shards.) The config is the one given to the launcher (``--config_file`` of the ``accelerate launch``
   process above this one, else Accelerate's default config) or ``config_file=``; the FSDP/DeepSpeed environment that
   ``accelerate launch`` exports (``ACCELERATE_USE_FSDP`` / ``ACCELERATE_USE_DEEPSPEED``) is checked too, so a config
@@ -35,12 +36,16 @@ before a long job::
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "LaunchConfigError",
@@ -56,6 +61,7 @@ __all__ = [
     "preflight",
     "sharded_engines_supported",
     "deepspeed_available",
+    "create_accelerator",
     "main",
 ]
 
@@ -292,11 +298,11 @@ def deepspeed_available() -> bool:
 
 
 def sharded_engines_supported() -> bool:
-    """Whether `gpt1_hf.loop.TrainingLoop` declares FSDP/DeepSpeed support (``supports_sharded_engines``): saving
+    """Whether `gpt1_hf.training.TrainingLoop` declares FSDP/DeepSpeed support (``supports_sharded_engines``): saving
     a model, checkpoint or ``best/`` under FSDP / ZeRO-3 must gather the weights on every process
     (``accelerator.get_state_dict``), which the loop has to do before these engines can train (see
     docs/distributed.md)."""
-    from .loop import TrainingLoop
+    from .training import TrainingLoop
 
     return bool(getattr(TrainingLoop, "supports_sharded_engines", False))
 
@@ -468,6 +474,75 @@ def preflight(
 # ======================================================================================================================
 # Command line
 # ======================================================================================================================
+
+
+# ---- the accelerator -------------------------------------------------------------------------------------------------
+def _trackers(with_tracking: bool, report_to: str | None) -> list[str] | str | None:
+    if not with_tracking:
+        return None
+    names = [n.strip() for n in (report_to or "tensorboard").split(",") if n.strip()]
+    return "all" if names == ["all"] else names
+
+
+def create_accelerator(mixed_precision: str | None = None, cpu: bool = False, with_tracking: bool = False,
+                       report_to: str | None = None, project_dir: str | os.PathLike | None = None,
+                       bf16_implementation: str = "autocast"):
+    """An `accelerate.Accelerator` with trackers under ``<project_dir>/runs``. ``mixed_precision=None`` takes the
+    ``accelerate launch`` / config value, else "no"; bf16 with master weights (`bf16_master_weights`) needs no
+    autocast, so Accelerate's precision is then "no". In a single process, an earlier state with other settings
+    (several runs in one Python process: tests, the layer-transfer sweep) is reset first."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import ProjectConfiguration
+
+    from .precision import MIXED_PRECISION_CHOICES, bf16_master_weights, resolve_mixed_precision
+    from .run_folder import TRACKING_DIR
+
+    if mixed_precision not in (None, *MIXED_PRECISION_CHOICES):
+        raise ValueError(f"--mixed_precision must be one of {', '.join(MIXED_PRECISION_CHOICES)}, got "
+                         f"{mixed_precision!r}")
+    # without an accelerator, processes started by torchrun / `accelerate launch --multi_gpu` join as MULTI_CPU (gloo)
+    cpu = cpu or not torch.cuda.is_available()
+    if bf16_master_weights(mixed_precision, bf16_implementation, cpu):
+        mixed_precision = "no"  # the model itself is bf16 (gpt1_hf.precision)
+    mixed_precision = resolve_mixed_precision(mixed_precision, cpu)
+    if mixed_precision is None:  # resolved here: an existing state of an earlier run must not leak its setting
+        mixed_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower() or "no"
+    kwargs: dict[str, Any] = dict(mixed_precision=mixed_precision, cpu=cpu, log_with=_trackers(with_tracking,
+                                                                                                report_to))
+    if project_dir is not None:
+        kwargs["project_config"] = ProjectConfiguration(project_dir=str(project_dir),
+                                                        logging_dir=str(Path(project_dir) / TRACKING_DIR))
+    try:
+        acc = Accelerator(**kwargs)
+    except ValueError as e:
+        if "already been initialized" not in str(e) or PartialState().num_processes > 1:
+            raise
+        AcceleratorState._reset_state()
+        acc = Accelerator(**kwargs)
+    _enable_fsdp_on_cpu_processes(acc, mixed_precision)
+    return acc
+
+
+def _enable_fsdp_on_cpu_processes(acc, mixed_precision: str) -> None:
+    """FSDP2 over gloo for an FSDP launch whose processes came up as MULTI_CPU (``--cpu`` or no CUDA): Accelerate only
+    enables FSDP for accelerator process groups and would silently train plain DDP; its FSDP2 code path itself runs on
+    a CPU mesh, so the state is switched here with the plugin the launcher's ``FSDP_*`` environment describes."""
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").strip().lower() not in ("1", "true", "yes"):
+        return
+    if acc.distributed_type != DistributedType.MULTI_CPU:
+        return
+    plugin = FullyShardedDataParallelPlugin()
+    if mixed_precision not in (None, "no"):
+        plugin.set_mixed_precision(mixed_precision)
+    # PartialState too: every later AcceleratorState() copies PartialState's fields over its own
+    PartialState().distributed_type = acc.state.distributed_type = DistributedType.FSDP
+    acc.state.fsdp_plugin = plugin
+    logger.info("FSDP%s over gloo on %d CPU processes", plugin.fsdp_version, acc.num_processes)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .distributed import create_accelerator
 from .durable import write_text_atomically
 from .task_models import (
     check_head_compatibility,
@@ -24,11 +25,10 @@ from .task_models import (
     read_config_json,
 )
 from .tasks import get_task
-from .training import create_accelerator
 from .user_data import DataOptions, has_user_data
 
 __all__ = ["predict_logits", "lm_heldout_loss", "model_inputs", "task_groups", "task_metrics",
-           "write_prediction_files", "evaluate_checkpoint"]
+           "write_prediction_files", "evaluate_checkpoint", "plot_heldout_curve"]
 
 
 def predict_logits(model, dataset, collate_fn: Callable, accelerator, batch_size: int = 32,
@@ -184,3 +184,28 @@ def evaluate_checkpoint(
         write_text_atomically(out_dir / f"eval_{spec.name}_{split}.json",
                               json.dumps(report, indent=2, default=str) + "\n")
     return report
+
+
+def plot_heldout_curve(history: list[dict], path: Path) -> bool:
+    """The held-out perplexity curve of a pretraining run as a PNG (False where matplotlib is missing)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    points = [(h["step"], h["perplexity"]) for h in history if "perplexity" in h]
+    if not points:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+    ax.set_xlabel("optimizer updates")
+    ax.set_ylabel("held-out perplexity")
+    ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.set_title("GPT-1 pretraining: held-out perplexity")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True

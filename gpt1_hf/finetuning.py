@@ -22,24 +22,23 @@ the *embedded default* runs instead: a tiny GPT-1 trained from scratch on the SS
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .arguments import EMBEDDED_MODEL_CONFIG, FINETUNE_EMBEDDED_DEFAULTS, FINETUNE_PAPER_DEFAULTS, FinetuneArguments
+from .distributed import create_accelerator
 from .durable import save_final_model, write_text_atomically
 from .evaluation import evaluate_checkpoint, model_inputs, task_groups, task_metrics, write_prediction_files
-from .loop import TrainingLoop
-from .task_models import build_task_model, bundled_data_path, load_tokenizer
+from .run_folder import open_run_folder
+from .task_data import data_fingerprint, encode_user_data, load_task_data, read_user_data, report_data
+from .task_models import build_finetune_model, build_task_model, bundled_data_path, load_tokenizer
 from .tasks import TaskSpec, get_task, task_to_dict
-from .training import create_accelerator, open_run_folder
+from .training import TrainingLoop
 from .user_data import DataOptions, has_user_data
 
 logger = logging.getLogger(__name__)
@@ -57,33 +56,8 @@ __all__ = [
 ]
 
 # ======================================================================================================================
-# Data
+# Main entry points
 # ======================================================================================================================
-
-
-def _load_split(spec, split, args, max_examples, tokenizer, max_length):
-    """(raw, encoded, n_truncated, load info dict) of one split; the info (`gpt1_hf.data.LoadInfo`: files, partial
-    sample, split substitution, rows dropped without a gold label) goes to ``results["data"]``."""
-    from .data import encode_dataset, load_task_split
-
-    raw, info = load_task_split(spec, split, data_dir=args.data_dir, max_examples=max_examples, seed=args.seed,
-                                return_info=True)
-    if len(raw) == 0:
-        raise ValueError(f"task {spec.name} split {split!r} has no examples")
-    encoded, n_truncated = encode_dataset(raw, spec, tokenizer, max_length=max_length)
-    info = asdict(info)
-    info["num_truncated"] = int(n_truncated)
-    return raw, encoded, n_truncated, info
-
-
-def _report_data(data: dict[str, dict], is_main_process: bool) -> None:
-    """One line per loaded split on stdout (main process): what was read and what was done to it."""
-    from .data import describe_load_info
-
-    if not is_main_process:
-        return
-    for info in data.values():
-        print(f"data: {describe_load_info(info)}", flush=True)
 
 
 def _check_run_options(spec: TaskSpec | None, args: FinetuneArguments) -> None:
@@ -97,108 +71,8 @@ def _check_run_options(spec: TaskSpec | None, args: FinetuneArguments) -> None:
                              f"{list(spec.splits)}")
 
 
-def data_fingerprint(encoded) -> str:
-    """A short hash of an encoded split (labels, lengths, token ids): what a checkpoint's run was trained on."""
-    digest = hashlib.sha256()
-    for column in ("labels", "length"):
-        if column in encoded.column_names:
-            digest.update(np.asarray(encoded[column], dtype=np.float64).tobytes())
-    for ids in encoded["input_ids"][:: max(1, len(encoded) // 256)]:  # a sample of rows: cheap on big splits
-        for row in ids if ids and isinstance(ids[0], (list, tuple)) else [ids]:  # multiple choice: a row a choice
-            digest.update(np.asarray(row, dtype=np.int64).tobytes())
-    return digest.hexdigest()[:16]
-
-
-# ======================================================================================================================
-# Main entry points
-# ======================================================================================================================
-
-
-def _build_model(spec: TaskSpec, args: FinetuneArguments, tokenizer):
-    """The task model, with LoRA adapters when asked (their targets checked before any data is loaded)."""
-    model, info = build_task_model(spec, args, tokenizer)
-    if args.lora:
-        from .lora import apply_lora, count_parameters, resolve_lora_targets
-
-        model = apply_lora(model, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
-                           target_modules=args.lora_target_modules)
-        trainable, total = count_parameters(model)
-        info["lora"] = {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
-                        "target_modules": resolve_lora_targets(args.lora_target_modules),
-                        "trainable_parameters": trainable, "total_parameters": total}
-    return model, info
-
-
-def _load_data(spec: TaskSpec, args: FinetuneArguments, tokenizer, max_length: int) -> dict[str, Any]:
-    """Training, evaluation and prediction splits, loaded and encoded before training: an explicit
-    ``--predict_splits`` that cannot be loaded fails here, before anything is trained; a missing default is skipped."""
-    _, train, train_trunc, train_info = _load_split(spec, args.train_split, args, args.max_train_samples, tokenizer,
-                                                    max_length)
-    _, evals, eval_trunc, eval_info = _load_split(spec, args.eval_split, args, args.max_eval_samples, tokenizer,
-                                                  max_length)
-    if any(float(x) < 0 for x in evals["labels"]):  # -1 marks unlabeled examples (test splits)
-        raise ValueError(f"task {spec.name} split {args.eval_split!r} is unlabeled; evaluate on a labeled split")
-    data = {"train": train, "eval": evals, "predict": [], "info": {args.train_split: train_info,
-                                                                 args.eval_split: eval_info},
-            "sizes": {"train": len(train), args.eval_split: len(evals)},
-            "truncated": {args.train_split: train_trunc, args.eval_split: eval_trunc}}
-    explicit = args.predict_splits is not None
-    for split in dict.fromkeys(args.predict_splits if explicit else spec.default_predict_splits):
-        if split in (args.eval_split, args.train_split):
-            continue
-        try:
-            _, enc, n_trunc, info = _load_split(spec, split, args, None, tokenizer, max_length)
-        except (FileNotFoundError, ValueError) as e:
-            if explicit:
-                raise ValueError(f"--predict_splits {split!r} cannot be loaded for task {spec.name}: {e}") from e
-            (logger.info if isinstance(e, FileNotFoundError) else logger.warning)("no %s predictions: %s", split, e)
-            continue
-        data["predict"].append((split, enc))
-        data["sizes"][split], data["truncated"][split], data["info"][split] = len(enc), n_trunc, info
-    return data
-
-
-def _read_user_data(args: FinetuneArguments):
-    """Your data (`gpt1_hf.user_data`): the task it defines and its raw splits."""
-    from .user_data import load_user_task
-
-    predict = args.predict_splits if args.predict_splits is not None else ["test"]
-    splits = list(dict.fromkeys([args.train_split, args.eval_split, *predict]))
-    spec, raw = load_user_task(DataOptions.from_args(args), splits=splits, seed=args.seed,
-                               max_samples={args.train_split: args.max_train_samples,
-                                            args.eval_split: args.max_eval_samples})
-    for split, flag in ((args.train_split, "--train_file"), (args.eval_split, "--validation_file")):
-        if split not in raw:
-            raise ValueError(f"no {split} data for {spec.name}: pass {flag} (or a --dataset_name with a {split} "
-                             "split)")
-    if args.predict_splits is not None and (missing := [s for s in predict if s not in raw]):
-        raise ValueError(f"--predict_splits {missing}: no such data for {spec.name} (pass --test_file)")
-    return spec, raw
-
-
-def _encode_user_data(spec: TaskSpec, args: FinetuneArguments, raw: dict, tokenizer, max_length: int) -> dict:
-    """The splits of your data encoded with the paper's input transformations; the same layout as `_load_data`."""
-    from .data import encode_dataset
-
-    data: dict[str, Any] = {"predict": [], "info": {}, "sizes": {}, "truncated": {}}
-    for split, (dataset, info) in raw.items():
-        encoded, n_truncated = encode_dataset(dataset, spec, tokenizer, max_length=max_length)
-        data["info"][split] = {**info, "num_truncated": int(n_truncated)}
-        data["sizes"]["train" if split == args.train_split else split] = len(encoded)
-        data["truncated"][split] = n_truncated
-        if split == args.train_split:
-            data["train"] = encoded
-        elif split == args.eval_split:
-            if any(float(x) < 0 for x in encoded["labels"]):
-                raise ValueError(f"the {split} data of {spec.name} has rows without a label; evaluation needs them")
-            data["eval"] = encoded
-        else:
-            data["predict"].append((split, encoded))
-    return data
-
-
 def _run_identity(spec: TaskSpec, args: FinetuneArguments, model, tokenizer, data: dict, max_length: int) -> dict:
-    """What a checkpoint of this run must share with the run that resumes it (`gpt1_hf.loop.TrainingLoop`)."""
+    """What a checkpoint of this run must share with the run that resumes it (`gpt1_hf.training.TrainingLoop`)."""
     config = model.config
     return {"task": spec.name, "train_data": data_fingerprint(data["train"]),
             "model": {k: getattr(config, k, None) for k in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head",
@@ -243,18 +117,18 @@ def _finetune(args: FinetuneArguments, spec: TaskSpec | None, accelerator, token
 
     raw = None
     if spec is None:  # your data: read first, it defines the task (kind, labels, metrics)
-        spec, raw = _read_user_data(args)
+        spec, raw = read_user_data(args)
         _check_run_options(spec, args)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(args.tokenizer_name, args.model_name_or_path)
-    model, model_info = _build_model(spec, args, tokenizer)
+    model, model_info = build_finetune_model(spec, args, tokenizer)
     max_length = min(int(args.max_length), int(model.config.n_positions))
     # the saved tokenizer makes a task input: tokenizer(text) ends with _classify_, where the head pools (a
     # text-classification pipeline on the output folder then classifies), and truncation stops at the model's length
     tokenizer.add_extract_token = True
     tokenizer.model_max_length = int(model.config.n_positions)
-    data = _load_data(spec, args, tokenizer, max_length) if raw is None else _encode_user_data(
+    data = load_task_data(spec, args, tokenizer, max_length) if raw is None else encode_user_data(
         spec, args, raw, tokenizer, max_length)
-    _report_data(data["info"], accelerator.is_main_process)
+    report_data(data["info"], accelerator.is_main_process)
     collator = GPT1Collator(pad_token_id=tokenizer.pad_token_id,
                             pad_to_max_length=max_length if args.pad_to_max_length else None)
     eval_inputs, eval_groups = model_inputs(data["eval"]), task_groups(data["eval"])
@@ -321,7 +195,9 @@ def _write_outputs(spec, args, results, to_write, final_model, tokenizer, start)
     if args.save_model:
         save_final_model(final_model, tokenizer, output_dir)
         if hasattr(final_model, "peft_config"):  # the head's labels, which the adapter's base config lacks
-            _write_adapter_task_config(final_model, output_dir)
+            from .lora import write_adapter_task_config
+
+            write_adapter_task_config(final_model, output_dir)
     results["wall_time_s"] = time.perf_counter() - start
     _write_json(output_dir / "results.json", results)
     if args.save_model:  # the card travels with the folder, pushed or not (a LoRA folder: ours, not PEFT's stub)
@@ -334,17 +210,6 @@ def _write_outputs(spec, args, results, to_write, final_model, tokenizer, start)
         results["hub_url"] = push_to_hub(output_dir, args.hub_model_id or output_dir.name, results=results,
                                          private=args.hub_private_repo, token=args.hub_token,
                                          base_model=args.hub_base_model)
-
-
-def _write_adapter_task_config(model, output_dir: Path) -> None:
-    from .modeling_gpt1 import ADAPTER_TASK_CONFIG
-
-    config = model.get_base_model().config
-    if getattr(config, "id2label", None) is None or type(model.get_base_model()).__name__ == "GPT1ForMultipleChoice":
-        return
-    _write_json(output_dir / ADAPTER_TASK_CONFIG, {
-        "num_labels": config.num_labels, "problem_type": config.problem_type,
-        "id2label": {str(k): v for k, v in config.id2label.items()}, "label2id": dict(config.label2id)})
 
 
 def _write_json(path: Path, data) -> None:

@@ -11,7 +11,9 @@ PEFT knows no defaults for a new `model_type`, and has no multiple-choice task t
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 from torch import nn
 
@@ -110,3 +112,17 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(p.numel() for p in model.parameters())
+
+
+def write_adapter_task_config(model, output_dir) -> None:
+    """``task_config.json`` beside a LoRA adapter: the head's labels, which the adapter's base config lacks
+    (`from_pretrained` on the folder reads it, so a pipeline returns the label names)."""
+    from .durable import write_text_atomically
+    from .modeling_gpt1 import ADAPTER_TASK_CONFIG
+
+    config = model.get_base_model().config
+    if getattr(config, "id2label", None) is None or type(model.get_base_model()).__name__ == "GPT1ForMultipleChoice":
+        return
+    write_text_atomically(Path(output_dir) / ADAPTER_TASK_CONFIG, json.dumps({
+        "num_labels": config.num_labels, "problem_type": config.problem_type,
+        "id2label": {str(k): v for k, v in config.id2label.items()}, "label2id": dict(config.label2id)}, indent=2) + "\n")

@@ -9,18 +9,59 @@ the model itself is bf16 and the optimizer owns an fp32 copy of every trainable 
    refreshes the bf16 working weights from the masters -- one cast per weight per optimizer step;
 3. the optimizer's ``state_dict`` carries the masters, so a resumed run continues from the fp32 values (bitwise).
 
+`resolve_mixed_precision` / `bf16_master_weights` decide what a run trains in (``"auto"``: bf16 where it is native).
 `fp32_model` gives the trained model with the master values for saving. Loss computations stay in fp32 inside the
 model (the LM loss and the classifier's softmax cast their logits). Not for FSDP / DeepSpeed, whose own mixed
-precision keeps the masters sharded (`gpt1_hf.loop` refuses the combination).
+precision keeps the masters sharded (`gpt1_hf.training` refuses the combination).
 """
 
 from __future__ import annotations
 
 import copy
+import os
 
 import torch
 
-__all__ = ["MasterWeightsAdamW", "fp32_model"]
+__all__ = ["MIXED_PRECISION_CHOICES", "cpu_has_native_bf16", "resolve_mixed_precision", "bf16_master_weights",
+           "MasterWeightsAdamW", "fp32_model"]
+
+
+MIXED_PRECISION_CHOICES = ("auto", "no", "bf16", "fp16")
+
+
+def cpu_has_native_bf16() -> bool:
+    """AMX or AVX512-BF16 in /proc/cpuinfo: there bf16 autocast beats fp32 (~4x on AMX); elsewhere torch emulates
+    bf16 and training runs 5-10x slower than fp32 (docs/finetuning.md)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            flags = handle.read()
+    except OSError:  # not Linux: do not guess
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_mixed_precision(mixed_precision: str | None, cpu: bool = False) -> str | None:
+    """``"auto"`` -> ``"bf16"`` where it is fast (a CUDA GPU with bf16, a CPU with native bf16), else ``"no"``."""
+    if mixed_precision != "auto":
+        return mixed_precision
+    if not cpu and torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    return "bf16" if cpu_has_native_bf16() else "no"
+
+
+def bf16_master_weights(mixed_precision: str | None, bf16_implementation: str = "auto", cpu: bool = False) -> bool:
+    """Whether bf16 trains with bf16 working weights and fp32 masters (`gpt1_hf.precision`) instead of autocast:
+    asked for ("auto" stays with autocast: see docs/benchmarks.md for the measurements)."""
+    if resolve_mixed_precision(mixed_precision, cpu) != "bf16" and not (
+            mixed_precision is None and os.environ.get("ACCELERATE_MIXED_PRECISION", "").lower() == "bf16"):
+        return False
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true", "yes") or \
+            os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true", "yes"):
+        if bf16_implementation == "master_weights":
+            raise ValueError("--bf16_implementation master_weights is for one process or DDP; FSDP and DeepSpeed "
+                             "keep their own (sharded) master weights: use --bf16_implementation autocast")
+        return False
+    return bf16_implementation == "master_weights"  # "auto": autocast until a benchmark shows master weights faster
 
 
 class MasterWeightsAdamW(torch.optim.AdamW):

@@ -26,7 +26,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -37,141 +36,24 @@ from typing import Any
 import torch
 
 from .arguments import PretrainArguments
-from .corpus import BlockCollator, build_blocks, digest, iter_texts, load_corpus, tokenizer_fingerprint
+from .corpus import BlockCollator, corpus_blocks, digest, tokenizer_fingerprint
+from .distributed import create_accelerator
 from .durable import save_final_model, write_text_atomically
-from .loop import TrainingLoop
-from .training import create_accelerator, find_checkpoint, open_run_folder, resolve_batch_config
+from .evaluation import plot_heldout_curve
+from .run_folder import find_checkpoint, open_run_folder
+from .task_models import build_lm_model
+from .training import TrainingLoop, resolve_batch_config
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "PretrainArguments",
     "pretrain",
-    "obtain_tokenizer",
-    "TRAINED_TOKENIZER_DIR",
 ]
-
-#: ``<output_dir>/trained_tokenizer``: the tokenizer ``--train_tokenizer`` trained on the main process, which the
-#: other processes load (BPE training is not deterministic: every process must use this one).
-TRAINED_TOKENIZER_DIR = "trained_tokenizer"
-
-
-def _make_tokenizer(args: PretrainArguments, corpus):
-    from .task_models import load_tokenizer
-
-    if args.train_tokenizer:
-        base = load_tokenizer(args.tokenizer_name, None)
-        logger.info("training a %d-entry BPE vocabulary on the corpus", args.vocab_size)
-        return base.train_new_from_iterator(iter_texts(corpus), args.vocab_size)
-    return load_tokenizer(args.tokenizer_name, args.model_name_or_path)
-
-
-@contextlib.contextmanager
-def _main_process_first(state):
-    """Like `accelerate.PartialState.main_process_first`: the main process runs the block first, the others wait for
-    it and then run it (reading what it wrote: the trained tokenizer, the `datasets` cache). Unlike Accelerate's, the
-    main process also reaches the barrier when the block raises, so that the others do not hang: they run the block
-    themselves and meet the same error (or a clear one)."""
-    if not state.is_main_process:
-        state.wait_for_everyone()
-    try:
-        yield
-    finally:
-        if state.is_main_process:
-            state.wait_for_everyone()
-
-
-def obtain_tokenizer(args: PretrainArguments, corpus, state, resume_checkpoint: Path | None = None):
-    """The tokenizer of this run, the same in every process. Call it inside ``_main_process_first(state)``.
-
-    - resuming a run that trained its tokenizer: the tokenizer saved in the checkpoint (a trained vocabulary must
-      not change);
-    - ``train_tokenizer``: the main process trains it and saves it into ``<output_dir>/trained_tokenizer``; every
-      process (the main one included) then uses that saved tokenizer. BPE training is not deterministic, so the other
-      processes must not train their own (they would tokenize the corpus differently from the saved tokenizer);
-    - otherwise: the given / bundled tokenizer, loaded from files by every process.
-
-    `state`: anything with ``is_main_process`` (an `accelerate.Accelerator` or `PartialState`)."""
-    from .task_models import load_tokenizer
-
-    if resume_checkpoint is not None and args.train_tokenizer:
-        return load_tokenizer(str(resume_checkpoint), None)
-    if not args.train_tokenizer:
-        return _make_tokenizer(args, corpus)
-    saved = Path(args.output_dir) / TRAINED_TOKENIZER_DIR
-    if state.is_main_process:
-        from .durable import save_directory_atomically
-
-        save_directory_atomically(saved, _make_tokenizer(args, corpus).save_pretrained)
-    elif not (saved / "tokenizer_config.json").is_file():
-        raise FileNotFoundError(
-            f"{saved}: the tokenizer trained by the main process is not there; with --train_tokenizer every process "
-            "reads it from --output_dir, which must be on a file system all processes share."
-        )
-    return load_tokenizer(str(saved), None)
-
-
-def _make_model(args: PretrainArguments, tokenizer):
-    from .configuration_gpt1 import GPT1Config
-    from .modeling_gpt1 import GPT1LMHeadModel
-
-    if args.model_name_or_path:
-        from .convert import load_as_gpt1
-
-        model = load_as_gpt1(args.model_name_or_path, GPT1LMHeadModel)
-        if model.config.n_positions < args.block_size:
-            raise ValueError(f"--block_size {args.block_size} exceeds the checkpoint's n_positions="
-                             f"{model.config.n_positions}")
-        if len(tokenizer) > model.config.vocab_size:
-            raise ValueError(f"the tokenizer has {len(tokenizer)} entries, the checkpoint {model.config.vocab_size}")
-        return model
-    config = GPT1Config(
-        vocab_size=len(tokenizer),
-        n_positions=args.block_size,
-        n_embd=args.n_embd,
-        n_layer=args.n_layer,
-        n_head=args.n_head,
-        n_inner=args.n_inner or 4 * args.n_embd,
-        embd_pdrop=args.dropout,
-        attn_pdrop=args.dropout,
-        resid_pdrop=args.dropout,
-        start_token_id=tokenizer.start_token_id,
-        delimiter_token_id=tokenizer.delimiter_token_id,
-        clf_token_id=tokenizer.classify_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return GPT1LMHeadModel(config)
-
 
 # ======================================================================================================================
 # Main entry point
 # ======================================================================================================================
-
-
-def _plot_curve(history: list[dict], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    points = [(h["step"], h["perplexity"]) for h in history if "perplexity" in h]
-    if not points:
-        return False
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
-    ax.set_xlabel("optimizer updates")
-    ax.set_ylabel("held-out perplexity")
-    ax.set_yscale("log")
-    ax.grid(True, alpha=0.3)
-    ax.set_title("GPT-1 pretraining: held-out perplexity")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
-
-
 
 
 def pretrain(args: PretrainArguments | None = None, **kwargs) -> dict[str, Any]:
@@ -198,31 +80,6 @@ def pretrain(args: PretrainArguments | None = None, **kwargs) -> dict[str, Any]:
         return _pretrain(args, accelerator, start)
 
 
-def _corpus_blocks(args: PretrainArguments, accelerator, resume_ckpt) -> dict[str, Any]:
-    """Tokenizer, training blocks and held-out blocks (``--validation_files``, else a seeded slice)."""
-    with _main_process_first(accelerator):
-        corpus = load_corpus(args.train_files, args, "train")
-        tokenizer = obtain_tokenizer(args, corpus, accelerator, resume_ckpt)
-        blocks, n_tokens = build_blocks(corpus, tokenizer, args.block_size, args.preprocessing_num_workers,
-                                        args.segment_chars, args.block_map_batch_size, "train")
-        if args.validation_files:
-            val_corpus = load_corpus(args.validation_files, args, "validation")
-            heldout, n_val_tokens = build_blocks(val_corpus, tokenizer, args.block_size, args.preprocessing_num_workers,
-                                                 args.segment_chars, args.block_map_batch_size, "validation")
-            train_blocks = blocks
-        else:
-            if len(blocks) < 2:
-                raise ValueError(f"the corpus gives {len(blocks)} block of --block_size {args.block_size} tokens; at "
-                                 "least 2 are needed to hold one out for evaluation (add text, lower --block_size or "
-                                 "pass --validation_files).")
-            n_val = min(len(blocks) - 1, max(1, int(round(args.validation_split_percentage / 100 * len(blocks)))))
-            split = blocks.train_test_split(test_size=n_val, seed=args.seed, shuffle=True)
-            train_blocks, heldout = split["train"], split["test"]
-            n_val_tokens = len(heldout) * args.block_size
-    return {"corpus": corpus, "tokenizer": tokenizer, "train": train_blocks, "heldout": heldout,
-            "tokens": n_tokens, "heldout_tokens": n_val_tokens}
-
-
 def _sized_arguments(args: PretrainArguments, num_processes: int) -> PretrainArguments:
     """A token budget sizes the schedule: ``max_train_steps`` = the updates that reach ``max_train_tokens``."""
     from dataclasses import replace
@@ -238,9 +95,9 @@ def _sized_arguments(args: PretrainArguments, num_processes: int) -> PretrainArg
 def _pretrain(args: PretrainArguments, accelerator, start: float) -> dict[str, Any]:
     resume_ckpt = find_checkpoint(args.output_dir, args.resume_from_checkpoint) if args.resume_from_checkpoint \
         else None
-    data = _corpus_blocks(args, accelerator, resume_ckpt)
+    data = corpus_blocks(args, accelerator, resume_ckpt)
     tokenizer, heldout = data["tokenizer"], data["heldout"]
-    model = _make_model(args, tokenizer)
+    model = build_lm_model(args, tokenizer)
     tokenizer.model_max_length = int(model.config.n_positions)  # saved with the model: truncation stops there
     collator = BlockCollator()
     args = _sized_arguments(args, accelerator.num_processes)
@@ -270,7 +127,7 @@ def _pretrain(args: PretrainArguments, accelerator, start: float) -> dict[str, A
         output_dir = Path(args.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         save_final_model(final_model, tokenizer, output_dir)
-        if args.plot and _plot_curve(history, output_dir / "heldout_perplexity.png"):
+        if args.plot and plot_heldout_curve(history, output_dir / "heldout_perplexity.png"):
             results["plot"] = str(output_dir / "heldout_perplexity.png")
         results["wall_time_s"] = time.perf_counter() - start
         write_text_atomically(output_dir / "results.json", json.dumps(results, indent=2, default=str) + "\n")

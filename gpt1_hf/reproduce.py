@@ -175,7 +175,7 @@ class StudyConfig:
                 values[k] = v
         import torch
 
-        from .training import resolve_mixed_precision
+        from .precision import resolve_mixed_precision
 
         values["mixed_precision"] = resolve_mixed_precision(values["mixed_precision"], cpu=not torch.cuda.is_available())
         out = StudyConfig(**values)

@@ -1,6 +1,6 @@
 """Models and tokenizers for the paper's tasks: the head a task needs, loaded from a gpt1 folder, a transformers
 ``openai-gpt`` checkpoint or OpenAI's original release (converted on load), or built from scratch; the tokenizer that
-belongs to it; layer transfer (Figure 2, left). Used by fine-tuning and evaluation."""
+belongs to it; layer transfer (Figure 2, left). Used by fine-tuning, pretraining (`build_lm_model`) and evaluation."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 from .tasks import TaskSpec
 
 if TYPE_CHECKING:  # annotations only
-    from .arguments import FinetuneArguments
+    from .arguments import FinetuneArguments, PretrainArguments
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["bundled_data_path", "load_tokenizer", "head_class_for", "task_config_overrides", "read_config_json",
-           "check_head_compatibility", "reinitialize_layers", "build_task_model", "check_tokenizer_matches"]
+           "check_head_compatibility", "reinitialize_layers", "build_task_model", "build_finetune_model",
+           "build_lm_model", "check_tokenizer_matches"]
 
 
 def bundled_data_path(*parts: str) -> Path:
@@ -202,6 +203,55 @@ def build_task_model(spec: TaskSpec, args: FinetuneArguments, tokenizer):
             info["transfer_layers"] = int(args.transfer_layers)
     check_tokenizer_matches(model.config, tokenizer)
     return model, info
+
+
+def build_finetune_model(spec: TaskSpec, args: FinetuneArguments, tokenizer):
+    """The task model, with LoRA adapters when asked (their targets checked before any data is loaded)."""
+    model, info = build_task_model(spec, args, tokenizer)
+    if args.lora:
+        from .lora import apply_lora, count_parameters, resolve_lora_targets
+
+        model = apply_lora(model, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
+                           target_modules=args.lora_target_modules)
+        trainable, total = count_parameters(model)
+        info["lora"] = {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
+                        "target_modules": resolve_lora_targets(args.lora_target_modules),
+                        "trainable_parameters": trainable, "total_parameters": total}
+    return model, info
+
+
+def build_lm_model(args: PretrainArguments, tokenizer):
+    """Pretraining's `GPT1LMHeadModel`: ``model_name_or_path`` continued (checked against the block size and the
+    tokenizer), else a new model of the arguments' shape around the tokenizer's vocabulary and special tokens."""
+    from .configuration_gpt1 import GPT1Config
+    from .modeling_gpt1 import GPT1LMHeadModel
+
+    if args.model_name_or_path:
+        from .convert import load_as_gpt1
+
+        model = load_as_gpt1(args.model_name_or_path, GPT1LMHeadModel)
+        if model.config.n_positions < args.block_size:
+            raise ValueError(f"--block_size {args.block_size} exceeds the checkpoint's n_positions="
+                             f"{model.config.n_positions}")
+        if len(tokenizer) > model.config.vocab_size:
+            raise ValueError(f"the tokenizer has {len(tokenizer)} entries, the checkpoint {model.config.vocab_size}")
+        return model
+    config = GPT1Config(
+        vocab_size=len(tokenizer),
+        n_positions=args.block_size,
+        n_embd=args.n_embd,
+        n_layer=args.n_layer,
+        n_head=args.n_head,
+        n_inner=args.n_inner or 4 * args.n_embd,
+        embd_pdrop=args.dropout,
+        attn_pdrop=args.dropout,
+        resid_pdrop=args.dropout,
+        start_token_id=tokenizer.start_token_id,
+        delimiter_token_id=tokenizer.delimiter_token_id,
+        clf_token_id=tokenizer.classify_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return GPT1LMHeadModel(config)
 
 
 def check_tokenizer_matches(config, tokenizer) -> None:

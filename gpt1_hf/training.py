@@ -1,5 +1,5 @@
-"""The parts of GPT-1's one training loop (`gpt1_hf.loop.TrainingLoop`), shared by fine-tuning and pretraining, built
-from Accelerate's own parts.
+"""`TrainingLoop`: GPT-1's one training loop, shared by fine-tuning and pretraining, built from Accelerate's own parts;
+read top-down: ``fit`` -> ``_run_epoch`` -> ``_update``, then evaluation, saving and resuming.
 
 Its shape is that of Accelerate's ``examples/by_feature/gradient_accumulation_for_autoregressive_models.py`` and
 transformers' ``run_glue_no_trainer.py``: ``accelerator.prepare``, a data loader sharded over the processes,
@@ -21,51 +21,37 @@ transformers' ``run_glue_no_trainer.py``: ``accelerator.prepare``, a data loader
   in a ``register_for_checkpointing`` object because Accelerate unpickles those with ``weights_only=False``.
 * **Guards**: a non-finite loss or gradient norm stops the run before the optimizer step (or skips the update,
   ``on_nonfinite="skip"``); resuming a checkpoint of a different run is refused, naming each difference; one run
-  per output folder (`gpt1_hf.durable.RunLock`), a fresh run into a folder holding another is refused without
+  per output folder (`gpt1_hf.run_folder`), a fresh run into a folder holding another is refused without
   ``overwrite_output_dir``, and a killed run's temporary files are removed at the next start (`open_run_folder`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
-import os
+import random
 import shutil
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, fields
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from .durable import RunLock, remove_leftovers
+from .durable import check_finite_weights, disk_errors, fsync_tree, save_directory_atomically, write_text_atomically
+from .evaluation import lm_heldout_loss, predict_logits
+from .precision import bf16_master_weights, fp32_model
+from .run_folder import BEST_DIR, CHECKPOINTS_DIR, LATEST_POINTER, STATE_FILE, find_checkpoint
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "LoopState",
-    "TrainResult",
-    "BatchConfig",
-    "NonFiniteError",
-    "RunMismatchError",
-    "StopTraining",
-    "EpochSampler",
-    "resolve_batch_config",
-    "param_groups_for_weight_decay",
-    "build_optimizer",
-    "create_accelerator",
-    "bf16_master_weights",
-    "find_checkpoint",
-    "open_run_folder",
-    "count_items",
-]
-
-CHECKPOINTS_DIR = "checkpoints"
-LATEST_POINTER = "latest"
-STATE_FILE = "training_state.json"
-BEST_DIR = "best"
-TRACKING_DIR = "runs"
+__all__ = ["TrainingLoop", "LoopState", "BatchConfig", "resolve_batch_config", "build_optimizer",
+           "param_groups_for_weight_decay", "EpochSampler", "count_items", "NonFiniteError", "RunMismatchError",
+           "StopTraining"]
 
 
 class StopTraining(Exception):
@@ -103,26 +89,12 @@ class LoopState:
     log_history: list[dict] = field(default_factory=list)
     eval_history: list[dict] = field(default_factory=list)
     stop_reason: str | None = None
+    metrics: dict[str, float] | None = None  # the final evaluation's
 
     @classmethod
     def from_dict(cls, data: dict) -> LoopState:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
-
-
-@dataclass
-class TrainResult:
-    global_step: int
-    epoch: int
-    tokens_seen: int
-    examples_seen: int
-    train_time: float
-    stop_reason: str
-    metrics: dict[str, float] | None
-    best_metric: float | None
-    best_step: int | None
-    eval_history: list[dict]
-    log_history: list[dict]
 
 
 @dataclass(frozen=True)
@@ -229,195 +201,6 @@ def total_and_warmup_steps(args, updates_per_epoch: int) -> tuple[int, int]:
 
 
 # ======================================================================================================================
-# Accelerator
-# ======================================================================================================================
-
-MIXED_PRECISION_CHOICES = ("auto", "no", "bf16", "fp16")
-
-
-def cpu_has_native_bf16() -> bool:
-    """AMX or AVX512-BF16 in /proc/cpuinfo: there bf16 autocast beats fp32 (~4x on AMX); elsewhere torch emulates
-    bf16 and training runs 5-10x slower than fp32 (docs/finetuning.md)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            flags = handle.read()
-    except OSError:  # not Linux: do not guess
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def resolve_mixed_precision(mixed_precision: str | None, cpu: bool = False) -> str | None:
-    """``"auto"`` -> ``"bf16"`` where it is fast (a CUDA GPU with bf16, a CPU with native bf16), else ``"no"``."""
-    if mixed_precision != "auto":
-        return mixed_precision
-    if not cpu and torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "no"
-    return "bf16" if cpu_has_native_bf16() else "no"
-
-
-def bf16_master_weights(mixed_precision: str | None, bf16_implementation: str = "auto", cpu: bool = False) -> bool:
-    """Whether bf16 trains with bf16 working weights and fp32 masters (`gpt1_hf.precision`) instead of autocast:
-    asked for ("auto" stays with autocast: see docs/benchmarks.md for the measurements)."""
-    if resolve_mixed_precision(mixed_precision, cpu) != "bf16" and not (
-            mixed_precision is None and os.environ.get("ACCELERATE_MIXED_PRECISION", "").lower() == "bf16"):
-        return False
-    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true", "yes") or \
-            os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true", "yes"):
-        if bf16_implementation == "master_weights":
-            raise ValueError("--bf16_implementation master_weights is for one process or DDP; FSDP and DeepSpeed "
-                             "keep their own (sharded) master weights: use --bf16_implementation autocast")
-        return False
-    return bf16_implementation == "master_weights"  # "auto": autocast until a benchmark shows master weights faster
-
-
-def _trackers(with_tracking: bool, report_to: str | None) -> list[str] | str | None:
-    if not with_tracking:
-        return None
-    names = [n.strip() for n in (report_to or "tensorboard").split(",") if n.strip()]
-    return "all" if names == ["all"] else names
-
-
-def create_accelerator(mixed_precision: str | None = None, cpu: bool = False, with_tracking: bool = False,
-                       report_to: str | None = None, project_dir: str | os.PathLike | None = None,
-                       bf16_implementation: str = "autocast"):
-    """An `accelerate.Accelerator` with trackers under ``<project_dir>/runs``. ``mixed_precision=None`` takes the
-    ``accelerate launch`` / config value, else "no"; bf16 with master weights (`bf16_master_weights`) needs no
-    autocast, so Accelerate's precision is then "no". In a single process, an earlier state with other settings
-    (several runs in one Python process: tests, the layer-transfer sweep) is reset first."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, PartialState
-    from accelerate.utils import ProjectConfiguration
-
-    if mixed_precision not in (None, *MIXED_PRECISION_CHOICES):
-        raise ValueError(f"--mixed_precision must be one of {', '.join(MIXED_PRECISION_CHOICES)}, got "
-                         f"{mixed_precision!r}")
-    # without an accelerator, processes started by torchrun / `accelerate launch --multi_gpu` join as MULTI_CPU (gloo)
-    cpu = cpu or not torch.cuda.is_available()
-    if bf16_master_weights(mixed_precision, bf16_implementation, cpu):
-        mixed_precision = "no"  # the model itself is bf16 (gpt1_hf.precision)
-    mixed_precision = resolve_mixed_precision(mixed_precision, cpu)
-    if mixed_precision is None:  # resolved here: an existing state of an earlier run must not leak its setting
-        mixed_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower() or "no"
-    kwargs: dict[str, Any] = dict(mixed_precision=mixed_precision, cpu=cpu, log_with=_trackers(with_tracking,
-                                                                                                report_to))
-    if project_dir is not None:
-        kwargs["project_config"] = ProjectConfiguration(project_dir=str(project_dir),
-                                                        logging_dir=str(Path(project_dir) / TRACKING_DIR))
-    try:
-        acc = Accelerator(**kwargs)
-    except ValueError as e:
-        if "already been initialized" not in str(e) or PartialState().num_processes > 1:
-            raise
-        AcceleratorState._reset_state()
-        acc = Accelerator(**kwargs)
-    _enable_fsdp_on_cpu_processes(acc, mixed_precision)
-    return acc
-
-
-def _enable_fsdp_on_cpu_processes(acc, mixed_precision: str) -> None:
-    """FSDP2 over gloo for an FSDP launch whose processes came up as MULTI_CPU (``--cpu`` or no CUDA): Accelerate only
-    enables FSDP for accelerator process groups and would silently train plain DDP; its FSDP2 code path itself runs on
-    a CPU mesh, so the state is switched here with the plugin the launcher's ``FSDP_*`` environment describes."""
-    from accelerate.state import PartialState
-    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
-
-    if os.environ.get("ACCELERATE_USE_FSDP", "false").strip().lower() not in ("1", "true", "yes"):
-        return
-    if acc.distributed_type != DistributedType.MULTI_CPU:
-        return
-    plugin = FullyShardedDataParallelPlugin()
-    if mixed_precision not in (None, "no"):
-        plugin.set_mixed_precision(mixed_precision)
-    # PartialState too: every later AcceleratorState() copies PartialState's fields over its own
-    PartialState().distributed_type = acc.state.distributed_type = DistributedType.FSDP
-    acc.state.fsdp_plugin = plugin
-    logger.info("FSDP%s over gloo on %d CPU processes", plugin.fsdp_version, acc.num_processes)
-
-
-# ======================================================================================================================
-# The run folder: one run per folder, no mixing, no leftovers
-# ======================================================================================================================
-
-#: files and folders of a run in its output folder (what --overwrite_output_dir replaces)
-RUN_ARTIFACTS = (CHECKPOINTS_DIR, BEST_DIR, TRACKING_DIR, "predictions", "results.json", "README.md",
-                 "heldout_perplexity.png", "trained_tokenizer")
-MODEL_FILE_PATTERNS = ("config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json",
-                       "adapter_config.json", "tokenizer*.json", "special_tokens_map.json", "vocab*.json",
-                       "merges*.txt", "*_gpt1.py")
-
-
-def holds_a_run(output_dir: Path) -> list[str]:
-    """What in ``output_dir`` belongs to an earlier run (empty when it holds none)."""
-    found = [name for name in (CHECKPOINTS_DIR, BEST_DIR, "results.json", "config.json", "adapter_config.json")
-             if (output_dir / name).exists()]
-    return found
-
-
-def _clear_run(output_dir: Path) -> None:
-    for name in RUN_ARTIFACTS:
-        path = output_dir / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-    for pattern in MODEL_FILE_PATTERNS:
-        for path in output_dir.glob(pattern):
-            if path.is_file():
-                path.unlink()
-
-
-@contextlib.contextmanager
-def open_run_folder(output_dir: str | os.PathLike, accelerator, resume_from_checkpoint: str | None,
-                    overwrite_output_dir: bool) -> Iterator[Path]:
-    """Hold ``output_dir`` for one run: its lock (a second run into it exits at once), a killed run's temporary files
-    removed, and a fresh run refused where the folder holds another run unless ``overwrite_output_dir`` (which then
-    removes that run's files first). Resuming (``resume_from_checkpoint``) continues the run that is there."""
-    output_dir = Path(output_dir)
-    lock = RunLock(output_dir) if accelerator.is_main_process else contextlib.nullcontext()
-    with lock:
-        if accelerator.is_main_process:
-            removed = remove_leftovers(output_dir)
-            if removed:
-                logger.warning("removed %d temporary file(s) left by a killed run in %s", len(removed), output_dir)
-            resuming = resume_from_checkpoint not in (None, "auto") or (
-                resume_from_checkpoint == "auto" and find_checkpoint(output_dir, "auto") is not None)
-            existing = holds_a_run(output_dir)
-            if existing and not resuming:
-                if not overwrite_output_dir:
-                    raise FileExistsError(
-                        f"--output_dir {output_dir} already holds a run ({', '.join(existing)}). Pass "
-                        "--overwrite_output_dir to replace it, --resume_from_checkpoint latest to continue it, or "
-                        "choose another --output_dir.")
-                _clear_run(output_dir)
-        accelerator.wait_for_everyone()
-        yield output_dir
-        accelerator.wait_for_everyone()
-
-
-def find_checkpoint(output_dir: str | os.PathLike, which: str = "latest") -> Path | None:
-    """``which`` ("latest" / "auto" or a path: a checkpoint, a run's output_dir or its checkpoints/) -> a complete
-    checkpoint folder; "auto" returns None when there is none."""
-    if which in ("latest", "auto"):
-        pointer = Path(output_dir) / CHECKPOINTS_DIR / LATEST_POINTER
-        if not pointer.is_file():
-            if which == "auto":
-                return None
-            raise FileNotFoundError(f"--resume_from_checkpoint latest, but {pointer} does not exist: no checkpoint was "
-                                    f"completed in {output_dir} (use 'auto' to start fresh when there is none).")
-        path = pointer.parent / pointer.read_text(encoding="utf-8").strip()
-    else:
-        path = Path(which)
-        if (path / CHECKPOINTS_DIR / LATEST_POINTER).is_file():
-            return find_checkpoint(path, "latest")
-        if (path / LATEST_POINTER).is_file() and not (path / STATE_FILE).is_file():
-            path = path / (path / LATEST_POINTER).read_text(encoding="utf-8").strip()
-    if not (path / STATE_FILE).is_file():
-        raise FileNotFoundError(f"{path} is not a complete training checkpoint (it has no {STATE_FILE}, written last "
-                                "when a checkpoint is complete)")
-    return path
-
-
-# ======================================================================================================================
 # Data order and item counts
 # ======================================================================================================================
 
@@ -465,3 +248,509 @@ def count_items(batch: dict, pad_token_id: int | None = None) -> tuple[int, int]
     if labels is not None and labels.shape == ids.shape and ids.dim() == 2:  # LM labels (pretraining)
         keep = keep & (labels[:, 1:] != -100)
     return int(ids.shape[0]), int(keep.sum())
+
+
+# ======================================================================================================================
+# The loop
+# ======================================================================================================================
+
+
+class TrainingLoop:
+    """Train ``model`` on ``train_dataset`` with ``args`` (a resolved `gpt1_hf.arguments.RunArguments`).
+
+    Args:
+        eval_fn: ``eval_fn(loop) -> dict[str, float]`` on every process (use `predict` / `evaluate_loss`).
+        lengths: per-example lengths, for ``args.group_by_length``.
+        save_fn: ``save_fn(folder)`` writes what travels with every saved model (the tokenizer).
+        run_identity: what defines this run (task, data fingerprint, model config, tokenizer, aux weight...): stored in
+            every checkpoint and compared on resume.
+        metric_for_best_model / greater_is_better: which evaluation metric keeps ``<output_dir>/best``.
+        callbacks: ``callback(loop)`` after every update; raising `StopTraining` stops cleanly.
+        tracking_name: the trackers' project name.
+    """
+
+    #: gpt1_hf.distributed.preflight lets FSDP / DeepSpeed launches through only when this is True
+    supports_sharded_engines = True
+
+    def __init__(self, model, args, train_dataset, data_collator: Callable, accelerator, *,
+                 eval_fn: Callable | None = None, lengths: Sequence[int] | None = None,
+                 save_fn: Callable[[Path], None] | None = None, run_identity: dict | None = None,
+                 metric_for_best_model: str | None = None, greater_is_better: bool = True,
+                 callbacks: Iterable[Callable] = (), tracking_name: str = "gpt1", final_evaluation: bool = True):
+        from accelerate.utils import DistributedType
+        from transformers import get_scheduler
+
+        acc = self.accelerator = accelerator
+        self.args, self.eval_fn, self.save_fn, self.callbacks = args, eval_fn, save_fn, list(callbacks)
+        self.metric_for_best_model, self.greater_is_better = metric_for_best_model, greater_is_better
+        self.tracking_name, self.final_evaluation = tracking_name, final_evaluation
+        self.output_dir = Path(args.output_dir)
+        self.batch = resolve_batch_config(args.per_device_train_batch_size, args.global_batch_size,
+                                          acc.num_processes, args.gradient_accumulation_steps)
+        if len(train_dataset) == 0:
+            raise ValueError("the training dataset is empty")
+        if args.group_by_length and lengths is None:
+            raise ValueError("--group_by_length needs the examples' lengths")
+        self.engine = {DistributedType.FSDP: "fsdp", DistributedType.DEEPSPEED: "deepspeed"}.get(
+            acc.distributed_type, "ddp")
+        if self.engine == "deepspeed":
+            self._configure_deepspeed()
+        self.sampler = EpochSampler(len(train_dataset), args.seed, lengths if args.group_by_length else None,
+                                    self.batch.micro_batch_size)
+        loader = torch.utils.data.DataLoader(
+            train_dataset, batch_size=self.batch.per_device_batch_size, sampler=self.sampler,
+            collate_fn=data_collator, num_workers=args.dataloader_num_workers,
+            pin_memory=acc.device.type == "cuda",
+            generator=torch.Generator().manual_seed(args.seed))  # its own: iterators must not draw the global RNG
+        if args.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if args.torch_compile:
+            model.compile()
+        self.master_weights = bf16_master_weights(args.mixed_precision, args.bf16_implementation, args.cpu)
+        model.to(acc.device, dtype=torch.bfloat16 if self.master_weights else None)
+        optimizer = build_optimizer(model, args, master_weights=self.master_weights)
+        self.model, self.optimizer, self.loader = acc.prepare(model, optimizer, loader)
+        self.micro_batches_per_epoch = len(self.loader)
+        updates_per_epoch = math.ceil(self.micro_batches_per_epoch / self.batch.gradient_accumulation_steps)
+        self.total_steps, self.warmup_steps = total_and_warmup_steps(args, updates_per_epoch)
+        # a prepared scheduler steps once per process at every update (Accelerate's convention): scale its lengths
+        p = acc.num_processes
+        self.scheduler = acc.prepare(get_scheduler(args.lr_scheduler_type, self.optimizer,
+                                                   num_warmup_steps=self.warmup_steps * p,
+                                                   num_training_steps=self.total_steps * p))
+        self.state = LoopState(total_steps=self.total_steps)
+        self.run_identity = {**(run_identity or {}), "batch": asdict(self.batch), "seed": args.seed,
+                             "total_steps": self.total_steps, "engine": self.engine}
+        unwrapped = acc.unwrap_model(self.model)
+        config = getattr(unwrapped, "config", None)
+        self.pad_token_id = getattr(config, "pad_token_id", None)
+        self.aux_weight = float(getattr(config, "aux_lm_weight", 0.0) or 0.0)
+        self._progress = None
+
+    @property
+    def precision(self) -> dict[str, str | None]:
+        """What trained: Accelerate's mixed precision, or bf16 with master weights (`gpt1_hf.precision`)."""
+        if self.master_weights:
+            return {"mixed_precision": "bf16", "bf16_implementation": "master_weights"}
+        mp = self.accelerator.mixed_precision
+        return {"mixed_precision": mp, "bf16_implementation": "autocast" if mp == "bf16" else None}
+
+    @property
+    def sharded(self) -> bool:
+        return self.engine in ("fsdp", "deepspeed")
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def _configure_deepspeed(self) -> None:
+        """DeepSpeed's batch entries, filled before ``prepare`` (without them it cannot resolve "auto"). Not run here
+        (no DeepSpeed install); see docs/distributed.md."""
+        if self.batch.gradient_accumulation_steps > 1:
+            raise ValueError(f"global batch {self.batch.global_batch_size} needs gradient accumulation "
+                             f"({self.batch.gradient_accumulation_steps}), which the loop does not do under DeepSpeed "
+                             "(the engine steps at every backward); use --per_device_train_batch_size "
+                             f"{self.batch.global_batch_size // self.batch.num_processes}.")
+        config = self.accelerator.state.deepspeed_plugin.deepspeed_config
+        config["train_micro_batch_size_per_gpu"] = self.batch.per_device_batch_size
+        config["gradient_accumulation_steps"] = 1
+        config["train_batch_size"] = self.batch.global_batch_size
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # The loop
+    # ------------------------------------------------------------------------------------------------------------------
+    def fit(self) -> LoopState:
+        args, acc = self.args, self.accelerator
+        if args.resume_from_checkpoint:
+            ckpt = find_checkpoint(self.output_dir, args.resume_from_checkpoint)
+            if ckpt is not None:
+                self.load_checkpoint(ckpt)
+        state = self.state
+        if args.with_tracking:
+            acc.init_trackers(self.tracking_name, config=_scalar_config(args.to_dict()))
+        if acc.is_main_process and not args.disable_tqdm:
+            from tqdm.auto import tqdm
+
+            self._progress = tqdm(total=self.total_steps, initial=state.global_step, desc="training",
+                                  dynamic_ncols=True)
+        self._session_start = time.perf_counter()
+        stop = "completed" if state.global_step >= self.total_steps else None
+        while stop is None:
+            stop = self._run_epoch()
+        if self._progress is not None:
+            self._progress.close()
+        state.stop_reason = stop
+        metrics = None
+        if self.eval_fn is not None and self.final_evaluation:
+            if state.last_eval_step == state.global_step and state.eval_history:
+                metrics = {k: v for k, v in state.eval_history[-1].items() if k not in ("step", "epoch")}
+            else:
+                metrics = self.evaluate()
+        if args.with_tracking:
+            acc.end_training()
+        state.metrics = metrics
+        return state
+
+    def _run_epoch(self) -> str | None:
+        """The rest of the current epoch, one update per window of micro-batches; returns the stop reason, if any."""
+        acc, state = self.accelerator, self.state
+        # the data order of this epoch: a sharded loader (several processes) does not pass the epoch to the sampler
+        self.sampler.set_epoch(state.epoch)
+        self.loader.set_epoch(state.epoch)
+        loader = self.loader if state.batch_in_epoch == 0 else acc.skip_first_batches(self.loader,
+                                                                                        state.batch_in_epoch)
+        batches = iter(loader)
+        accum = self.batch.gradient_accumulation_steps
+        stop, epoch_done = None, False
+        self.model.train()
+        while stop is None and not epoch_done:
+            size = min(accum, self.micro_batches_per_epoch - state.batch_in_epoch)
+            window = [next(batches) for _ in range(size)]
+            started = time.perf_counter()
+            entry = self._update(window)
+            state.batch_in_epoch += size
+            epoch_done = state.batch_in_epoch >= self.micro_batches_per_epoch
+            state.train_time += time.perf_counter() - started
+            if entry is not None:
+                entry["tokens_per_s"] = entry.pop("tokens") / max(1e-9, time.perf_counter() - started)
+                self._log(entry, force=epoch_done or state.global_step >= self.total_steps)
+            stop = self._stop_reason()
+            if epoch_done:
+                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+            stop = self._after_update(epoch_done, stop)
+        return stop
+
+    def _update(self, window: list[dict]) -> dict | None:
+        """One optimizer update over ``window`` (this process's micro-batches of one global batch): losses are
+        normalised by the global batch's item counts (see `gpt1_hf.training`), checked, then the optimizer steps."""
+        acc, args, p = self.accelerator, self.args, self.accelerator.num_processes
+        counts = [count_items(b, self.pad_token_id) for b in window]
+        local = torch.tensor([sum(c[0] for c in counts), sum(c[1] for c in counts),
+                              sum(_non_pad_tokens(b) for b in window)], device=acc.device, dtype=torch.long)
+        totals = acc.reduce(local, reduction="sum") if p > 1 else local
+        n_examples, n_targets = int(totals[0]), max(1, int(totals[1]))
+        parts = torch.zeros(3, device=acc.device, dtype=torch.float32)  # L3, L2, L1 of the global batch
+        has_clf = False  # a task head (L2 + λ L1) rather than the causal LM (L1)
+        for i, (batch, (ex, tg)) in enumerate(zip(window, counts, strict=True)):
+            sync = i == len(window) - 1 or p == 1
+            with contextlib.nullcontext() if sync else acc.no_sync(self.model):
+                out = self.model(**batch)
+                has_clf = getattr(out, "clf_loss", None) is not None
+                loss, terms = self._normalized_loss(out, ex / n_examples, tg / n_targets)
+                acc.backward(loss * p)  # the processes' gradients are averaged: the global sum needs x p
+            parts += terms.detach().float()
+        if p > 1:
+            parts = acc.reduce(parts, reduction="sum")
+        clip = args.max_grad_norm if args.max_grad_norm else math.inf  # inf: measure the norm, clip nothing
+        grad_norm = acc.clip_grad_norm_(self.model.parameters(), clip)
+        norm = float(grad_norm) if grad_norm is not None else 0.0
+        if not (math.isfinite(float(parts[0])) and math.isfinite(norm)):
+            return self._nonfinite(float(parts[0]), norm)
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        state = self.state
+        state.global_step += 1
+        state.tokens_seen += int(totals[2])
+        state.examples_seen += n_examples
+        entry = {"step": state.global_step, "loss": float(parts[0]), "learning_rate": lr, "grad_norm": norm,
+                 "tokens": int(totals[2])}
+        if has_clf:
+            entry.update(clf_loss=float(parts[1]), lm_loss=float(parts[2]))
+        return entry
+
+    def _normalized_loss(self, out, example_share: float, target_share: float):
+        """This micro-batch's part of the global batch's loss: its mean losses reweighted by its share of the items
+        (examples for L2, next-token targets for L1). Returns (loss, [L3, L2, L1] parts)."""
+        clf = getattr(out, "clf_loss", None)
+        if clf is None:  # the causal LM: L1 alone
+            lm = out.loss * target_share
+            return lm, torch.stack([lm, torch.zeros_like(lm), lm])
+        clf = clf * example_share
+        lm = getattr(out, "lm_loss", None)
+        lm = lm * target_share if lm is not None else torch.zeros_like(clf)
+        loss = clf + self.aux_weight * lm
+        return loss, torch.stack([loss, clf, lm])
+
+    def _nonfinite(self, loss: float, norm: float) -> None:
+        """A NaN/inf loss or gradient norm: nothing of this update is applied or saved."""
+        step = self.state.global_step + 1
+        what = "non-finite loss" if not math.isfinite(loss) else "non-finite gradient norm"
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.args.on_nonfinite == "skip":
+            self.state.skipped_updates += 1
+            logger.warning("%s (%s, grad norm %s) at update %d: skipped (--on_nonfinite skip)", what, loss, norm, step)
+            return None
+        latest = find_checkpoint(self.output_dir, "auto")
+        raise NonFiniteError(
+            f"{what} at update {step} (loss {loss}, gradient norm {norm}): training stopped before the optimizer step "
+            f"and nothing of this update was saved. Likely causes: a learning rate too high (--learning_rate "
+            f"{self.args.learning_rate}), fp16 overflow (use bf16), corrupt weights or inputs. Resume point: "
+            f"{latest or 'none (no checkpoint yet)'}; --on_nonfinite skip skips such updates instead.")
+
+    def _stop_reason(self) -> str | None:
+        """The budgets, agreed by every process (the time budget could differ between them)."""
+        args, state, acc = self.args, self.state, self.accelerator
+        stop = None
+        if state.global_step >= self.total_steps:
+            stop = "completed"
+        elif args.max_train_tokens is not None and state.tokens_seen >= args.max_train_tokens:
+            stop = "max_train_tokens"
+        elif args.max_time is not None and time.perf_counter() - self._session_start >= args.max_time:
+            stop = "max_time"
+        if acc.num_processes > 1:
+            flag = torch.tensor([0 if stop is None else 1], device=acc.device)
+            if int(acc.reduce(flag, reduction="max")) and stop is None:
+                stop = "max_time"
+        return stop
+
+    def _after_update(self, epoch_done: bool, stop: str | None) -> str | None:
+        """Evaluation, checkpoint and callbacks after an update."""
+        args, state = self.args, self.state
+        if self._progress is not None:
+            self._progress.update(1)
+        every = args.eval_steps
+        if self.eval_fn is not None and ((every and state.global_step % every == 0) or (not every and epoch_done)):
+            self.evaluate()
+        steps = args.checkpointing_steps
+        step_save = steps not in (None, "", "epoch") and int(steps) > 0 and state.global_step % int(steps) == 0
+        if step_save or (steps == "epoch" and epoch_done) or stop is not None:
+            self.save_checkpoint()
+        try:
+            for callback in self.callbacks:
+                callback(self)
+        except StopTraining:
+            if not (step_save or (steps == "epoch" and epoch_done) or stop is not None):
+                self.save_checkpoint()
+            stop = "callback"
+        return stop
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Logging and evaluation
+    # ------------------------------------------------------------------------------------------------------------------
+    def _log(self, entry: dict, force: bool) -> None:
+        state = self.state
+        entry["epoch"] = round(state.epoch + state.batch_in_epoch / max(1, self.micro_batches_per_epoch), 4)
+        if not force and state.global_step % max(1, self.args.logging_steps):
+            return
+        state.log_history.append(entry)
+        if self.args.with_tracking:
+            self.accelerator.log({f"train/{k}": v for k, v in entry.items() if k not in ("step",)},
+                                 step=state.global_step)
+        if self._progress is not None:
+            self._progress.set_postfix(loss=f"{entry['loss']:.4f}", lr=f"{entry['learning_rate']:.3g}",
+                                       tok_s=f"{entry['tokens_per_s']:.0f}", refresh=False)
+
+    def _print(self, line: str) -> None:
+        if not self.is_main_process:
+            return
+        if self._progress is not None:
+            self._progress.write(line)
+        else:
+            print(line, flush=True)
+
+    @contextlib.contextmanager
+    def eval_mode(self):
+        """Eval mode, no grad, RNG states forked: evaluating never changes training."""
+        was_training = self.model.training
+        py_state, np_state = random.getstate(), np.random.get_state()
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            self.model.eval()
+            try:
+                yield
+            finally:
+                self.model.train(was_training)
+                random.setstate(py_state)
+                np.random.set_state(np_state)
+
+    def evaluate(self) -> dict[str, float]:
+        """``eval_fn`` now: recorded, printed as one line, sent to the trackers, and ``best/`` kept."""
+        state = self.state
+        with self.eval_mode():
+            metrics = {k: float(v) for k, v in (self.eval_fn(self) or {}).items()}
+        state.last_eval_step = state.global_step
+        epoch = round(state.epoch + state.batch_in_epoch / max(1, self.micro_batches_per_epoch), 4)
+        state.eval_history.append({"step": state.global_step, "epoch": epoch, **metrics})
+        shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+        self._print(f"eval step {state.global_step} (epoch {epoch:.2f}): {shown}")
+        if self.args.with_tracking:
+            self.accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=state.global_step)
+        key = self.metric_for_best_model
+        if key:
+            if key not in metrics:
+                raise KeyError(f"metric_for_best_model={key!r} is not among the evaluation metrics {sorted(metrics)}")
+            value = metrics[key]
+            better = state.best_metric is None or (value > state.best_metric if self.greater_is_better
+                                                   else value < state.best_metric)
+            if better and not math.isnan(value):
+                state.best_metric, state.best_step = value, state.global_step
+                self.save_model(self.output_dir / BEST_DIR, extra={"metrics": metrics, "step": state.global_step})
+        return metrics
+
+    def predict(self, dataset, collate_fn: Callable, batch_size: int | None = None) -> dict[str, np.ndarray]:
+        with self.eval_mode():
+            return predict_logits(self.model, dataset, collate_fn, self.accelerator,
+                                  batch_size or self.batch.per_device_batch_size, self.args.dataloader_num_workers)
+
+    def evaluate_loss(self, dataset, collate_fn: Callable, batch_size: int | None = None) -> dict[str, float]:
+        with self.eval_mode():
+            return lm_heldout_loss(self.model, dataset, collate_fn, self.accelerator,
+                                   batch_size or self.batch.per_device_batch_size)
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Saving and resuming
+    # ------------------------------------------------------------------------------------------------------------------
+    def _check_weights_finite(self) -> None:
+        bad = [n for n, p in self.model.named_parameters() if p.is_floating_point() and not torch.isfinite(p).all()]
+        if bad:
+            raise NonFiniteError(f"non-finite weights after update {self.state.global_step} ({bad[:4]}): nothing was "
+                                 "saved. Likely cause: a learning rate too high; resume from the last checkpoint.")
+
+    def save_checkpoint(self) -> Path:
+        """``checkpoints/step-N``: ``accelerator.save_state`` into a temporary folder, then the config/tokenizer and
+        ``training_state.json`` (last), renamed into place; ``latest`` then names it. Call on every process."""
+        acc, state = self.accelerator, self.state
+        self._check_weights_finite()
+        root = self.output_dir / CHECKPOINTS_DIR
+        name = f"step-{state.global_step:08d}"
+        tmp, final = root / f".tmp-{name}", root / name
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        # sharded engines: the gathered weights (a collective) as model.safetensors beside Accelerate's own files
+        plain = self.finalize_model() if self.sharded else None
+        extra = {"fsdp": self._fsdp_layout()} if self.engine == "fsdp" else {}
+        with disk_errors(tmp), _quiet_saving():
+            acc.save_state(str(tmp))
+            if acc.is_main_process:
+                self._write_companions(tmp, plain)
+                (tmp / STATE_FILE).write_text(json.dumps(
+                    {"state": asdict(state), "run": self.run_identity, **extra,
+                     "arguments": self.args.to_dict()}, indent=2, default=str))
+                fsync_tree(tmp)
+        if acc.is_main_process:
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+            write_text_atomically(root / LATEST_POINTER, name)
+            self._prune_checkpoints(root, keep=name)
+        acc.wait_for_everyone()
+        return final
+
+    def _write_companions(self, folder: Path, plain=None) -> None:
+        """Config + tokenizer beside the weights, so that ``from_pretrained(checkpoint)`` loads a plain model (under
+        the sharded engines, whose own files are not a ``save_pretrained`` layout, the gathered model too)."""
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        if hasattr(model, "peft_config"):  # a LoRA checkpoint holds the PeftModel's state; its base is elsewhere
+            return
+        if plain is not None:
+            plain.save_pretrained(folder, safe_serialization=True)
+        else:
+            model.config.save_pretrained(folder)
+        if self.save_fn is not None:
+            self.save_fn(folder)
+
+    def _fsdp_layout(self) -> dict:
+        """What FSDP did to the model (recorded in the checkpoint): version, wrapped units, sharded tensors."""
+        from torch.distributed.fsdp import FSDPModule
+
+        units = [name for name, m in self.model.named_modules() if isinstance(m, FSDPModule)]
+        sharded = sum(1 for p in self.model.parameters() if type(p).__name__ == "DTensor")
+        return {"version": getattr(self.accelerator.state.fsdp_plugin, "fsdp_version", None), "units": units,
+                "sharded_parameters": sharded, "processes": self.accelerator.num_processes}
+
+    def _prune_checkpoints(self, root: Path, keep: str) -> None:
+        limit = self.args.save_total_limit
+        if not limit or limit < 1:
+            return
+        ckpts = sorted(p for p in root.glob("step-*") if p.is_dir())
+        for path in [p for p in ckpts if p.name != keep][: max(0, len(ckpts) - limit)]:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def load_checkpoint(self, folder: Path) -> None:
+        """Resume: the run's identity compared first, the weights checked, then ``accelerator.load_state``."""
+        saved = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+        self._check_same_run(saved.get("run") or {}, folder)
+        check_finite_weights(folder)
+        self.accelerator.load_state(str(folder))
+        self.state = LoopState.from_dict(saved["state"])
+        self._print(f"resumed from {folder} at step {self.state.global_step}")
+
+    def _check_same_run(self, saved: dict, folder: Path) -> None:
+        differences = [f"{key}: checkpoint {saved[key]!r}, this run {value!r}"
+                       for key, value in self.run_identity.items() if key in saved and saved[key] != value]
+        if differences:
+            task = saved.get("task")
+            raise RunMismatchError(
+                f"checkpoint {folder} belongs to another run{f' (task {task!r})' if task else ''}; it differs in:\n  "
+                + "\n  ".join(differences)
+                + "\nResume with the same task, data, model, batch layout, seed and length, or start fresh in another "
+                "--output_dir (or with --overwrite_output_dir).")
+
+    def save_model(self, folder: str | Path, extra: dict | None = None) -> None:
+        """The model (+ ``save_fn`` files) as a ``save_pretrained`` folder, atomically. Every process calls it (the
+        sharded engines gather the weights); the main process writes."""
+        self._check_weights_finite()
+        model = self.finalize_model()
+        if self.is_main_process:
+            def write(tmp: Path) -> None:
+                with disk_errors(tmp), _quiet_saving():
+                    model.save_pretrained(tmp, safe_serialization=True)
+                    if self.save_fn is not None:
+                        self.save_fn(tmp)
+                    if extra is not None:
+                        (tmp / "training_info.json").write_text(json.dumps(extra, indent=2, default=str))
+
+            save_directory_atomically(folder, write)
+        self.accelerator.wait_for_everyone()
+
+    def finalize_model(self):
+        """The trained model without Accelerate's wrappers. Under FSDP / DeepSpeed the full weights are gathered (every
+        process must call this) into a plain copy; processes other than the main one get it on the meta device."""
+        acc = self.accelerator
+        unwrapped = acc.unwrap_model(self.model, keep_fp32_wrapper=False, keep_torch_compile=False)
+        if self.master_weights:  # the fp32 master values, not their bf16 working copies
+            return fp32_model(unwrapped, self.optimizer.optimizer)
+        if not self.sharded:
+            return unwrapped
+        state = acc.get_state_dict(self.model)
+        with torch.device("meta"):
+            plain = type(unwrapped)(unwrapped.config)
+        if acc.is_main_process:
+            plain.load_state_dict(state, strict=False, assign=True)
+            plain.tie_weights()
+        return plain
+
+
+@contextlib.contextmanager
+def _quiet_saving():
+    """No "Writing model shards" bar inside the training bar, no warning for the tied lm_head that safetensors stores
+    once (``from_pretrained`` ties it again)."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    accelerate_logger = logging.getLogger("accelerate.utils.other")
+    level = accelerate_logger.level
+    accelerate_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        accelerate_logger.setLevel(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _non_pad_tokens(batch: dict) -> int:
+    if "attention_mask" in batch:
+        return int(batch["attention_mask"].sum())
+    return int(batch["input_ids"].numel())
+
+
+def _scalar_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Hyperparameters the trackers can store (TensorBoard's hparams take scalars and strings only)."""
+    return {k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v, default=str))
+            for k, v in config.items() if v is not None}

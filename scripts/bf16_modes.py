@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """bf16 autocast vs bf16 with fp32 master weights (gpt1_hf.precision) vs fp32, through the training loop itself
-(`gpt1_hf.loop.TrainingLoop`, random tokens, LM), interleaved in one process, 2 rounds; MFU of the bf16 / fp32 matmul
+(`gpt1_hf.training.TrainingLoop`, random tokens, LM), interleaved in one process, 2 rounds; MFU of the bf16 / fp32 matmul
 peak measured in the same run. The numbers behind `--bf16_implementation auto` (docs/benchmarks.md).
 
     python scripts/bf16_modes.py study   # the results study's pretraining shape: 4 x 256, context 128, 32 x 128 tokens
@@ -30,8 +30,8 @@ def tokens_per_s(cfg: dict, seq: int, batch: int, steps: int, mixed_precision: s
     """Median tokens/s of the loop's updates (the first two, warm-up, left out)."""
     from gpt1_hf import GPT1Config, GPT1LMHeadModel
     from gpt1_hf.arguments import RunArguments
-    from gpt1_hf.loop import TrainingLoop
-    from gpt1_hf.training import create_accelerator
+    from gpt1_hf.distributed import create_accelerator
+    from gpt1_hf.training import TrainingLoop
 
     g = torch.Generator().manual_seed(0)
     data = [{"input_ids": torch.randint(0, cfg["vocab_size"] - 4, (seq,), generator=g).tolist()}

@@ -4,7 +4,7 @@
   the SST-2 fixture; the trained weights and the evaluation metrics (15 dev examples: not divisible by 2, so
   `gather_for_metrics` must drop the padded tail) equal those of one process with the same global batch.
 * FSDP: `configs/fsdp.yaml` launched with 2 processes and the script's `--cpu` runs FSDP2 over gloo
-  (`gpt1_hf.training.create_accelerator` switches the CPU processes, which Accelerate leaves as MULTI_CPU, to FSDP).
+  (`gpt1_hf.distributed.create_accelerator` switches the CPU processes, which Accelerate leaves as MULTI_CPU, to FSDP).
   `scripts/finetune.py` unchanged: checkpoints, best/ and the final folder are saved from weights gathered on every
   process; weights/metrics equal the single-process run; a resumed run ends bitwise equal to the uninterrupted one.
   `scripts/pretrain.py` with the shipped bf16 and gradient accumulation: loss goes down, the folder loads.
@@ -120,7 +120,7 @@ def ddp_run(model_dir, tmp_path_factory):
 
 def _fsdp_finetune(model_dir: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     """configs/fsdp.yaml as shipped, with the CPU overrides: 2 processes, fp32, and the script's --cpu (FSDP2 over
-    gloo on CPU processes, see gpt1_hf.training.create_accelerator)."""
+    gloo on CPU processes, see gpt1_hf.distributed.create_accelerator)."""
     return _launch(_accelerate("fsdp.yaml", "--num_processes", "2", "--mixed_precision", "no",
                                str(ROOT / "scripts" / "finetune.py"), "--cpu",
                                "--model_name_or_path", str(model_dir), "--output_dir", str(out),
@@ -189,7 +189,7 @@ def test_two_processes_match_single_process(model_dir, single_run, ddp_run):
 
 def _assert_fsdp_checkpoint(folder: Path) -> dict:
     """A complete checkpoint written under FSDP2 that sharded every GPT1Block over 2 processes."""
-    from gpt1_hf.training import find_checkpoint
+    from gpt1_hf.run_folder import find_checkpoint
 
     assert find_checkpoint(folder.parent.parent, str(folder)) == folder
     state = json.loads((folder / "training_state.json").read_text())
@@ -493,8 +493,7 @@ def test_loop_fills_deepspeed_batch_entries(monkeypatch):
 
     from accelerate.utils import DeepSpeedPlugin
 
-    from gpt1_hf.loop import TrainingLoop
-    from gpt1_hf.training import resolve_batch_config
+    from gpt1_hf.training import TrainingLoop, resolve_batch_config
 
     monkeypatch.chdir(ROOT)
     _, env = _launch_env("deepspeed_zero2.yaml")
@@ -533,7 +532,7 @@ def test_batch_sizes_checked_with_the_launch_process_count():
 
 def test_deepspeed_with_accumulation_refused():
     from gpt1_hf.distributed import LaunchConfigError, preflight
-    from gpt1_hf.loop import TrainingLoop
+    from gpt1_hf.training import TrainingLoop
 
     assert TrainingLoop.supports_sharded_engines
     cfg = str(CONFIGS / "deepspeed_zero2.yaml")

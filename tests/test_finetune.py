@@ -135,7 +135,7 @@ def test_finetune_pair_task_with_accumulation_and_grouping(pretrained_dir, tmp_p
 
 
 def test_resume_gives_the_same_final_metrics(pretrained_dir, tmp_path, capsys):
-    from gpt1_hf.training import find_checkpoint
+    from gpt1_hf.run_folder import find_checkpoint
 
     ref = run("sst2", tmp_path / "ref", model=str(pretrained_dir), predict_splits=[])
     first = run("sst2", tmp_path / "run", model=str(pretrained_dir), predict_splits=[], max_time=0.0)
@@ -265,7 +265,7 @@ def test_readme_main_command_runs_twice_into_the_same_folder(tmp_path, monkeypat
     GPT-1 BPE, from scratch), cut to a few steps here, run twice in a row into its default output folder (the second
     run replaces the first: the embedded default has overwrite_output_dir=True)."""
     from gpt1_hf.cli import run_main
-    from gpt1_hf.training import resolve_mixed_precision
+    from gpt1_hf.precision import resolve_mixed_precision
 
     cli = load_script("finetune")
     monkeypatch.chdir(tmp_path)

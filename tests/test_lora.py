@@ -130,8 +130,8 @@ def test_lora_finetune_resumes_to_the_same_result(tmp_path):
 
     from gpt1_hf.arguments import FinetuneArguments
     from gpt1_hf.finetuning import finetune
+    from gpt1_hf.run_folder import find_checkpoint
     from gpt1_hf.tokenization_gpt1 import GPT1Tokenizer
-    from gpt1_hf.training import find_checkpoint
 
     fixtures = Path(__file__).parent / "fixtures" / "tasks"
     texts = [p.read_text(encoding="utf-8-sig") for p in sorted((fixtures / "sst2").rglob("*")) if p.is_file()]

@@ -5,10 +5,10 @@ import torch
 from conftest import tiny_config_kwargs
 
 from gpt1_hf import GPT1Config, GPT1LMHeadModel
-from gpt1_hf import training as T
 from gpt1_hf.arguments import RunArguments
-from gpt1_hf.loop import TrainingLoop
-from gpt1_hf.precision import MasterWeightsAdamW
+from gpt1_hf.distributed import create_accelerator
+from gpt1_hf.precision import MasterWeightsAdamW, bf16_master_weights
+from gpt1_hf.training import TrainingLoop
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -32,7 +32,7 @@ def _run(tmp_path, impl, **kw):
                         global_batch_size=8, disable_tqdm=True, logging_steps=1, weight_decay=0.01, max_grad_norm=1.0,
                         lr_scheduler_type="linear", warmup_ratio=0.05, mixed_precision="bf16",
                         bf16_implementation=impl, cpu=True, **{"num_train_epochs": 1, "max_train_steps": 300, **kw})
-    acc = T.create_accelerator("bf16", cpu=True, bf16_implementation=impl)
+    acc = create_accelerator("bf16", cpu=True, bf16_implementation=impl)
     loop = TrainingLoop(model, args, _data(), _collate, acc)
     result = loop.fit()
     loop.trained_with = (acc.mixed_precision, next(loop.model.parameters()).dtype)  # the state is process-wide
@@ -86,5 +86,5 @@ def test_master_weights_optimizer_state_dict_round_trip():
 def test_master_weights_refused_under_fsdp(monkeypatch):
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     with pytest.raises(ValueError, match="master_weights is for one process or DDP"):
-        T.bf16_master_weights("bf16", "master_weights", cpu=True)
-    assert not T.bf16_master_weights("bf16", "auto", cpu=True)
+        bf16_master_weights("bf16", "master_weights", cpu=True)
+    assert not bf16_master_weights("bf16", "auto", cpu=True)

@@ -10,8 +10,15 @@ from conftest import assert_help_lists_every_field, load_script
 
 from gpt1_hf import GPT1LMHeadModel
 from gpt1_hf.arguments import PretrainArguments, parse_cli
-from gpt1_hf.corpus import build_blocks, load_corpus, tokenizer_fingerprint
-from gpt1_hf.pretraining import TRAINED_TOKENIZER_DIR, _main_process_first, obtain_tokenizer, pretrain
+from gpt1_hf.corpus import (
+    TRAINED_TOKENIZER_DIR,
+    build_blocks,
+    load_corpus,
+    main_process_first,
+    obtain_tokenizer,
+    tokenizer_fingerprint,
+)
+from gpt1_hf.pretraining import pretrain
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tasks"
@@ -264,10 +271,10 @@ def test_trained_tokenizer_comes_from_the_main_process(corpus_dir, tmp_path, mon
 
 def test_main_process_first_reaches_the_barrier_on_errors():
     main, other = _FakeState(True), _FakeState(False)
-    with _main_process_first(other):
+    with main_process_first(other):
         assert other.barriers == 1  # waits for the main process before running the block
     with pytest.raises(ValueError):
-        with _main_process_first(main):
+        with main_process_first(main):
             assert main.barriers == 0
             raise ValueError("empty corpus")
     assert main.barriers == 1  # released the others although the block failed: they do not hang

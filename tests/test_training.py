@@ -1,4 +1,4 @@
-"""The shared training loop (gpt1_hf.loop / gpt1_hf.training): schedules, weight decay, one global batch whatever its
+"""The shared training loop (gpt1_hf.training): schedules, weight decay, one global batch whatever its
 layout, kill-and-resume equality, atomic checkpoints, budgets, and the guards (non-finite values, run identity, one
 run per folder, leftovers)."""
 
@@ -12,17 +12,17 @@ import pytest
 import torch
 from conftest import tiny_config_kwargs
 
-from gpt1_hf import GPT1Config, GPT1ForSequenceClassification, GPT1LMHeadModel
+from gpt1_hf import GPT1Config, GPT1ForSequenceClassification, GPT1LMHeadModel, precision
 from gpt1_hf import training as T
 from gpt1_hf.arguments import RunArguments
+from gpt1_hf.distributed import create_accelerator
 from gpt1_hf.durable import RunInUseError, RunLock
-from gpt1_hf.loop import TrainingLoop
+from gpt1_hf.run_folder import find_checkpoint, open_run_folder
 from gpt1_hf.training import (
     NonFiniteError,
     RunMismatchError,
+    TrainingLoop,
     count_items,
-    find_checkpoint,
-    open_run_folder,
     param_groups_for_weight_decay,
     resolve_batch_config,
 )
@@ -76,7 +76,7 @@ def args_for(tmp_path, **kw):
 
 
 def loop_for(model, args, data, collate=lm_collate, **kw):
-    acc = T.create_accelerator(args.mixed_precision, cpu=True, with_tracking=args.with_tracking,
+    acc = create_accelerator(args.mixed_precision, cpu=True, with_tracking=args.with_tracking,
                                report_to=args.report_to, project_dir=args.output_dir)
     return TrainingLoop(model, args, data, collate, acc, **kw)
 
@@ -281,7 +281,7 @@ def test_failed_checkpoint_write_keeps_previous_latest(tmp_path, monkeypatch):
     assert find_checkpoint(run_dir, "latest").name == "step-00000002"
     assert not (run_dir / "checkpoints" / "step-00000004").exists()
     assert (run_dir / "checkpoints" / ".tmp-step-00000004").exists()
-    acc = T.create_accelerator(None, cpu=True)
+    acc = create_accelerator(None, cpu=True)
     with open_run_folder(run_dir, acc, "latest", False):
         assert not (run_dir / "checkpoints" / ".tmp-step-00000004").exists()
     r = loop_for(tiny_lm(0), args_for(run_dir, checkpointing_steps="2", resume_from_checkpoint="latest"),
@@ -311,25 +311,25 @@ def test_bf16_and_gradient_checkpointing(tmp_path):
 
 def test_accelerator_settings_do_not_leak_between_runs(monkeypatch):
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
-    assert T.create_accelerator("bf16").mixed_precision == "bf16"
-    assert T.create_accelerator(None).mixed_precision == "no"  # not the previous run's bf16
+    assert create_accelerator("bf16").mixed_precision == "bf16"
+    assert create_accelerator(None).mixed_precision == "no"  # not the previous run's bf16
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch --mixed_precision` sets
-    assert T.create_accelerator(None).mixed_precision == "bf16"
-    assert T.create_accelerator("no").mixed_precision == "no"
+    assert create_accelerator(None).mixed_precision == "bf16"
+    assert create_accelerator("no").mixed_precision == "no"
 
 
 def test_auto_mixed_precision_follows_the_hardware(monkeypatch):
     """"auto" is bf16 only where bf16 is native (emulated bf16 on an AVX2-only CPU is ~10x slower than fp32)."""
     monkeypatch.setattr(T.torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(T, "cpu_has_native_bf16", lambda: True)
-    assert T.resolve_mixed_precision("auto", cpu=True) == "bf16"
-    monkeypatch.setattr(T, "cpu_has_native_bf16", lambda: False)
-    assert T.resolve_mixed_precision("auto", cpu=True) == "no"
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert precision.resolve_mixed_precision("auto", cpu=True) == "bf16"
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert precision.resolve_mixed_precision("auto", cpu=True) == "no"
     for value in (None, "no", "bf16", "fp16"):
-        assert T.resolve_mixed_precision(value, cpu=True) == value
-    assert T.create_accelerator("auto", cpu=True).mixed_precision == "no"
+        assert precision.resolve_mixed_precision(value, cpu=True) == value
+    assert create_accelerator("auto", cpu=True).mixed_precision == "no"
     with pytest.raises(ValueError, match="--mixed_precision must be one of auto, no, bf16, fp16"):
-        T.create_accelerator("fp8", cpu=True)
+        create_accelerator("fp8", cpu=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -404,7 +404,7 @@ def test_resuming_another_run_is_refused_naming_each_difference(tmp_path):
 
 def test_one_run_per_output_folder(tmp_path):
     """A folder in use: a second run exits at once, naming the holder; a dead holder leaves no stuck lock."""
-    acc = T.create_accelerator(None, cpu=True)
+    acc = create_accelerator(None, cpu=True)
     with RunLock(tmp_path / "run"):
         with pytest.raises(RunInUseError, match="in use"):
             with open_run_folder(tmp_path / "run", acc, None, False):
@@ -422,7 +422,7 @@ def test_one_run_per_output_folder(tmp_path):
 
 def test_fresh_run_into_a_folder_holding_a_run(tmp_path):
     """Refused without overwrite_output_dir; with it, the old run's files are gone before the new one starts."""
-    acc = T.create_accelerator(None, cpu=True)
+    acc = create_accelerator(None, cpu=True)
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints" / "step-00000005").mkdir(parents=True)
     (run_dir / "results.json").write_text("{}")
