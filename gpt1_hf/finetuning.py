@@ -1,23 +1,21 @@
-"""Fine-tuning GPT-1 on the paper's tasks (Radford et al. 2018, §3.2-3.3 and §4.1), on the shared training loop.
+"""Fine-tuning GPT-1 on the paper's tasks or your own data (Radford et al. 2018, §3.2-3.3 and §4.1), on the shared
+training loop.
 
-`finetune(FinetuneArguments(...))` (what ``scripts/finetune.py`` runs):
+`finetune(FinetuneArguments(...))` (what ``scripts/finetune.py`` runs; docs/finetuning.md has the details):
 
-1. the tokenizer (``tokenizer_name``, else the model's, else the GPT-1 BPE files bundled in the package);
-2. the model for the task's kind -- ``multiple_choice`` -> `GPT1ForMultipleChoice`, otherwise
-   `GPT1ForSequenceClassification` (``num_labels`` from the task, 1 for STS-B regression; similarity tasks feed both
-   orderings as (batch, 2, seq)) -- from a gpt1 folder / Hub id, a transformers ``openai-gpt`` checkpoint or OpenAI's
-   original release (converted on load by `gpt1_hf.convert.load_as_gpt1`), or from scratch;
-   ``transfer_layers=K`` keeps the embeddings and the first K pretrained blocks and re-initialises the rest (paper
-   Figure 2 left);
-3. the task data (`gpt1_hf.data`: local ``data_dir`` or the Hub), encoded with the paper's input transformations;
-4. training with L3 = L2 + aux_lm_weight * L1 (computed by the model), evaluation with the task's `evaluate` metric
-   every epoch (``gather_for_metrics``), the best checkpoint kept in ``<output_dir>/best``;
-5. ``<output_dir>``: the final model + tokenizer, ``results.json``, ``predictions/<split>/`` (GLUE submission TSVs for
-   GLUE tasks) and, with ``push_to_hub``, the Hub upload (`gpt1_hf.hub`).
+1. the tokenizer, and the model for the task's kind (`gpt1_hf.task_models.build_finetune_model`: a gpt1 folder / Hub
+   id, a transformers ``openai-gpt`` checkpoint or OpenAI's release converted on load, or from scratch; optionally
+   ``transfer_layers`` and LoRA adapters);
+2. the splits, loaded and encoded with the paper's input transformations before anything trains
+   (`gpt1_hf.task_data`);
+3. training with L3 = L2 + aux_lm_weight * L1 (computed by the model) in `gpt1_hf.training.TrainingLoop`, the task's
+   `evaluate` metric every epoch, the best checkpoint kept in ``<output_dir>/best``;
+4. ``<output_dir>``: the final model + tokenizer + card, ``results.json``, ``predictions/<split>/`` (GLUE submission
+   TSVs for GLUE tasks) and, with ``push_to_hub``, the Hub upload (`gpt1_hf.hub`).
 
-Defaults are the paper's fine-tuning recipe (`FINETUNE_PAPER_DEFAULTS`). With no model at all (``model_name_or_path=None``)
-the *embedded default* runs instead: a tiny GPT-1 trained from scratch on the SST-2 sample bundled in the package
-(`FINETUNE_EMBEDDED_DEFAULTS`), offline, in a few minutes on a laptop CPU.
+Defaults are the paper's recipe (`FINETUNE_PAPER_DEFAULTS`); with no model at all the *embedded default* runs instead:
+a tiny GPT-1 trained from scratch on the SST-2 sample bundled in the package (`FINETUNE_EMBEDDED_DEFAULTS`), offline,
+in about a minute on a laptop CPU.
 """
 
 from __future__ import annotations
@@ -161,28 +159,23 @@ def _finetune(args: FinetuneArguments, spec: TaskSpec | None, accelerator, token
 
 
 def _results(spec, args, loop, result, model_info, final_model, data, max_length) -> dict[str, Any]:
-    """``results.json``: metrics, history, data accounting, batch layout, model and the arguments."""
-    batch = loop.batch
+    """``results.json``: metrics, history, data accounting, model, and the loop's summary (layout, arguments...)."""
     return {
         "task": spec.name, "task_kind": spec.kind, "primary_metric": spec.primary_metric, "metrics": result.metrics,
-        "eval_split": args.eval_split, **loop.precision,
+        "eval_split": args.eval_split,
         "best": {"metric": spec.primary_metric, "value": result.best_metric, "step": result.best_step,
                  "path": str(Path(args.output_dir) / "best")},
-        "paper_score": spec.paper_score, "eval_history": result.eval_history, "seed": args.seed, "wall_time_s": None,
-        "train_time_s": result.train_time, "global_step": result.global_step, "epochs_completed": result.epoch,
-        "stop_reason": result.stop_reason, "tokens_seen": result.tokens_seen, "examples_seen": result.examples_seen,
-        "skipped_updates": loop.state.skipped_updates, "sizes": data["sizes"], "truncated": data["truncated"],
+        "paper_score": spec.paper_score, "eval_history": result.eval_history, "wall_time_s": None,
+        "sizes": data["sizes"], "truncated": data["truncated"],
         # per split: what was loaded (source, files) and done to it (partial sample, substitution, dropped rows)
         "data": data["info"], "max_length": max_length,
-        "batch": batch.as_results(),
-        "total_steps": loop.total_steps, "warmup_steps": loop.warmup_steps,
         "model": {**{k: v for k, v in model_info.items() if k != "reinitialized"},
                   "n_reinitialized_params": len(model_info.get("reinitialized", [])),
                   "config": {k: getattr(final_model.config, k) for k in
                              ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner", "aux_lm_weight",
                               "clf_pdrop")},
                   "num_parameters": sum(p.numel() for p in final_model.parameters())},
-        "config": args.to_dict(), "prediction_files": {}, "log_history": result.log_history,
+        **loop.summary(), "prediction_files": {},
     }
 
 

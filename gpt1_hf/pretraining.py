@@ -1,27 +1,17 @@
 """Unsupervised pretraining of GPT-1 (paper §3.1, L1 = next-token log-likelihood) on the shared training loop.
 
-`pretrain(PretrainArguments(...))` (what ``scripts/pretrain.py`` runs):
+`pretrain(PretrainArguments(...))` (what ``scripts/pretrain.py`` runs; docs/pretraining.md has the details):
 
-1. corpus: local text files / folders (one document per file -- the default, right for books -- or per line),
-   ``.jsonl`` files (``text_column``), or a Hub dataset. Files are read with ``utf-8-sig`` and universal newlines, so
-   a UTF-8 BOM and CRLF line ends (the novels of ``shared/data/pretrain_corpus``) disappear;
-2. tokenizer: an existing GPT-1 tokenizer (default: the GPT-1 BPE files bundled in the package) or, with
-   ``train_tokenizer``, a new BPE vocabulary of ``vocab_size`` trained on the corpus by the main process, saved
-   into ``<output_dir>/trained_tokenizer`` and loaded from there by every process (saved with the model);
-3. contiguous blocks of ``block_size`` tokens (the paper samples contiguous 512-token sequences): documents are cut into
-   segments at spaces (same token stream as the whole document), tokenized and concatenated in order, and cut into
-   blocks -- all with ``datasets.map``
-   (batched, cached on disk under explicit fingerprints that do not depend on PYTHONHASHSEED, ``preprocessing_num_workers``
-   workers; the main process first, the others then read its cache). Up to ``block_size - 1`` tokens per map batch of
-   ``block_map_batch_size`` segments are dropped (the remainder that does not fill a block);
-4. a held-out split (``validation_files``, else ``validation_split_percentage`` % of the blocks, chosen with the
-   seed) reporting loss and perplexity before training, every ``eval_steps`` updates (default: each epoch) and at the
-   end;
-5. the paper's optimisation: AdamW lr 2.5e-4, linear warmup (2000 updates, or 1% of the run when that is shorter, or
-   ``num_warmup_steps``/``warmup_ratio``), cosine decay to 0, decoupled weight decay 0.01 on non-bias non-gain weights,
-   dropout 0.1, batch 64 x 512 (``global_batch_size`` x ``block_size``), gradient clipping 1.0;
-6. output: ``<output_dir>`` holds a `GPT1LMHeadModel` + tokenizer that ``scripts/finetune.py --model_name_or_path``
-   takes directly, ``results.json`` (sizes, time, tokens/s, held-out curve) and ``heldout_perplexity.png``.
+1. the corpus -- text files (one document per file or per line), ``.jsonl`` or a Hub dataset -- its tokenizer (given,
+   bundled, or trained on the corpus by the main process) and its contiguous ``block_size``-token blocks, with a
+   held-out split (`gpt1_hf.corpus.corpus_blocks`);
+2. a new `GPT1LMHeadModel` of the arguments' shape, or ``model_name_or_path`` continued
+   (`gpt1_hf.task_models.build_lm_model`);
+3. the paper's optimisation (`PRETRAIN_DEFAULTS`: AdamW 2.5e-4, warmup, cosine decay, weight decay 0.01, batch
+   64 x 512, clipping 1.0) in `gpt1_hf.training.TrainingLoop`, the held-out loss before training, every
+   ``eval_steps`` (default: each epoch) and at the end; a token budget (``max_train_tokens``) sizes the schedule;
+4. ``<output_dir>``: the model + tokenizer (``scripts/finetune.py --model_name_or_path`` takes it), ``results.json``
+   (sizes, time, tokens/s, the held-out curve) and ``heldout_perplexity.png``.
 """
 
 from __future__ import annotations
@@ -137,8 +127,10 @@ def _pretrain(args: PretrainArguments, accelerator, start: float) -> dict[str, A
 
 
 def _results(args, data, loop, result, final_model, initial) -> dict[str, Any]:
-    batch = loop.batch
-    train_tps = result.tokens_seen / result.train_time if result.train_time > 0 else None
+    """``results.json``: corpus, tokenizer, model, the held-out curve, and the loop's summary (layout, arguments...)."""
+    summary = loop.summary()
+    tps = summary["train_tokens_per_s"]
+    summary["batch"]["tokens_per_update"] = summary["batch"]["global"] * args.block_size
     return {
         "corpus": {"train_files": list(args.train_files), "dataset_name": args.dataset_name,
                    "documents": len(data["corpus"]), "tokens": data["tokens"], "train_blocks": len(data["train"]),
@@ -149,10 +141,6 @@ def _results(args, data, loop, result, final_model, initial) -> dict[str, Any]:
                                                               "n_head", "n_inner")},
         "num_parameters": sum(p.numel() for p in final_model.parameters()),
         "initial_heldout": initial, "final_heldout": result.metrics, "best_heldout_loss": result.best_metric,
-        "best_step": result.best_step, "heldout_history": result.eval_history, "global_step": result.global_step,
-        "total_steps": loop.total_steps, "warmup_steps": loop.warmup_steps, "stop_reason": result.stop_reason,
-        "tokens_seen": result.tokens_seen, "train_time_s": result.train_time, "train_tokens_per_s": train_tps,
-        "train_tokens_per_min": train_tps * 60 if train_tps else None, "skipped_updates": loop.state.skipped_updates,
-        "batch": {**batch.as_results(), "tokens_per_update": batch.global_batch_size * args.block_size},
-        "seed": args.seed, **loop.precision, "config": args.to_dict(), "log_history": result.log_history,
+        "best_step": result.best_step, "heldout_history": result.eval_history,
+        "train_tokens_per_min": tps * 60 if tps else None, **summary,
     }

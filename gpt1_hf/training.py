@@ -335,6 +335,16 @@ class TrainingLoop:
         mp = self.accelerator.mixed_precision
         return {"mixed_precision": mp, "bf16_implementation": "autocast" if mp == "bf16" else None}
 
+    def summary(self) -> dict[str, Any]:
+        """What both recipes' ``results.json`` record of the run: progress, budgets, layout, precision, arguments."""
+        s = self.state
+        return {"global_step": s.global_step, "epochs_completed": s.epoch, "total_steps": self.total_steps,
+                "warmup_steps": self.warmup_steps, "stop_reason": s.stop_reason, "tokens_seen": s.tokens_seen,
+                "examples_seen": s.examples_seen, "train_time_s": s.train_time,
+                "train_tokens_per_s": s.tokens_seen / s.train_time if s.train_time > 0 else None,
+                "skipped_updates": s.skipped_updates, "batch": self.batch.as_results(), "seed": self.args.seed,
+                **self.precision, "config": self.args.to_dict(), "log_history": s.log_history}
+
     @property
     def sharded(self) -> bool:
         return self.engine in ("fsdp", "deepspeed")
