@@ -7,6 +7,7 @@ peak measured in the same run. The numbers behind `--bf16_implementation auto` (
     python scripts/bf16_modes.py full    # GPT-1's full config, 1 x 512 tokens per update
 """
 
+import argparse
 import json
 import sys
 import tempfile
@@ -52,7 +53,9 @@ def tokens_per_s(cfg: dict, seq: int, batch: int, steps: int, mixed_precision: s
 def main(argv=None) -> int:
     from gpt1_hf.benchmarking import case_peak, flops_per_token, machine_info
 
-    shape = (argv or sys.argv[1:] or ["study"])[0]
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("shape", nargs="?", default="study", choices=sorted(SHAPES), help="the shape to measure")
+    shape = parser.parse_args(argv).shape
     cfg, seq, batch, steps = SHAPES[shape]
     peak = case_peak({"ceiling": False, "reps": 5})
     fpt = flops_per_token(cfg, seq, cfg["vocab_size"])

@@ -26,3 +26,18 @@ def test_no_private_imports_across_modules():
                if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("gpt1_hf"))
                for alias in node.names if alias.name.startswith("_")]
     assert not private, "private names imported across modules: " + "; ".join(private)
+
+
+SCRIPTS = sorted(p.stem for p in ROOT.joinpath("scripts").glob("*.py"))
+
+
+def test_every_script_answers_help(capsys):
+    """``scripts/<name>.py --help`` prints its usage and exits 0 (in-process: the scripts' ``main(argv)``)."""
+    import pytest
+    from conftest import load_script
+
+    for name in SCRIPTS:
+        with pytest.raises(SystemExit) as stop:
+            load_script(name).main(["--help"])
+        assert stop.value.code in (0, None), name
+        assert "usage" in capsys.readouterr().out.lower(), name
