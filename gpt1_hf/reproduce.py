@@ -25,8 +25,10 @@ separate sittings with ``stages=[...]``):
     (pretraining: tokens seen and tokens per minute). The text is ``gpt1_hf/templates/results.md`` filled with
     `report_data`'s data by `render_report`.
 
-Presets (`PRESETS`): ``cpu`` (the default without ``model_name_or_path``) is the miniature study that fits about two
-hours of a 2-core CPU; ``full`` (the default with ``model_name_or_path``) is the paper's scale (needs
+Presets (`PRESETS`): ``cpu`` (the default without ``model_name_or_path``) is the miniature study: 97 minutes of a
+2-core CPU with 1,500-example subsets of every task; since the small tasks train on their whole sets
+(``small_tasks_whole``) its fine-tuning stage takes several times longer (2026-12-05: 19 of its 59 runs in the first
+80 minutes, 2 at a time, with other work on the cores); ``full`` (the default with ``model_name_or_path``) is the paper's scale (needs
 ``model_name_or_path``, no subsampling, 512-token inputs, lr 6.25e-5).
 
 Wall times: every stage's elapsed time is written to ``study_log.json`` while it runs (after each run and every
@@ -93,7 +95,7 @@ VARIANTS = {
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # miniature study: ~2 hours of a 2-core CPU in all
+    # miniature study: a 30-minute pretraining budget, then the fine-tuning runs (hours on a 2-core CPU)
     "cpu": dict(budget_minutes=30.0, n_layer=4, n_embd=256, n_head=4, n_ctx=128, vocab_size=16000,
                 pretrain_learning_rate=6e-4, pretrain_batch_size=32, pretrain_warmup_ratio=0.05,
                 max_train_examples=1500, max_eval_examples=2000, max_length=96, mc_max_train_examples=400,
