@@ -4,6 +4,9 @@ another module's private (underscored) names."""
 import ast
 from pathlib import Path
 
+import pytest
+from conftest import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted([*ROOT.joinpath("gpt1_hf").rglob("*.py"), *ROOT.joinpath("scripts").glob("*.py")])
 
@@ -33,9 +36,6 @@ SCRIPTS = sorted(p.stem for p in ROOT.joinpath("scripts").glob("*.py"))
 
 def test_every_script_answers_help(capsys):
     """``scripts/<name>.py --help`` prints its usage and exits 0 (in-process: the scripts' ``main(argv)``)."""
-    import pytest
-    from conftest import load_script
-
     for name in SCRIPTS:
         with pytest.raises(SystemExit) as stop:
             load_script(name).main(["--help"])
