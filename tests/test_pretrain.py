@@ -50,7 +50,7 @@ def corpus_dir(tmp_path_factory):
 
 def base_args(tmp_path, corpus_dir, **kw):
     args = dict(train_files=[str(corpus_dir)], train_tokenizer=True, vocab_size=120, block_size=32, n_embd=32,
-                n_layer=2, n_head=4, global_batch_size=8, learning_rate=3e-3, max_train_steps=40, eval_steps=20,
+                n_layer=2, n_head=4, global_batch_size=8, learning_rate=1e-2, max_train_steps=40, eval_steps=20,
                 validation_split_percentage=10.0, output_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"),
                 disable_tqdm=True, plot=False, seed=0)
     args.update(kw)
@@ -88,7 +88,9 @@ def test_blocks_are_contiguous_token_runs(corpus_dir, tmp_path):
 def test_tiny_pretraining_run_and_output_folder(corpus_dir, tmp_path):
     results = pretrain(base_args(tmp_path, corpus_dir, plot=True))
     start, end = results["initial_heldout"]["loss"], results["final_heldout"]["loss"]
-    assert start > 4.0 and end < start - 1.5, (start, end)  # ln(vocab ~113) = 4.7 -> well below
+    # from ln(vocab ~113) = 4.7 to well below the corpus's unigram entropy (3.1 nats): it learned context, not only
+    # token frequencies (3e-3 stopped at ~3.2 on one CPU, too close to call)
+    assert start > 4.0 and end < 2.6, (start, end)
     assert results["final_heldout"]["perplexity"] == pytest.approx(torch.tensor(end).exp().item(), rel=1e-6)
     assert [h["step"] for h in results["heldout_history"]] == [0, 20, 40]
     # 40 updates of 8 blocks of 32 tokens (the last micro-batch of an epoch may be smaller)
