@@ -11,8 +11,8 @@ __all__ = ["USER_ERRORS", "run_main"]
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from .checkpointing import NonFiniteError, RunMismatchError
     from .durable import DiskWriteError, RunInUseError
-    from .training import NonFiniteError, RunMismatchError
 
     errors: list[type[BaseException]] = [ValueError, FileNotFoundError, FileExistsError, RunInUseError,
                                          NonFiniteError, RunMismatchError, DiskWriteError]

@@ -22,7 +22,7 @@ These mistakes are caught with an error that says what to do instead:
   trainable special-token rows on the tied embeddings make FSDP2's ``fully_shard`` fail inside
   ``accelerator.prepare``; refused with the fix (DDP: the adapters are small).
 * **Batch sizes that do not divide.** ``global = per_device x processes x gradient accumulation`` is resolved by
-  `gpt1_hf.training.resolve_batch_config` (the function the training loop itself uses, so the rule lives in one place);
+  `resolve_batch_config` (the function the training loop itself uses, so the rule lives in one place);
   `preflight` only calls it earlier, with the number of processes of the launch (``WORLD_SIZE``).
 
 `preflight` runs them all. ``python -m gpt1_hf.distributed`` runs them from the command line, e.g. to check a config
@@ -57,6 +57,8 @@ __all__ = [
     "check_lora_engine",
     "find_launch_arguments",
     "launch_gpu_request",
+    "BatchConfig",
+    "resolve_batch_config",
     "check_batch_sizes",
     "preflight",
     "sharded_engines_supported",
@@ -415,6 +417,61 @@ def check_lora_engine(info: LaunchInfo) -> None:
     )
 
 
+@dataclass(frozen=True)
+class BatchConfig:
+    per_device_batch_size: int
+    num_processes: int
+    gradient_accumulation_steps: int
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.per_device_batch_size * self.num_processes * self.gradient_accumulation_steps
+
+    @property
+    def micro_batch_size(self) -> int:
+        """Examples per micro-step over all processes."""
+        return self.per_device_batch_size * self.num_processes
+
+    def as_results(self) -> dict[str, int]:
+        """The layout as results.json records it."""
+        return {"per_device": self.per_device_batch_size, "processes": self.num_processes,
+                "gradient_accumulation_steps": self.gradient_accumulation_steps, "global": self.global_batch_size}
+
+
+def resolve_batch_config(per_device_batch_size: int | None, global_batch_size: int | None, num_processes: int = 1,
+                         gradient_accumulation_steps: int | None = None) -> BatchConfig:
+    """global = per_device x processes x accumulation; any two determine the third, all three must agree (raised
+    before any training)."""
+    for name, value in (("per_device_train_batch_size", per_device_batch_size),
+                        ("global_batch_size", global_batch_size),
+                        ("gradient_accumulation_steps", gradient_accumulation_steps)):
+        if value is not None and int(value) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}")
+    p = int(num_processes)
+    if per_device_batch_size is None and global_batch_size is None:
+        raise ValueError("set --per_device_train_batch_size or --global_batch_size")
+    if global_batch_size is None:
+        return BatchConfig(int(per_device_batch_size), p, int(gradient_accumulation_steps or 1))
+    g = int(global_batch_size)
+    if per_device_batch_size is None:
+        accum = int(gradient_accumulation_steps or 1)
+        if g % (p * accum):
+            raise ValueError(f"--global_batch_size {g} is not divisible by the {p} processes x "
+                             f"--gradient_accumulation_steps {accum}; pick a global batch that is, or set "
+                             "--per_device_train_batch_size.")
+        return BatchConfig(g // (p * accum), p, accum)
+    b = int(per_device_batch_size)
+    if g % (b * p):
+        raise ValueError(f"--global_batch_size {g} is not a multiple of --per_device_train_batch_size {b} x {p} "
+                         f"processes = {b * p}: global = per_device x processes x gradient accumulation must hold.")
+    accum = g // (b * p)
+    if gradient_accumulation_steps is not None and int(gradient_accumulation_steps) != accum:
+        raise ValueError(f"--gradient_accumulation_steps {gradient_accumulation_steps} contradicts --global_batch_size "
+                         f"{g} = per_device {b} x {p} processes x {accum}.")
+    return BatchConfig(b, p, accum)
+
+
+
 def check_batch_sizes(
     per_device_batch_size: int | None,
     global_batch_size: int | None,
@@ -422,10 +479,8 @@ def check_batch_sizes(
     num_processes: int | None = None,
     environ: Mapping[str, str] | None = None,
 ):
-    """`gpt1_hf.training.resolve_batch_config` with the launch's number of processes (``WORLD_SIZE``, else 1):
+    """`resolve_batch_config` with the launch's number of processes (``WORLD_SIZE``, else 1):
     ``global = per_device x processes x accumulation`` or a ValueError naming the numbers."""
-    from .training import resolve_batch_config
-
     environ = os.environ if environ is None else environ
     if num_processes is None:
         num_processes = _world_size(environ) or 1

@@ -27,12 +27,12 @@ import torch
 
 from .arguments import PretrainArguments
 from .corpus import BlockCollator, corpus_blocks, digest, tokenizer_fingerprint
-from .distributed import create_accelerator
+from .distributed import create_accelerator, resolve_batch_config
 from .durable import save_final_model, write_text_atomically
 from .evaluation import plot_heldout_curve
 from .run_folder import find_checkpoint, open_run_folder
 from .task_models import build_lm_model
-from .training import TrainingLoop, resolve_batch_config
+from .training import TrainingLoop
 
 logger = logging.getLogger(__name__)
 

@@ -14,11 +14,7 @@ transformers' ``run_glue_no_trainer.py``: ``accelerator.prepare``, a data loader
   window's counts, which is why the window is explicit, as in Accelerate's own example.
 * **Data order** is a pure function of ``(seed, epoch)`` (`EpochSampler`: a seeded permutation, or transformers'
   ``LengthGroupedSampler``); a resumed run skips the micro-batches of its epoch already seen.
-* **Checkpoints** (``<output_dir>/checkpoints/step-NNNNNNNN``): ``accelerator.save_state`` (model, optimizer,
-  scheduler, every process's RNG state) plus the model's config and tokenizer (so ``from_pretrained`` loads one) and
-  ``training_state.json`` -- progress, data position and the run's identity -- written last, into a temporary folder
-  renamed into place; ``checkpoints/latest`` names the newest. The data position lives in that JSON file rather than
-  in a ``register_for_checkpointing`` object because Accelerate unpickles those with ``weights_only=False``.
+* **Checkpoints** and models are written and read by `gpt1_hf.checkpointing.Checkpointer`.
 * **Guards**: a non-finite loss or gradient norm stops the run before the optimizer step (or skips the update,
   ``on_nonfinite="skip"``); resuming a checkpoint of a different run is refused, naming each difference; one run
   per output folder (`gpt1_hf.run_folder`), a fresh run into a folder holding another is refused without
@@ -32,7 +28,6 @@ import json
 import logging
 import math
 import random
-import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -42,14 +37,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .durable import check_finite_weights, disk_errors, fsync_tree, save_directory_atomically, write_text_atomically
+from .checkpointing import Checkpointer, NonFiniteError, RunMismatchError
+from .distributed import resolve_batch_config
 from .evaluation import lm_heldout_loss, predict_logits
-from .precision import bf16_master_weights, fp32_model
-from .run_folder import BEST_DIR, CHECKPOINTS_DIR, LATEST_POINTER, STATE_FILE, find_checkpoint
+from .precision import bf16_master_weights
+from .run_folder import BEST_DIR, find_checkpoint
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainingLoop", "LoopState", "BatchConfig", "resolve_batch_config", "build_optimizer",
+__all__ = ["TrainingLoop", "LoopState", "build_optimizer",
            "param_groups_for_weight_decay", "EpochSampler", "count_items", "NonFiniteError", "RunMismatchError",
            "StopTraining"]
 
@@ -58,16 +54,8 @@ class StopTraining(Exception):
     """Raise from a callback to stop training cleanly after the current update (a checkpoint is saved)."""
 
 
-class NonFiniteError(RuntimeError):
-    """A NaN/inf loss or gradient norm (the run stops before the optimizer step)."""
-
-
-class RunMismatchError(ValueError):
-    """A checkpoint of another run (task, data, model, batch, seed or length) given to resume this one."""
-
-
 # ======================================================================================================================
-# State, batch sizes, optimizer
+# State and optimizer
 # ======================================================================================================================
 
 
@@ -95,60 +83,6 @@ class LoopState:
     def from_dict(cls, data: dict) -> LoopState:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
-
-
-@dataclass(frozen=True)
-class BatchConfig:
-    per_device_batch_size: int
-    num_processes: int
-    gradient_accumulation_steps: int
-
-    @property
-    def global_batch_size(self) -> int:
-        return self.per_device_batch_size * self.num_processes * self.gradient_accumulation_steps
-
-    @property
-    def micro_batch_size(self) -> int:
-        """Examples per micro-step over all processes."""
-        return self.per_device_batch_size * self.num_processes
-
-    def as_results(self) -> dict[str, int]:
-        """The layout as results.json records it."""
-        return {"per_device": self.per_device_batch_size, "processes": self.num_processes,
-                "gradient_accumulation_steps": self.gradient_accumulation_steps, "global": self.global_batch_size}
-
-
-def resolve_batch_config(per_device_batch_size: int | None, global_batch_size: int | None, num_processes: int = 1,
-                         gradient_accumulation_steps: int | None = None) -> BatchConfig:
-    """global = per_device x processes x accumulation; any two determine the third, all three must agree (raised
-    before any training)."""
-    for name, value in (("per_device_train_batch_size", per_device_batch_size),
-                        ("global_batch_size", global_batch_size),
-                        ("gradient_accumulation_steps", gradient_accumulation_steps)):
-        if value is not None and int(value) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {value}")
-    p = int(num_processes)
-    if per_device_batch_size is None and global_batch_size is None:
-        raise ValueError("set --per_device_train_batch_size or --global_batch_size")
-    if global_batch_size is None:
-        return BatchConfig(int(per_device_batch_size), p, int(gradient_accumulation_steps or 1))
-    g = int(global_batch_size)
-    if per_device_batch_size is None:
-        accum = int(gradient_accumulation_steps or 1)
-        if g % (p * accum):
-            raise ValueError(f"--global_batch_size {g} is not divisible by the {p} processes x "
-                             f"--gradient_accumulation_steps {accum}; pick a global batch that is, or set "
-                             "--per_device_train_batch_size.")
-        return BatchConfig(g // (p * accum), p, accum)
-    b = int(per_device_batch_size)
-    if g % (b * p):
-        raise ValueError(f"--global_batch_size {g} is not a multiple of --per_device_train_batch_size {b} x {p} "
-                         f"processes = {b * p}: global = per_device x processes x gradient accumulation must hold.")
-    accum = g // (b * p)
-    if gradient_accumulation_steps is not None and int(gradient_accumulation_steps) != accum:
-        raise ValueError(f"--gradient_accumulation_steps {gradient_accumulation_steps} contradicts --global_batch_size "
-                         f"{g} = per_device {b} x {p} processes x {accum}.")
-    return BatchConfig(b, p, accum)
 
 
 def param_groups_for_weight_decay(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -281,7 +215,7 @@ class TrainingLoop:
         from transformers import get_scheduler
 
         acc = self.accelerator = accelerator
-        self.args, self.eval_fn, self.save_fn, self.callbacks = args, eval_fn, save_fn, list(callbacks)
+        self.args, self.eval_fn, self.callbacks = args, eval_fn, list(callbacks)
         self.metric_for_best_model, self.greater_is_better = metric_for_best_model, greater_is_better
         self.tracking_name, self.final_evaluation = tracking_name, final_evaluation
         self.output_dir = Path(args.output_dir)
@@ -325,6 +259,9 @@ class TrainingLoop:
         config = getattr(unwrapped, "config", None)
         self.pad_token_id = getattr(config, "pad_token_id", None)
         self.aux_weight = float(getattr(config, "aux_lm_weight", 0.0) or 0.0)
+        self.checkpoints = Checkpointer(acc, self.model, self.optimizer, self.output_dir, engine=self.engine,
+                                        master_weights=self.master_weights, save_fn=save_fn,
+                                        save_total_limit=args.save_total_limit, run_identity=self.run_identity)
         self._progress = None
 
     @property
@@ -344,10 +281,6 @@ class TrainingLoop:
                 "train_tokens_per_s": s.tokens_seen / s.train_time if s.train_time > 0 else None,
                 "skipped_updates": s.skipped_updates, "batch": self.batch.as_results(), "seed": self.args.seed,
                 **self.precision, "config": self.args.to_dict(), "log_history": s.log_history}
-
-    @property
-    def sharded(self) -> bool:
-        return self.engine in ("fsdp", "deepspeed")
 
     @property
     def is_main_process(self) -> bool:
@@ -610,148 +543,22 @@ class TrainingLoop:
                                    batch_size or self.batch.per_device_batch_size)
 
     # ------------------------------------------------------------------------------------------------------------------
-    # Saving and resuming
+    # Saving and resuming (`gpt1_hf.checkpointing`)
     # ------------------------------------------------------------------------------------------------------------------
-    def _check_weights_finite(self) -> None:
-        bad = [n for n, p in self.model.named_parameters() if p.is_floating_point() and not torch.isfinite(p).all()]
-        if bad:
-            raise NonFiniteError(f"non-finite weights after update {self.state.global_step} ({bad[:4]}): nothing was "
-                                 "saved. Likely cause: a learning rate too high; resume from the last checkpoint.")
-
     def save_checkpoint(self) -> Path:
-        """``checkpoints/step-N``: ``accelerator.save_state`` into a temporary folder, then the config/tokenizer and
-        ``training_state.json`` (last), renamed into place; ``latest`` then names it. Call on every process."""
-        acc, state = self.accelerator, self.state
-        self._check_weights_finite()
-        root = self.output_dir / CHECKPOINTS_DIR
-        name = f"step-{state.global_step:08d}"
-        tmp, final = root / f".tmp-{name}", root / name
-        if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        acc.wait_for_everyone()
-        # sharded engines: the gathered weights (a collective) as model.safetensors beside Accelerate's own files
-        plain = self.finalize_model() if self.sharded else None
-        extra = {"fsdp": self._fsdp_layout()} if self.engine == "fsdp" else {}
-        with disk_errors(tmp), _quiet_saving():
-            acc.save_state(str(tmp))
-            if acc.is_main_process:
-                self._write_companions(tmp, plain)
-                (tmp / STATE_FILE).write_text(json.dumps(
-                    {"state": asdict(state), "run": self.run_identity, **extra,
-                     "arguments": self.args.to_dict()}, indent=2, default=str))
-                fsync_tree(tmp)
-        if acc.is_main_process:
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.rename(final)
-            write_text_atomically(root / LATEST_POINTER, name)
-            self._prune_checkpoints(root, keep=name)
-        acc.wait_for_everyone()
-        return final
-
-    def _write_companions(self, folder: Path, plain=None) -> None:
-        """Config + tokenizer beside the weights, so that ``from_pretrained(checkpoint)`` loads a plain model (under
-        the sharded engines, whose own files are not a ``save_pretrained`` layout, the gathered model too)."""
-        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
-        if hasattr(model, "peft_config"):  # a LoRA checkpoint holds the PeftModel's state; its base is elsewhere
-            return
-        if plain is not None:
-            plain.save_pretrained(folder, safe_serialization=True)
-        else:
-            model.config.save_pretrained(folder)
-        if self.save_fn is not None:
-            self.save_fn(folder)
-
-    def _fsdp_layout(self) -> dict:
-        """What FSDP did to the model (recorded in the checkpoint): version, wrapped units, sharded tensors."""
-        from torch.distributed.fsdp import FSDPModule
-
-        units = [name for name, m in self.model.named_modules() if isinstance(m, FSDPModule)]
-        sharded = sum(1 for p in self.model.parameters() if type(p).__name__ == "DTensor")
-        return {"version": getattr(self.accelerator.state.fsdp_plugin, "fsdp_version", None), "units": units,
-                "sharded_parameters": sharded, "processes": self.accelerator.num_processes}
-
-    def _prune_checkpoints(self, root: Path, keep: str) -> None:
-        limit = self.args.save_total_limit
-        if not limit or limit < 1:
-            return
-        ckpts = sorted(p for p in root.glob("step-*") if p.is_dir())
-        for path in [p for p in ckpts if p.name != keep][: max(0, len(ckpts) - limit)]:
-            shutil.rmtree(path, ignore_errors=True)
+        """``checkpoints/step-N`` of the run as it is now (call on every process)."""
+        return self.checkpoints.save(asdict(self.state), self.args.to_dict())
 
     def load_checkpoint(self, folder: Path) -> None:
-        """Resume: the run's identity compared first, the weights checked, then ``accelerator.load_state``."""
-        saved = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
-        self._check_same_run(saved.get("run") or {}, folder)
-        check_finite_weights(folder)
-        self.accelerator.load_state(str(folder))
-        self.state = LoopState.from_dict(saved["state"])
+        self.state = LoopState.from_dict(self.checkpoints.load(folder))
         self._print(f"resumed from {folder} at step {self.state.global_step}")
 
-    def _check_same_run(self, saved: dict, folder: Path) -> None:
-        differences = [f"{key}: checkpoint {saved[key]!r}, this run {value!r}"
-                       for key, value in self.run_identity.items() if key in saved and saved[key] != value]
-        if differences:
-            task = saved.get("task")
-            raise RunMismatchError(
-                f"checkpoint {folder} belongs to another run{f' (task {task!r})' if task else ''}; it differs in:\n  "
-                + "\n  ".join(differences)
-                + "\nResume with the same task, data, model, batch layout, seed and length, or start fresh in another "
-                "--output_dir (or with --overwrite_output_dir).")
-
     def save_model(self, folder: str | Path, extra: dict | None = None) -> None:
-        """The model (+ ``save_fn`` files) as a ``save_pretrained`` folder, atomically. Every process calls it (the
-        sharded engines gather the weights); the main process writes."""
-        self._check_weights_finite()
-        model = self.finalize_model()
-        if self.is_main_process:
-            def write(tmp: Path) -> None:
-                with disk_errors(tmp), _quiet_saving():
-                    model.save_pretrained(tmp, safe_serialization=True)
-                    if self.save_fn is not None:
-                        self.save_fn(tmp)
-                    if extra is not None:
-                        (tmp / "training_info.json").write_text(json.dumps(extra, indent=2, default=str))
-
-            save_directory_atomically(folder, write)
-        self.accelerator.wait_for_everyone()
+        self.checkpoints.save_model(folder, self.state.global_step, extra)
 
     def finalize_model(self):
-        """The trained model without Accelerate's wrappers. Under FSDP / DeepSpeed the full weights are gathered (every
-        process must call this) into a plain copy; processes other than the main one get it on the meta device."""
-        acc = self.accelerator
-        unwrapped = acc.unwrap_model(self.model, keep_fp32_wrapper=False, keep_torch_compile=False)
-        if self.master_weights:  # the fp32 master values, not their bf16 working copies
-            return fp32_model(unwrapped, self.optimizer.optimizer)
-        if not self.sharded:
-            return unwrapped
-        state = acc.get_state_dict(self.model)
-        with torch.device("meta"):
-            plain = type(unwrapped)(unwrapped.config)
-        if acc.is_main_process:
-            plain.load_state_dict(state, strict=False, assign=True)
-            plain.tie_weights()
-        return plain
-
-
-@contextlib.contextmanager
-def _quiet_saving():
-    """No "Writing model shards" bar inside the training bar, no warning for the tied lm_head that safetensors stores
-    once (``from_pretrained`` ties it again)."""
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    accelerate_logger = logging.getLogger("accelerate.utils.other")
-    level = accelerate_logger.level
-    accelerate_logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        accelerate_logger.setLevel(level)
-        if bars:
-            hf_logging.enable_progress_bar()
+        """The trained model without Accelerate's wrappers (every process calls it: the sharded engines gather)."""
+        return self.checkpoints.finalize_model()
 
 
 def _non_pad_tokens(batch: dict) -> int:

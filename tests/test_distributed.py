@@ -291,7 +291,7 @@ def test_fsdp_pretraining_bf16_with_accumulation(tmp_path):
 
 @pytest.mark.slow
 def test_batch_that_does_not_divide_fails_before_training_in_two_processes(model_dir, tmp_path):
-    """training.resolve_batch_config (called by the loop) refuses it with the numbers, on every process."""
+    """distributed.resolve_batch_config (called by the loop) refuses it with the numbers, on every process."""
     proc = _launch(_accelerate("multi_cpu.yaml", str(ROOT / "scripts" / "finetune.py"),
                                "--model_name_or_path", str(model_dir), "--output_dir", str(tmp_path / "out"),
                                "--task_name", "sst2", "--data_dir", str(FIXTURES / "sst2"), "--max_length", "64",
@@ -493,7 +493,8 @@ def test_loop_fills_deepspeed_batch_entries(monkeypatch):
 
     from accelerate.utils import DeepSpeedPlugin
 
-    from gpt1_hf.training import TrainingLoop, resolve_batch_config
+    from gpt1_hf.distributed import resolve_batch_config
+    from gpt1_hf.training import TrainingLoop
 
     monkeypatch.chdir(ROOT)
     _, env = _launch_env("deepspeed_zero2.yaml")
@@ -514,8 +515,7 @@ def test_loop_fills_deepspeed_batch_entries(monkeypatch):
 
 
 def test_batch_sizes_checked_with_the_launch_process_count():
-    from gpt1_hf.distributed import check_batch_sizes, preflight
-    from gpt1_hf.training import resolve_batch_config
+    from gpt1_hf.distributed import check_batch_sizes, preflight, resolve_batch_config
 
     with pytest.raises(ValueError, match=r"--global_batch_size 32 is not a multiple of --per_device_train_batch_size 3 "
                                          r"x 8 processes = 24"):

@@ -485,7 +485,7 @@ def test_cli_accepts_run_glue_no_trainer_flags(tmp_path):
     assert (r.push_to_hub, r.hub_model_id, r.hub_token, r.overwrite_output_dir) == (
         True, "someone/gpt1-rte", "hf_x", True)
     assert "hub_token" not in r.to_dict()  # never written into results.json or a card
-    from gpt1_hf.training import resolve_batch_config
+    from gpt1_hf.distributed import resolve_batch_config
 
     assert resolve_batch_config(r.per_device_train_batch_size, r.global_batch_size, 1,
                                 r.gradient_accumulation_steps).global_batch_size == 8

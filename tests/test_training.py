@@ -15,17 +15,11 @@ from conftest import tiny_config_kwargs
 from gpt1_hf import GPT1Config, GPT1ForSequenceClassification, GPT1LMHeadModel, precision
 from gpt1_hf import training as T
 from gpt1_hf.arguments import RunArguments
-from gpt1_hf.distributed import create_accelerator
+from gpt1_hf.checkpointing import NonFiniteError, RunMismatchError
+from gpt1_hf.distributed import create_accelerator, resolve_batch_config
 from gpt1_hf.durable import RunInUseError, RunLock
 from gpt1_hf.run_folder import find_checkpoint, open_run_folder
-from gpt1_hf.training import (
-    NonFiniteError,
-    RunMismatchError,
-    TrainingLoop,
-    count_items,
-    param_groups_for_weight_decay,
-    resolve_batch_config,
-)
+from gpt1_hf.training import TrainingLoop, count_items, param_groups_for_weight_decay
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
