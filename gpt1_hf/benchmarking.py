@@ -166,8 +166,8 @@ def step_peak_tensor_mib(step) -> float:
 
 
 # The benchmark's gpt1_hf settings, by their ablation names: every fast path on except `attention_recompute`, which is
-# off by default (slower; see docs/benchmarks.md for its memory saving). "gelu_kernel" is activation_function
-# "gelu_pytorch_tanh" (the config default "gelu_new" is the same function written out); "dropout_attention" is
+# off by default (slower; see docs/benchmarks.md for its memory saving). "gelu_kernel" is config.gelu_kernel ("gelu_new"
+# as one PyTorch kernel rather than the formula written out); "dropout_attention" is
 # attn_implementation "gpt1_sdpa" (vs "sdpa"); "no_train_logits" is config.train_logits = False.
 FAST_PATHS_ON = {"fast_dropout": True, "dropout_attention": True, "attention_recompute": False, "fused_lm_loss": True,
                  "gelu_kernel": True, "no_train_logits": True}
@@ -175,26 +175,17 @@ FAST_PATHS_ON = {"fast_dropout": True, "dropout_attention": True, "attention_rec
 
 def set_fast_paths(model, **switches: bool) -> None:
     """Switch fast paths of a gpt1 model on (True) or off (False) by their ablation names (`FAST_PATHS_ON`)."""
-    from transformers.activations import ACT2FN
-
-    from gpt1_hf.modeling_gpt1 import GPT1MLP
-
     unknown = set(switches) - set(FAST_PATHS_ON)
     if unknown:
         raise ValueError(f"Unknown fast paths {sorted(unknown)}; known: {sorted(FAST_PATHS_ON)}.")
     config = model.config
     for name, on in switches.items():
-        if name in ("fast_dropout", "fused_lm_loss", "attention_recompute"):
+        if name in ("fast_dropout", "fused_lm_loss", "attention_recompute", "gelu_kernel"):
             setattr(config, name, on)
         elif name == "no_train_logits":
             config.train_logits = not on
-        elif name == "dropout_attention":
+        else:  # dropout_attention
             model.set_attn_implementation("gpt1_sdpa" if on else "sdpa")
-        else:  # gelu_kernel: the same tanh GELU, one kernel or the formula
-            config.activation_function = "gelu_pytorch_tanh" if on else "gelu_new"
-            for module in model.modules():
-                if isinstance(module, GPT1MLP):
-                    module.act = ACT2FN[config.activation_function]
 
 
 def build_model(impl: str, task: str, config_name: str, seed: int = 0, num_labels: int = 2):

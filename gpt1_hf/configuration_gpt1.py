@@ -27,9 +27,9 @@ class GPT1Config(PreTrainedConfig):
         n_head (`int`, defaults to 12): attention heads per block.
         n_inner (`int`, *optional*): inner width of the position-wise feed-forward network; None (the default) means
             4 x n_embd, the paper's ratio (3072 at 768).
-        activation_function (`str`, defaults to `"gelu_new"`): any name of transformers' `ACT2FN`. The default is the
-            tanh approximation of GELU used by GPT-1, written out as openai-gpt does (so conversions keep the name);
-            `"gelu_pytorch_tanh"` is the same function as one PyTorch kernel (faster, equal within 1e-6).
+        activation_function (`str`, defaults to `"gelu_new"`): any name of transformers' `ACT2FN`. The default is
+            openai-gpt's name for the tanh approximation of GELU used by GPT-1 (so conversions keep the name); it is
+            computed by one PyTorch kernel unless `gelu_kernel` is False.
         embd_pdrop / attn_pdrop / resid_pdrop (`float`, defaults to 0.1): dropout on the embeddings, on the
             attention probabilities and on each residual branch.
         clf_pdrop (`float`, defaults to 0.1): dropout before the classification / multiple-choice linear head.
@@ -51,6 +51,8 @@ class GPT1Config(PreTrainedConfig):
             dropout attention recomputes the probabilities instead of keeping them (less memory, slower).
         train_logits (`bool`, defaults to False): in training mode with labels, the LM head also returns the
             (batch, seq, vocab) logits (True), or only the loss (False; pass `logits_to_keep` to get some).
+        gelu_kernel (`bool`, defaults to True): `"gelu_new"` computed as `F.gelu(x, approximate="tanh")`, one kernel
+            (False: transformers' `NewGELUActivation`, the same formula written out in seven tensor operations).
     """
 
     # transformers' Trainer hands only the logits to `compute_metrics` (not the separate losses or the cache)
@@ -91,6 +93,7 @@ class GPT1Config(PreTrainedConfig):
     fused_lm_loss: bool = True
     attention_recompute: bool = False
     train_logits: bool = False
+    gelu_kernel: bool = True
 
     def __post_init__(self, **kwargs):
         if self.n_inner is None:

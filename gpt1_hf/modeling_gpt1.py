@@ -131,13 +131,17 @@ class GPT1MLP(nn.Module):
 
     def __init__(self, config: GPT1Config):
         super().__init__()
+        self.config = config
         self.c_fc = nn.Linear(config.n_embd, config.n_inner)
         self.act = ACT2FN[config.activation_function]
         self.c_proj = nn.Linear(config.n_inner, config.n_embd)
         self.dropout = GPT1Dropout(config.resid_pdrop, config)
 
     def forward(self, x):
-        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+        h = self.c_fc(x)
+        # gelu_new written out is seven tensor ops; PyTorch's tanh GELU is the same function in one kernel
+        fast = self.config.gelu_kernel and self.config.activation_function == "gelu_new"
+        return self.dropout(self.c_proj(F.gelu(h, approximate="tanh") if fast else self.act(h)))
 
 
 class GPT1Block(GradientCheckpointingLayer):

@@ -446,7 +446,7 @@ def _render_ablation(ablation) -> list[str]:
         for name, times in ablation["step_s"].items():
             lines.append(f"| {name} | {fmt(ablation['tokens_per_step'] / median(times))} | {median(times) / on:.2f}× |")
         lines += ["", "Switches (`gpt1_hf.benchmarking.set_fast_paths`): `attn_implementation` \"gpt1_sdpa\" / \"sdpa\" "
-                  "(dropout_attention), `activation_function` \"gelu_pytorch_tanh\" / \"gelu_new\" (gelu_kernel), config "
+                  "(dropout_attention), config `gelu_kernel`, "
                   "`fast_dropout`, `fused_lm_loss`, `attention_recompute`, `train_logits` (no_train_logits); each fast "
                   "path is checked against its reference in tests/test_fast_paths.py.", ""]
     elif ablation:

@@ -1,7 +1,7 @@
 """Every fast path of gpt1_hf against its eager reference (same loss and gradients within tolerance).
 
-The switches: `attn_implementation` ("gpt1_sdpa" vs "sdpa"), `activation_function` ("gelu_pytorch_tanh" vs
-"gelu_new") and the config fields `fast_dropout`, `fused_lm_loss`, `attention_recompute`, `train_logits`;
+The switches: `attn_implementation` ("gpt1_sdpa" vs "sdpa") and the config fields `fast_dropout`, `fused_lm_loss`,
+`attention_recompute`, `train_logits`, `gelu_kernel`;
 `reference_paths(model)` turns every one of them to its reference.
 """
 
@@ -24,13 +24,14 @@ from gpt1_hf.modeling_gpt1 import eager_attention_forward, next_token_loss
 from tests.conftest import tiny_config_kwargs
 
 START, DELIM, CLF, PAD = 100, 101, 102, 103
-CONFIG_SWITCHES_OFF = {"fast_dropout": False, "fused_lm_loss": False, "attention_recompute": False, "train_logits": True}
+CONFIG_SWITCHES_OFF = {"fast_dropout": False, "fused_lm_loss": False, "attention_recompute": False, "train_logits": True,
+                       "gelu_kernel": False}
 
 
 @contextlib.contextmanager
 def reference_paths(model):
     """Every fast path of `model` switched to its reference for the block: plain SDPA attention, F.dropout, logits +
-    F.cross_entropy, the LM logits in training (the activation is a config choice made at build time)."""
+    F.cross_entropy, the LM logits in training, transformers' written-out gelu_new."""
     config = model.config
     saved = {name: getattr(config, name) for name in CONFIG_SWITCHES_OFF}
     saved_attn = config._attn_implementation
@@ -296,14 +297,19 @@ def test_next_token_loss_fused_equals_reference_with_padding_and_ignore_index():
 
 
 def test_gelu_kernel_equals_gelu_new_formula():
-    """`activation_function="gelu_pytorch_tanh"` (one kernel) is the paper's tanh GELU, "gelu_new" (the formula)."""
-    ref = GPT1LMHeadModel(GPT1Config(**tiny_config_kwargs())).eval()
-    fast = GPT1LMHeadModel(GPT1Config(**tiny_config_kwargs(activation_function="gelu_pytorch_tanh"))).eval()
-    fast.load_state_dict(ref.state_dict())
-    x = torch.randn(4, 7, 32) * 3
-    torch.testing.assert_close(fast.transformer.h[0].mlp(x), ref.transformer.h[0].mlp(x), rtol=1e-6, atol=1e-6)
+    """`config.gelu_kernel` (one PyTorch kernel) computes "gelu_new", the paper's tanh GELU as transformers writes it."""
+    from transformers.activations import NewGELUActivation
+
+    model = GPT1LMHeadModel(GPT1Config(**tiny_config_kwargs())).eval()
+    mlp, x = model.transformer.h[0].mlp, torch.randn(4, 7, 32) * 3
+    assert model.config.gelu_kernel and model.config.activation_function == "gelu_new"
+    formula = mlp.c_proj(NewGELUActivation()(mlp.c_fc(x)))
+    torch.testing.assert_close(mlp(x), formula, rtol=1e-6, atol=1e-6)
     ids = torch.randint(0, 100, (2, 9))
-    torch.testing.assert_close(fast(ids).logits, ref(ids).logits, rtol=1e-5, atol=1e-5)
+    fast = model(ids).logits
+    model.config.gelu_kernel = False
+    assert torch.equal(mlp(x), formula)  # the switch really selects the formula
+    torch.testing.assert_close(fast, model(ids).logits, rtol=1e-5, atol=1e-5)
 
 
 def test_training_with_labels_returns_no_logits_unless_asked():
