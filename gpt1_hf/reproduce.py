@@ -962,10 +962,15 @@ def _finetune_data(cfg: StudyConfig, results) -> dict[str, Any] | None:
         return None
     seeds_of = {t: len({r["seed"] for r in rs}) for t, rs in results["full"].items()}
     multi = [t for t in dict.fromkeys([*cfg.small_tasks, *seeds_of]) if seeds_of.get(t, 0) > 1]
+    from .tasks import get_task
+
+    whole = [t for t in cfg.small_tasks if t in seeds_of] if cfg.small_tasks_whole else []
+    # the multiple-choice tasks that were subsampled (a whole-set task is not, whatever its kind)
+    mc = [t for t in seeds_of if t not in whole and get_task(t).kind == "multiple_choice"]
     return {"epochs": cfg.num_train_epochs, "learning_rate": cfg.learning_rate,
             "precision": _precision_words(cfg.mixed_precision), "max_train_examples": cfg.max_train_examples or "all",
-            "mc_max_train_examples": cfg.mc_max_train_examples or "all", "max_length": cfg.max_length,
-            "whole_sets": _names([t for t in cfg.small_tasks if t in seeds_of]) if cfg.small_tasks_whole else "",
+            "mc_max_train_examples": cfg.mc_max_train_examples or "all", "mc_tasks": _names(mc) if mc else "multiple choice",
+            "max_length": cfg.max_length, "whole_sets": _names(whole),
             "mc_max_length": cfg.mc_max_length, "max_eval_examples": cfg.max_eval_examples or "all",
             "multi_seed": {t: seeds_of[t] for t in multi}}
 
@@ -1157,7 +1162,7 @@ def _render_intro(data: dict[str, Any], fill: _Blocks) -> dict[str, str]:
         multi = ft["multi_seed"]
         counts = "/".join(str(n) for n in sorted(set(multi.values())))
         seeds = fill("seeds_several", tasks=_names(multi), counts=counts) if multi else fill("seeds_one")
-        whole = f"; {ft['whole_sets']}: their whole training sets" if ft.get("whole_sets") else ""
+        whole = f", except {ft['whole_sets']}: their whole training sets" if ft.get("whole_sets") else ""
         setup = fill("finetune_setup", **ft, seeds=seeds, whole_sets_words=whole)
     return {"what_was_run": what, "finetune_setup": setup}
 
