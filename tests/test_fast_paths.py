@@ -259,6 +259,27 @@ def test_linear_cross_entropy_default_chunks_on_cpu_match_one_chunk():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("group_rows", [1, 32, 4096])
+def test_linear_cross_entropy_dw_groups_match_the_reference(monkeypatch, group_rows):
+    """dW = grad^T h in one matmul per group of chunks (`DW_GROUP_ROWS`): per chunk (1), 2 chunks of 16 with a partial
+    last group (32: 70 = 32 + 32 + 6 rows) or all rows at once; fp32 exact, bf16 as autocast's reference."""
+    from gpt1_hf import kernels_gpt1
+
+    monkeypatch.setattr(kernels_gpt1, "DW_GROUP_ROWS", group_rows)
+    h = torch.randn(70, 16, requires_grad=True)
+    w = (torch.randn(90, 16) * 0.3).requires_grad_()
+    t = torch.randint(0, 90, (70,))
+    g = torch.autograd.grad(linear_cross_entropy(h, w, t, chunk_size=16), (h, w))
+    g_ref = torch.autograd.grad(F.cross_entropy(F.linear(h, w), t), (h, w))
+    for a, b in zip(g, g_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        g = torch.autograd.grad(linear_cross_entropy(h, w, t, chunk_size=16), (h, w))
+        g_ref = torch.autograd.grad(F.cross_entropy(F.linear(h, w).float(), t), (h, w))
+    for a, b in zip(g, g_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2 * b.abs().max().item())
+
+
 def test_linear_cross_entropy_only_needed_grads_and_no_grad():
     h = torch.randn(10, 8, requires_grad=True)
     w = torch.randn(20, 8)
