@@ -1315,7 +1315,10 @@ class GPT1Tokenizer(TokenizersBackend):
 
         backend.train_from_iterator(texts(), trainer=trainer, length=length)
         model = json.loads(backend.to_str())["model"]
-        new = self.__class__(vocab=model["vocab"], merges=model["merges"], unk_token=unk, add_extract_token=self.add_extract_token,
+        # tokenizers numbers the end-of-word character tokens in hash-map order (huggingface/tokenizers#1794), so the
+        # same corpus gave other ids on every run: canonical ids (<unk> first, then sorted) make a training reproducible
+        vocab = {token: i for i, token in enumerate([unk, *sorted(t for t in model["vocab"] if t != unk)])}
+        new = self.__class__(vocab=vocab, merges=model["merges"], unk_token=unk, add_extract_token=self.add_extract_token,
                              model_max_length=self.model_max_length, **names)
         if new_special_tokens:
             new.add_special_tokens({"additional_special_tokens": list(new_special_tokens)})

@@ -285,6 +285,25 @@ def test_train_new_from_iterator(tok, tmp_path):
         assert json.load(f)["model"]["end_of_word_suffix"] == "</w>"
 
 
+def test_training_twice_gives_the_same_ids():
+    """tokenizers numbers the end-of-word character tokens in hash-map order, which changes with every process
+    (huggingface/tokenizers#1794): the trained tokenizer's ids are made canonical, so two runs on the same corpus agree.
+    Each training runs in its own process (the hash seeds differ between processes, not within one)."""
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from gpt1_hf.tokenization_gpt1 import GPT1Tokenizer\n"
+            "texts = open(sys.argv[1], encoding='utf-8').read().splitlines()\n"
+            "tok = GPT1Tokenizer(vocab={'<unk>': 0, 'a</w>': 1}, merges=[]).train_new_from_iterator([texts], 500)\n"
+            "print(json.dumps(tok.get_vocab(), sort_keys=True))")
+    path = os.path.join(FIXTURES, "tokenizer_sentences.txt")
+    runs = [subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, check=True).stdout
+            for _ in range(3)]
+    vocab = json.loads(runs[0])
+    assert runs[1] == runs[0] and runs[2] == runs[0]
+    assert vocab["<unk>"] == 0 and len(vocab) == 504
+
+
 def test_loads_with_trust_remote_code_without_gpt1_hf(tok, tmp_path):
     import subprocess
     import sys
