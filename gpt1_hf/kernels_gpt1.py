@@ -109,6 +109,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     del w  # last chunk: free the weight copy before dW is allocated (lower peak memory)
                 if want_dw and (end - group_start == group or end >= n):
                     dw_g = grads[: end - group_start].T @ h[group_start:end]
+                    if end >= n:
+                        del grad, grads  # the last group: free the gradient rows before dW's fp32 copy (peak memory)
                     dw = dw_g.to(torch.float32) if dw is None else dw.add_(dw_g)
                     del dw_g
                     group_start = end
