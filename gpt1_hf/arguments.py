@@ -51,7 +51,7 @@ class ExecutionArguments:
         "master weights in the optimizer, one cast per step: gpt1_hf.precision); auto: autocast (master weights "
         "measured no faster on CPUs: docs/benchmarks.md)")
     cpu: bool = _opt(False, "run on the CPU even when a GPU is present")
-    num_threads: int | None = _opt(None, "torch intra-op threads (default: torch's)")
+    num_threads: int | None = _opt(None, "torch intra-op threads (default: torch's; on a shared CPU, the free cores)")
 
 
 @dataclass
