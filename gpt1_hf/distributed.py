@@ -471,7 +471,6 @@ def resolve_batch_config(per_device_batch_size: int | None, global_batch_size: i
     return BatchConfig(b, p, accum)
 
 
-
 def check_batch_sizes(
     per_device_batch_size: int | None,
     global_batch_size: int | None,

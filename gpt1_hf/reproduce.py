@@ -25,10 +25,9 @@ separate sittings with ``stages=[...]``):
     (pretraining: tokens seen and tokens per minute). The text is ``gpt1_hf/templates/results.md`` filled with
     `report_data`'s data by `render_report`.
 
-Presets (`PRESETS`): ``cpu`` (the default without ``model_name_or_path``) is the miniature study: 97 minutes of a
-2-core CPU with 1,500-example subsets of every task; since the small tasks train on their whole sets
-(``small_tasks_whole``) its fine-tuning stage takes several times longer (2026-12-05: 19 of its 59 runs in the first
-80 minutes, 2 at a time, with other work on the cores); ``full`` (the default with ``model_name_or_path``) is the paper's scale (needs
+Presets (`PRESETS`): ``cpu`` (the default without ``model_name_or_path``) is the miniature study: about 3.3 hours of
+a 2-core CPU with the small tasks on their whole sets (``small_tasks_whole``; docs/results.md, "Budget": 199 minutes
+over its sittings, 152 of them fine-tuning, 2 runs at a time); ``full`` (the default with ``model_name_or_path``) is the paper's scale (needs
 ``model_name_or_path``, no subsampling, 512-token inputs, lr 6.25e-5).
 
 Wall times: every stage's elapsed time is written to ``study_log.json`` while it runs (after each run and every
@@ -958,12 +957,12 @@ def _pretrain_data(cfg: StudyConfig, pre: dict | None, plan: dict | None) -> dic
 def _finetune_data(cfg: StudyConfig, results) -> dict[str, Any] | None:
     """The fine-tuning recipe, and the seeds of the tasks that ran several (read from the runs, not the config: an
     older folder may differ)."""
+    from .tasks import get_task
+
     if not results.get("full"):
         return None
     seeds_of = {t: len({r["seed"] for r in rs}) for t, rs in results["full"].items()}
     multi = [t for t in dict.fromkeys([*cfg.small_tasks, *seeds_of]) if seeds_of.get(t, 0) > 1]
-    from .tasks import get_task
-
     whole = [t for t in cfg.small_tasks if t in seeds_of] if cfg.small_tasks_whole else []
     # the multiple-choice tasks that were subsampled (a whole-set task is not, whatever its kind)
     mc = [t for t in seeds_of if t not in whole and get_task(t).kind == "multiple_choice"]
