@@ -26,12 +26,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .arguments import EMBEDDED_MODEL_CONFIG, FINETUNE_EMBEDDED_DEFAULTS, FINETUNE_PAPER_DEFAULTS, FinetuneArguments
 from .distributed import create_accelerator
 from .durable import save_final_model, write_text_atomically
 from .evaluation import evaluate_checkpoint, model_inputs, task_groups, task_metrics, write_prediction_files
+from .process_settings import apply_process_settings
 from .run_folder import open_run_folder
 from .task_data import data_fingerprint, encode_user_data, load_task_data, read_user_data, report_data
 from .task_models import build_finetune_model, build_task_model, bundled_data_path, load_tokenizer
@@ -100,8 +99,7 @@ def finetune(args: FinetuneArguments | None = None, tokenizer=None, **kwargs) ->
         check_hub_access(args.hub_model_id or Path(args.output_dir).name, token=args.hub_token,
                          private=args.hub_private_repo, model_dir=args.output_dir)
     set_seed(args.seed)
-    if args.num_threads:
-        torch.set_num_threads(int(args.num_threads))
+    apply_process_settings(args.num_threads, args.keep_freed_memory)
     # the accelerator first: it decides the process group (a bare PartialState() would make a torchrun launch on CPUs
     # a set of independent single processes)
     accelerator = create_accelerator(args.mixed_precision, args.cpu, args.with_tracking, args.report_to,

@@ -23,13 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .arguments import PretrainArguments
 from .corpus import BlockCollator, corpus_blocks, digest, tokenizer_fingerprint
 from .distributed import create_accelerator, resolve_batch_config
 from .durable import save_final_model, write_text_atomically
 from .evaluation import plot_heldout_curve
+from .process_settings import apply_process_settings
 from .run_folder import find_checkpoint, open_run_folder
 from .task_models import build_lm_model
 from .training import TrainingLoop
@@ -60,8 +59,7 @@ def pretrain(args: PretrainArguments | None = None, **kwargs) -> dict[str, Any]:
     if args.document_per not in ("file", "line"):
         raise ValueError(f"--document_per must be 'file' or 'line', got {args.document_per!r}")
     set_seed(args.seed)
-    if args.num_threads:
-        torch.set_num_threads(int(args.num_threads))
+    apply_process_settings(args.num_threads, args.keep_freed_memory)
     # the processes exist before any data is read: the main one trains the tokenizer (if asked) and builds the
     # datasets cache first, the others then read both
     accelerator = create_accelerator(args.mixed_precision, args.cpu, args.with_tracking, args.report_to,

@@ -28,9 +28,11 @@ class EvaluateArguments(ExecutionArguments, DataArguments):
 def main(argv=None) -> int:
     from gpt1_hf.arguments import parse_cli
     from gpt1_hf.evaluation import evaluate_checkpoint
+    from gpt1_hf.process_settings import apply_process_settings
     from gpt1_hf.user_data import DataOptions
 
     args = parse_cli(EvaluateArguments, argv)
+    apply_process_settings(args.num_threads, args.keep_freed_memory)
     if args.model_name_or_path is None:
         raise ValueError("--model_name_or_path is required: a fine-tuned gpt1 folder (scripts/finetune.py's "
                          "--output_dir, or its best/)")
