@@ -67,6 +67,30 @@ class GPT1Dropout(nn.Dropout):
         return dropout(input, self.p, self.training, fast=getattr(self.config, "fast_dropout", True))
 
 
+def _softmax_loss_grad(logits, targets, out):
+    """Sum of the rows' cross-entropies; leaves d(sum)/d(logits) = softmax - one_hot in `out` (the logits' dtype).
+
+    One softmax kernel, which reads the logits in their dtype and computes in fp32, replaces an fp32 copy of the
+    (rows x vocab) chunk and five passes over it. The precision an fp32 log-softmax has comes from two
+    per-row numbers: p_t, the target's probability, and rest = 1 - p_t, summed without the target's entry. Each is
+    rounded once to the logits' dtype, so the loss (-log p_t, or -log1p(-rest) for confident rows) and the target's
+    gradient -rest keep their relative precision. A row whose p_t underflows to 0 gets its loss from an fp32
+    log-sum-exp (a loss above ~87 nats; in fp16, above ~16).
+    """
+    torch.softmax(logits, dim=-1, out=out)
+    # the targets' entries through a flat view: index_copy_ touches only them (scatter_ copies the chunk twice on CPU)
+    flat, entries = out.view(-1), torch.arange(len(targets), device=out.device) * out.shape[1] + targets
+    p_t = flat[entries].float()
+    rest = flat.index_fill_(0, entries, 0).view_as(out).sum(dim=-1).float()  # the reduction accumulates in fp32
+    flat.index_copy_(0, entries, (-rest).to(out.dtype))
+    loss = torch.where(rest < 0.5, -torch.log1p(-rest.clamp(max=0.5)), -p_t.log())
+    underflow = (p_t == 0).nonzero().squeeze(1)  # one host sync per chunk on a GPU
+    if len(underflow):
+        rows = logits[underflow].float()
+        loss[underflow] = torch.logsumexp(rows, dim=-1) - rows.gather(1, targets[underflow, None]).squeeze(1)
+    return loss.sum()
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     """mean_i CE(h_i W^T, t_i) (0 for no rows) without the (rows x vocab) logits of the whole batch; see
     `linear_cross_entropy`."""
@@ -85,24 +109,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
             dw, group_start = None, 0
             for start in range(0, n, chunk_size):
                 h_c, t_c = h[start : start + chunk_size], targets[start : start + chunk_size]
-                # log-softmax in fp32, in place on one (chunk x vocab) buffer: x = logits - max; lse = max + log Σ e^x
-                x = (h_c @ w.T).to(torch.float32)
-                target_logit = x.gather(1, t_c[:, None])
-                row_max = x.amax(dim=-1, keepdim=True)
-                sum_exp = x.sub_(row_max).exp_().sum(dim=-1, keepdim=True)
-                lse = row_max + sum_exp.log()
-                total += (lse - target_logit).sum()
+                end = start + len(t_c)
+                logits = h_c @ w.T
+                # the gradient (softmax - one_hot, rounded to the matmul dtype as autocast does) lands in the dW buffer
+                grad = grads[start - group_start : end - group_start] if want_dw else torch.empty_like(logits)
+                total += _softmax_loss_grad(logits, t_c, grad)
+                del logits
                 if not (want_dh or want_dw):
                     continue
-                # d(sum of CE)/d(logits) = softmax - one_hot, in fp32, rounded to the matmul dtype (as autocast does)
-                target_grad = (target_logit - lse).exp() - 1
-                x.div_(sum_exp).scatter_(1, t_c[:, None], target_grad)
-                end = start + len(t_c)
-                if want_dw:
-                    grad = grads[start - group_start : end - group_start].copy_(x)
-                else:
-                    grad = x.to(compute_dtype)
-                del x
                 if want_dh:
                     torch.mm(grad, w, out=dh[start : start + chunk_size])
                 if end >= n:

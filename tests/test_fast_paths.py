@@ -247,6 +247,28 @@ def test_linear_cross_entropy_bf16_autocast(chunk_size):
         torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2 * b.abs().max().item())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("target", [3, 7])
+def test_linear_cross_entropy_confident_and_hopeless_rows(dtype, target):
+    """The loss and target gradient come from p_t and 1 - p_t, each rounded once to the matmul dtype. Rows with
+    p_t ~ 1 - 4e-5 (token 3: p_t rounds to 1 in bf16, so -log p_t and p_t - 1 would be 0) and rows whose p_t
+    underflows to 0 (token 7: loss ~ 204 nats, from an fp32 log-sum-exp) match the fp32 reference of the same
+    rounded logits."""
+    torch.manual_seed(0)
+    h = torch.ones(4, 1) + torch.randn(4, 1) * 0.01
+    w = torch.randn(50, 1) * 0.1
+    w[3, 0], w[7, 0] = 14.0, -190.0
+    h, w = h.to(dtype).float().requires_grad_(), w.to(dtype).float().requires_grad_()  # exact in both dtypes
+    t = torch.full((4,), target)
+    ref = F.cross_entropy(F.linear(h, w).to(dtype).float(), t)  # the same rounded logits, in fp32
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        loss = linear_cross_entropy(h, w, t)
+    assert (ref < 1e-4) if target == 3 else (ref > 150)  # the rows are what the test says
+    torch.testing.assert_close(loss, ref, rtol=4e-3, atol=0)
+    dw, dw_ref = torch.autograd.grad(loss, w)[0][target], torch.autograd.grad(ref, w)[0][target]
+    torch.testing.assert_close(dw, dw_ref, rtol=1e-2, atol=0)
+
+
 def test_linear_cross_entropy_default_chunks_on_cpu_match_one_chunk():
     # the CPU default (256 rows) splits 600 rows into 3 chunks: same loss and gradients as a single chunk
     h = torch.randn(600, 16, requires_grad=True)
