@@ -308,7 +308,8 @@ def main_compile(args, command) -> int:
     lines = [
         f"Command: `{command}` ({(time.perf_counter() - t0) / 60:.1f} min)  ",
         f"Machine: {info['cpu']}, {info['cores']} cores (torch threads: {info['torch_threads']}, AMX-bf16: "
-        f"{info['amx_bf16']}); torch {info['torch']}, transformers {info['transformers']}, python {info['python']}  ",
+        f"{info['amx_bf16']}); torch {info['torch']}, transformers {info['transformers']}, python {info['python']}; "
+        f"malloc: {info.get('malloc', 'default')}  ",
         f"Load average (1/5/15 min) before: {fmt_load(load_before)}, after: {fmt_load(load_after)}  ",
         f"Measured bf16 matmul peak in this run: {bf16_peak:.2f} TFLOP/s",
         "",
@@ -358,7 +359,7 @@ def _render_header(args, command, info, peak, peak_end, load_before, load_after,
         f"Command: `{command}` ({'quick' if args.quick else 'default'} run, {wall_s / 60:.1f} min)  ",
         f"Machine: {info['cpu']}, {info['cores']} cores (torch threads: {info['torch_threads']}, AMX-bf16: "
         f"{info['amx_bf16']}){gpu}; torch {info['torch']}, transformers {info['transformers']}, "
-        f"python {info['python']}  ",
+        f"python {info['python']}; malloc: {info.get('malloc', 'default')}  ",
         f"Load average (1/5/15 min) before: {fmt_load(load_before)}, after: {fmt_load(load_after)}  ",
         f"Measured matmul peak (one {peak.get('bf16_n', '?')}² torch.matmul, median of repetitions, best of start/end "
         f"of run): **bf16 {bf16_peak:.2f} TFLOP/s, fp32 {fp32_peak:.3f} TFLOP/s** "

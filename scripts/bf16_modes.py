@@ -52,7 +52,9 @@ def tokens_per_s(cfg: dict, seq: int, batch: int, steps: int, mixed_precision: s
 
 def main(argv=None) -> int:
     from gpt1_hf.benchmarking import case_peak, flops_per_token, machine_info
+    from gpt1_hf.process_settings import keep_freed_memory
 
+    keep_freed_memory()  # as scripts/pretrain.py runs (--keep_freed_memory)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("shape", nargs="?", default="study", choices=sorted(SHAPES), help="the shape to measure")
     shape = parser.parse_args(argv).shape
