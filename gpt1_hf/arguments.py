@@ -200,6 +200,9 @@ class FinetuneArguments(RunArguments, DataArguments):
     """`gpt1_hf.finetuning.finetune`'s arguments (``scripts/finetune.py``). See docs/finetuning.md for the table."""
 
     pad_to_max_length: bool = _opt(False, "pad every batch to --max_length (default: to the longest in the batch)")
+    pad_to_multiple_of: int | None = _opt(None, "round each batch's padded length up to a multiple of this (GPU "
+                                          "tensor cores: 8, as run_glue_no_trainer.py does under mixed precision; "
+                                          "default: none, measured slower on CPUs: docs/benchmarks.md)")
     max_train_samples: int | None = _opt(None, "random subset of the training split")
     train_split: str = _opt("train", "training split name")
     eval_split: str = _opt("validation", "evaluation split name")

@@ -79,7 +79,7 @@ class Checkpointer:
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
         # sharded engines: the gathered weights (a collective) as model.safetensors beside Accelerate's own files
-        plain = self.finalize_model() if self.sharded else None
+        plain = self.finalize_model(training_goes_on=True) if self.sharded else None
         extra = {"fsdp": self._fsdp_layout()} if self.engine == "fsdp" else {}
         with disk_errors(tmp), _quiet_saving():
             acc.save_state(str(tmp))
@@ -152,7 +152,7 @@ class Checkpointer:
         """The model (+ ``save_fn`` files) as a ``save_pretrained`` folder, atomically. Every process calls it (the
         sharded engines gather the weights); the main process writes."""
         self.check_weights_finite(step)
-        model = self.finalize_model()
+        model = self.finalize_model(training_goes_on=True)
         if self.accelerator.is_main_process:
             def write(tmp: Path) -> None:
                 with disk_errors(tmp), _quiet_saving():
@@ -165,11 +165,12 @@ class Checkpointer:
             save_directory_atomically(folder, write)
         self.accelerator.wait_for_everyone()
 
-    def finalize_model(self):
+    def finalize_model(self, training_goes_on: bool = False):
         """The trained model without Accelerate's wrappers. Under FSDP / DeepSpeed the full weights are gathered (every
-        process must call this) into a plain copy; processes other than the main one get it on the meta device."""
+        process must call this) into a plain copy; processes other than the main one get it on the meta device.
+        `training_goes_on` (best/ during training) keeps the autocast wrapper: accelerate removes it in place."""
         acc = self.accelerator
-        unwrapped = acc.unwrap_model(self.model, keep_fp32_wrapper=False, keep_torch_compile=False)
+        unwrapped = acc.unwrap_model(self.model, keep_fp32_wrapper=training_goes_on, keep_torch_compile=False)
         if self.master_weights:  # the fp32 master values, not their bf16 working copies
             return fp32_model(unwrapped, self.optimizer.optimizer)
         if not self.sharded:

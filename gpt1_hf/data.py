@@ -906,16 +906,19 @@ class GPT1Collator:
 
     Args:
         pad_token_id: id used for padding.
-        pad_to_multiple_of: round the padded length up to a multiple of this.
+        pad_to_multiple_of: round the padded length up to a multiple of this, but not past `max_length`.
         pad_to_max_length: pad every batch to exactly this length (error if a sequence is longer).
+        max_length: the longest padding may make a batch (the model's positions).
     """
 
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None, pad_to_max_length: int | None = None):
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None, pad_to_max_length: int | None = None,
+                 max_length: int | None = None):
         if pad_token_id is None:
             raise ValueError("GPT1Collator needs a pad_token_id")
         self.pad_token_id = int(pad_token_id)
         self.pad_to_multiple_of = pad_to_multiple_of
         self.pad_to_max_length = pad_to_max_length
+        self.max_length = max_length
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         if not features:
@@ -941,7 +944,7 @@ class GPT1Collator:
             longest = self.pad_to_max_length
         if self.pad_to_multiple_of:
             m = self.pad_to_multiple_of
-            longest = ((longest + m - 1) // m) * m
+            longest = max(longest, min(-(-longest // m) * m, self.max_length or float("inf")))
         ids = torch.full((len(flat), longest), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(flat), longest), dtype=torch.long)
         for i, x in enumerate(flat):

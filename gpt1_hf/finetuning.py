@@ -125,8 +125,8 @@ def _finetune(args: FinetuneArguments, spec: TaskSpec | None, accelerator, token
     data = load_task_data(spec, args, tokenizer, max_length) if raw is None else encode_user_data(
         spec, args, raw, tokenizer, max_length)
     report_data(data["info"], accelerator.is_main_process)
-    collator = GPT1Collator(pad_token_id=tokenizer.pad_token_id,
-                            pad_to_max_length=max_length if args.pad_to_max_length else None)
+    collator = GPT1Collator(pad_token_id=tokenizer.pad_token_id, pad_to_multiple_of=args.pad_to_multiple_of,
+                            pad_to_max_length=max_length if args.pad_to_max_length else None, max_length=max_length)
     eval_inputs, eval_groups = model_inputs(data["eval"]), task_groups(data["eval"])
 
     def eval_fn(loop: TrainingLoop) -> dict[str, float]:

@@ -303,6 +303,22 @@ def test_bf16_and_gradient_checkpointing(tmp_path):
         [e["grad_norm"] for e in results[1].log_history], rel=1e-5)
 
 
+def test_bf16_autocast_survives_saving_the_best_model(tmp_path):
+    """Saving best/ during training must not strip Accelerate's autocast wrapper from the live model (accelerate's
+    unwrap_model(keep_fp32_wrapper=False) does so in place): every training forward stays bf16."""
+    model = tiny_lm()
+    seen = []
+    model.transformer.h[0].register_forward_pre_hook(
+        lambda module, args: seen.append((module.training, torch.is_autocast_enabled("cpu"))))
+    args = args_for(tmp_path, mixed_precision="bf16", max_train_steps=4, eval_steps=1)
+    loop = loop_for(model, args, lm_data(8), eval_fn=lambda loop: {"score": float(loop.state.global_step)},
+                    metric_for_best_model="score")
+    loop.fit()
+    assert (tmp_path / "best").is_dir()
+    training = [autocast for is_training, autocast in seen if is_training]
+    assert len(training) == 8 and all(training)  # 4 updates x 2 micro-batches, all after a best/ save but the first
+
+
 def test_accelerator_settings_do_not_leak_between_runs(monkeypatch):
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     assert create_accelerator("bf16").mixed_precision == "bf16"
