@@ -593,6 +593,13 @@ def test_collator_similarity_and_regression():
     assert batch["labels"].dtype == torch.float32 and batch["labels"].tolist() == [2.5, 0.0]
 
 
+def test_collator_rounds_up_but_never_past_the_models_positions():
+    col = GPT1Collator(pad_token_id=0, pad_to_multiple_of=8, max_length=10)
+    assert col([{"input_ids": [1, 2, 3]}])["input_ids"].shape == (1, 8)
+    assert col([{"input_ids": list(range(1, 10))}])["input_ids"].shape == (1, 10)  # 16 would pass 10 positions
+    assert GPT1Collator(pad_token_id=0, pad_to_multiple_of=8)([{"input_ids": [1] * 9}])["input_ids"].shape == (1, 16)
+
+
 def test_collator_multiple_choice():
     col = GPT1Collator(pad_token_id=0, pad_to_max_length=6)
     feats = [{"input_ids": [[1, 2], [1, 2, 3], [1], [1, 5, 5]], "labels": 3},
