@@ -211,7 +211,9 @@ def measure_pretrain_throughput(cfg: StudyConfig, vocab_size: int, steps: int = 
 
     from .configuration_gpt1 import GPT1Config
     from .modeling_gpt1 import GPT1LMHeadModel
+    from .process_settings import keep_freed_memory
 
+    keep_freed_memory()  # as the run it plans: pretrain() keeps freed memory (--keep_freed_memory)
     v = vocab_size
     config = GPT1Config(vocab_size=v, n_positions=cfg.n_ctx, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
                         n_head=cfg.n_head, n_inner=4 * cfg.n_embd, start_token_id=v - 4, delimiter_token_id=v - 3,
