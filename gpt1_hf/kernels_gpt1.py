@@ -74,8 +74,8 @@ def _softmax_loss_grad(logits, targets, out):
     (rows x vocab) chunk and five passes over it. The precision an fp32 log-softmax has comes from two
     per-row numbers: p_t, the target's probability, and rest = 1 - p_t, summed without the target's entry. Each is
     rounded once to the logits' dtype, so the loss (-log p_t, or -log1p(-rest) for confident rows) and the target's
-    gradient -rest keep their relative precision. A row whose p_t underflows to 0 gets its loss from an fp32
-    log-sum-exp (a loss above ~87 nats; in fp16, above ~16).
+    gradient -rest keep their relative precision. A row whose p_t is subnormal in that dtype (a loss above ~87 nats
+    in bf16 or fp32, above ~9.7 in fp16), where the rounding loses bits, gets its loss from an fp32 log-sum-exp.
     """
     torch.softmax(logits, dim=-1, out=out)
     # the targets' entries through a flat view: index_copy_ touches only them (scatter_ copies the chunk twice on CPU)
@@ -84,7 +84,7 @@ def _softmax_loss_grad(logits, targets, out):
     rest = flat.index_fill_(0, entries, 0).view_as(out).sum(dim=-1).float()  # the reduction accumulates in fp32
     flat.index_copy_(0, entries, (-rest).to(out.dtype))
     loss = torch.where(rest < 0.5, -torch.log1p(-rest.clamp(max=0.5)), -p_t.log())
-    underflow = (p_t == 0).nonzero().squeeze(1)  # one host sync per chunk on a GPU
+    underflow = (p_t < torch.finfo(out.dtype).tiny).nonzero().squeeze(1)  # one host sync per chunk on a GPU
     if len(underflow):
         rows = logits[underflow].float()
         loss[underflow] = torch.logsumexp(rows, dim=-1) - rows.gather(1, targets[underflow, None]).squeeze(1)
