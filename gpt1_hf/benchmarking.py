@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from .process_settings import keep_freed_memory
+from .process_settings import glibc_malloc, keep_freed_memory
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("GPT1_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -73,7 +73,7 @@ def machine_info() -> dict:
         "transformers": transformers.__version__,
         "python": platform.python_version(),
         "amx_bf16": "amx_bf16" in open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else None,
-        "malloc": "glibc, freed memory kept (--keep_freed_memory)" if platform.libc_ver()[0] == "glibc" else "default",
+        "malloc": "glibc, freed memory kept (--keep_freed_memory)" if glibc_malloc() else "default",
     }
 
 
@@ -699,8 +699,7 @@ def run_case(spec: dict, timeout: float = 1800, env: dict | None = None) -> dict
 
 def main(argv=None) -> int:
     spec = json.loads((argv or sys.argv[1:])[0])
-    if spec.get("keep_freed_memory", True):  # both models run as the training CLIs run them (--keep_freed_memory)
-        keep_freed_memory()
+    keep_freed_memory()  # both models run as the training CLIs run them (--keep_freed_memory)
     result = CASES[spec["case"]](spec)
     result["load_avg"] = load_average()
     print(RESULT_PREFIX + json.dumps(result), flush=True)

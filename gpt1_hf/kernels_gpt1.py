@@ -151,7 +151,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return dh, dw, None, None, None
 
 
-#: Rows per fp32 (rows x vocab) logit buffer. On CPU 256 rows measured +17% a step at the study shape (vocabulary 16k)
+#: Rows per (rows x vocab) logit chunk. On CPU 256 rows measured +17% a step at the study shape (vocabulary 16k)
 #: and neutral at the full config (docs/benchmarks.md); elsewhere larger chunks mean fewer kernel launches.
 CPU_CHUNK_ROWS, DEFAULT_CHUNK_ROWS = 256, 1024
 #: Rows of the logits' gradient per dW matmul (kept in a (rows x vocab) buffer of the matmul dtype): on CPU 4 chunks
@@ -164,10 +164,10 @@ def linear_cross_entropy(hidden, weight, targets, chunk_size: int | None = None)
     (0, not NaN, for no rows; None: `CPU_CHUNK_ROWS` on CPU, `DEFAULT_CHUNK_ROWS` elsewhere).
 
     hidden: (rows, H); weight: (vocab, H); targets: (rows,). Matmuls run in the autocast dtype when autocast is on
-    (the dtype of `hidden` otherwise), log-softmax in fp32. The gradient of each chunk is computed right away and kept
-    as dh (rows x H) and dW (vocab x H, fp32; one matmul per `DW_GROUP_ROWS` rows of the logits' gradient, held in the
-    matmul dtype), so neither the (rows x vocab) logits nor their fp32 log-probabilities and gradient ever exist for
-    the whole batch, and backward only scales them.
+    (the dtype of `hidden` otherwise), the softmax in fp32 inside one kernel (`_softmax_loss_grad`). The gradient of
+    each chunk is computed right away and kept as dh (rows x H) and dW (vocab x H, fp32; one matmul per `DW_GROUP_ROWS`
+    rows of the logits' gradient, held in the matmul dtype), so neither the (rows x vocab) logits nor their gradient
+    ever exist for the whole batch, and backward only scales them.
     """
     device_type = hidden.device.type
     if torch.is_autocast_enabled(device_type):

@@ -7,14 +7,21 @@ Applied by `finetune`, `pretrain` and ``scripts/evaluate_checkpoint.py`` from ``
 from __future__ import annotations
 
 import ctypes
+import functools
 import platform
 
 import torch
 
-__all__ = ["apply_process_settings", "keep_freed_memory"]
+__all__ = ["apply_process_settings", "glibc_malloc", "keep_freed_memory"]
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's <malloc.h>
 _NEVER_TRIM = 2**31 - 1  # mallopt takes an int: free memory at the heap's top kept up to 2 GiB
+
+
+@functools.cache
+def glibc_malloc() -> bool:
+    """Whether this process allocates with glibc's malloc (Linux with glibc: the only place `keep_freed_memory` acts)."""
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
 def keep_freed_memory() -> bool:
@@ -26,7 +33,7 @@ def keep_freed_memory() -> bool:
     Serving all blocks from the heap and never trimming it turns that into reuse; the process's resident memory then
     stays near its peak. Process-wide and not undone. Returns whether glibc took the setting (False elsewhere).
     """
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not glibc_malloc():
         return False
     libc = ctypes.CDLL(None)  # the C library the interpreter already uses
     return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM))

@@ -1,6 +1,5 @@
 """--keep_freed_memory and --num_threads (gpt1_hf.process_settings)."""
 
-import platform
 import subprocess
 import sys
 
@@ -8,9 +7,7 @@ import pytest
 import torch
 
 from gpt1_hf.arguments import FinetuneArguments, parse_cli
-from gpt1_hf.process_settings import apply_process_settings
-
-GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+from gpt1_hf.process_settings import apply_process_settings, glibc_malloc
 
 # page faults of 5 allocate-fill-free rounds of a 64 MiB tensor after two warm-up rounds, in a fresh process
 _FAULTS = """
@@ -33,7 +30,7 @@ def _faults(mode: str) -> int:
     return int(out.stdout.split()[-1])
 
 
-@pytest.mark.skipif(not GLIBC, reason="glibc's malloc only")
+@pytest.mark.skipif(not glibc_malloc(), reason="glibc's malloc only")
 def test_keep_freed_memory_reuses_blocks_instead_of_faulting_them_in_again():
     pages = 5 * 64 * 2**20 // 4096
     assert _faults("default") > pages // 2  # glibc unmaps each freed 64 MiB block: every round faults it in again
