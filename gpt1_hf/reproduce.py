@@ -53,7 +53,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["StudyConfig", "PRESETS", "STAGES", "PAPER", "plan_runs", "run_study", "write_report"]
+__all__ = ["StudyConfig", "StudyMismatchError", "PRESETS", "STAGES", "PAPER", "plan_runs", "run_study", "write_report"]
 
 STAGES = ("pretrain", "zero_shot", "finetune", "layer_transfer", "lora", "report")
 
@@ -97,7 +97,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # miniature study: a 30-minute pretraining budget, then the fine-tuning runs (hours on a 2-core CPU)
     "cpu": dict(budget_minutes=30.0, n_layer=4, n_embd=256, n_head=4, n_ctx=128, vocab_size=16000,
                 pretrain_learning_rate=6e-4, pretrain_batch_size=32, pretrain_warmup_ratio=0.05,
-                max_train_examples=1500, max_eval_examples=2000, max_length=96, mc_max_train_examples=400,
+                max_train_examples=5000, max_eval_examples=2000, max_length=96, mc_max_train_examples=1000,
                 mc_max_length=160, learning_rate=2.5e-4, num_train_epochs=3, seeds=3, jobs=2,
                 small_tasks_whole=True),
     # the paper's scale: a real GPT-1 checkpoint, full training sets, 512-token inputs, the paper's learning rate
@@ -188,6 +188,10 @@ class StudyConfig:
         return out
 
 
+class StudyMismatchError(ValueError):
+    """The output folder holds finished work made with other settings than the study now asks for."""
+
+
 # ======================================================================================================================
 # Pretraining stage
 # ======================================================================================================================
@@ -252,11 +256,12 @@ def stage_pretrain(cfg: StudyConfig, out: Path, spent_s: float = 0.0) -> dict:
 
     folder = out / "pretrain"
     done = _read_json(folder / "results.json")
+    plan_path = out / "pretrain_plan.json"
+    plan = _read_json(plan_path)
+    _check_same_pretraining(cfg, plan, done, out)
     if done is not None:
         logger.info("pretrain: done (%s)", folder)
         return done
-    plan_path = out / "pretrain_plan.json"
-    plan = _read_json(plan_path)
     corpus = cfg.corpus or [str(Path(cfg.data_dir) / "pretrain_corpus")]
     if plan is None:
         vocab = (cfg.vocab_size + 4) if cfg.vocab_size else 40482
@@ -295,6 +300,19 @@ def stage_pretrain(cfg: StudyConfig, out: Path, spent_s: float = 0.0) -> dict:
         disable_tqdm=not cfg.progress_bar,
     )
     return pretrain(args)
+
+
+def _check_same_pretraining(cfg: StudyConfig, plan: dict | None, done: dict | None, out: Path) -> None:
+    """Raise `StudyMismatchError` when `out`'s pretraining plan or model was made with other settings than `cfg`."""
+    want = {"budget_minutes": cfg.budget_minutes, "tokens_per_update": cfg.pretrain_batch_size * cfg.n_ctx,
+            "n_layer": cfg.n_layer, "n_embd": cfg.n_embd, "n_head": cfg.n_head, "n_positions": cfg.n_ctx}
+    have = {**{k: (plan or {}).get(k) for k in ("budget_minutes", "tokens_per_update")},
+            **{k: (done or {}).get("model", {}).get(k) for k in ("n_layer", "n_embd", "n_head", "n_positions")}}
+    diffs = [f"{k}={have[k]!r} (this study: {want[k]!r})" for k in want if have[k] is not None and have[k] != want[k]]
+    if diffs:
+        raise StudyMismatchError(
+            f"{out} holds a pretraining stage made with other settings: {'; '.join(diffs)}. Pass the settings it was "
+            "made with, or give the study a new --output_dir.")
 
 
 # ======================================================================================================================
@@ -409,7 +427,8 @@ def plan_runs(cfg: StudyConfig, out: Path, stage: str, n_layer: int | None = Non
                     resume_from_checkpoint="auto", overwrite_output_dir=True)  # a killed run continues
         args.update(_task_args(cfg, task))
         args.update(extra)
-        runs.append({"name": name, "variant": variant, "task": task, "seed": seed, "args": args})
+        runs.append({"name": name, "variant": variant, "task": task, "seed": seed, "args": args,
+                     "own_model": cfg.model_name_or_path is None})  # the study's pretraining: moves with the folder
 
     def seeds(task):
         return range(cfg.seed, cfg.seed + (cfg.seeds if task in cfg.small_tasks else 1))
@@ -463,10 +482,33 @@ def _run_one(run: dict[str, Any], num_threads: int | None) -> dict[str, Any]:
         return {"name": run["name"], "ok": False, "error": f"{type(e).__name__}: {e}", "time_s": time.perf_counter() - t}
 
 
+#: Planned arguments that do not change a run's result: a later sitting may differ in them.
+_INCIDENTAL_ARGS = ("output_dir", "disable_tqdm", "num_threads", "resume_from_checkpoint", "overwrite_output_dir")
+
+
+def _comparable(value):
+    """A planned or recorded argument in the form results.json stores it; an existing path resolved."""
+    value = json.loads(json.dumps(value, default=str))
+    if isinstance(value, str) and os.path.exists(value):
+        return str(Path(value).resolve())
+    return value
+
+
 def _is_done(run: dict[str, Any]) -> bool:
+    """Whether `run` finished; a finished run made with other arguments raises `StudyMismatchError` (the report
+    would otherwise show it as this study's)."""
     out_dir = Path(run["args"]["output_dir"])
-    if not (out_dir / "results.json").is_file():
+    done = _read_json(out_dir / "results.json")
+    if done is None:
         return False
+    recorded = done.get("config", {})
+    skip = (*_INCIDENTAL_ARGS, "model_name_or_path") if run.get("own_model") else _INCIDENTAL_ARGS
+    diffs = [f"{k}={_comparable(recorded[k])!r} (this study: {_comparable(v)!r})" for k, v in run["args"].items()
+             if k not in skip and k in recorded and _comparable(recorded[k]) != _comparable(v)]
+    if diffs:
+        raise StudyMismatchError(
+            f"{out_dir} holds a finished run made with other settings: {'; '.join(diffs)}. Pass the settings it was "
+            "made with, give the study a new --output_dir, or delete that run's folder to redo it.")
     return run["task"] != "mnli" or (out_dir / "eval_mnli_mm.json").is_file()
 
 

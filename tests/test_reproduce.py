@@ -151,7 +151,7 @@ def test_plan_counts_seeds_and_ablations(tmp_path):
     assert sum(r["variant"] == "no_aux" for r in runs) == 16
     assert "no_pretrain/cola/seed2" in names and "no_aux/snli/seed0" not in names
     race = next(r for r in runs if r["task"] == "race")
-    assert race["args"]["max_length"] == cfg.mc_max_length and race["args"]["max_train_samples"] == 400
+    assert race["args"]["max_length"] == cfg.mc_max_length and race["args"]["max_train_samples"] == 1000
     assert all(r["args"]["from_scratch"] for r in runs if r["variant"] == "no_pretrain")
 
 
@@ -593,9 +593,41 @@ def test_cpu_preset_trains_the_small_tasks_on_their_whole_sets(tmp_path):
     runs = {(r["variant"], r["task"], r["seed"]): r["args"] for r in plan_runs(cfg, tmp_path, "finetune")}
     for task in ("cola", "mrpc", "stsb", "rte", "story_cloze"):
         assert runs[("full", task, 0)]["max_train_samples"] is None
-    assert runs[("full", "sst2", 0)]["max_train_samples"] == 1500
-    assert runs[("full", "race", 0)]["max_train_samples"] == 400
+    assert runs[("full", "sst2", 0)]["max_train_samples"] == 5000
+    assert runs[("full", "race", 0)]["max_train_samples"] == 1000
     cut = replace(cfg, small_tasks_whole=False)
     cut_runs = {(r["variant"], r["task"], r["seed"]): r["args"] for r in plan_runs(cut, tmp_path, "finetune")}
-    assert cut_runs[("full", "cola", 0)]["max_train_samples"] == 1500
-    assert cut_runs[("full", "story_cloze", 0)]["max_train_samples"] == 400
+    assert cut_runs[("full", "cola", 0)]["max_train_samples"] == 5000
+    assert cut_runs[("full", "story_cloze", 0)]["max_train_samples"] == 1000
+
+
+def test_finished_work_made_with_other_settings_is_refused(tmp_path):
+    from gpt1_hf.reproduce import StudyMismatchError, _check_same_pretraining, _is_done
+
+    cfg = StudyConfig(data_dir=str(FIXTURES), output_dir=str(tmp_path / "study")).resolved()
+    run = next(r for r in plan_runs(cfg, tmp_path / "study", "finetune") if r["name"] == "full/sst2/seed0")
+    folder = Path(run["args"]["output_dir"])
+    folder.mkdir(parents=True)
+    recorded = {**run["args"], "disable_tqdm": False, "num_threads": 1}  # incidental arguments may differ
+    (folder / "results.json").write_text(json.dumps({"config": recorded}))
+    assert _is_done(run)
+    # the study folder moved: its own pretrained model's path changed, the runs still count
+    moved = {**recorded, "model_name_or_path": "/elsewhere/study/pretrain"}
+    (folder / "results.json").write_text(json.dumps({"config": moved}))
+    assert _is_done(run)
+    (folder / "results.json").write_text(json.dumps({"config": {**recorded, "max_train_samples": 1500}}))
+    with pytest.raises(StudyMismatchError, match=r"full/sst2/seed0 .*max_train_samples=1500 \(this study: 5000\)"):
+        _is_done(run)
+    # a given model is part of the run: another one is a mismatch
+    given = replace(cfg, model_name_or_path=str(tmp_path))
+    run = next(r for r in plan_runs(given, tmp_path / "study", "finetune") if r["name"] == "full/sst2/seed0")
+    (folder / "results.json").write_text(json.dumps({"config": moved}))
+    with pytest.raises(StudyMismatchError, match="model_name_or_path"):
+        _is_done(run)
+
+    plan = {"budget_minutes": 30.0, "tokens_per_update": 32 * 128}
+    done = {"model": {"n_layer": 4, "n_embd": 256, "n_head": 4, "n_positions": 128}}
+    _check_same_pretraining(cfg, plan, done, tmp_path)
+    _check_same_pretraining(cfg, None, None, tmp_path)  # nothing made yet
+    with pytest.raises(StudyMismatchError, match=r"budget_minutes=30.0 \(this study: 60\).*n_embd=256"):
+        _check_same_pretraining(replace(cfg, budget_minutes=60, n_embd=512), plan, done, tmp_path)
