@@ -754,7 +754,9 @@ def _tokenize(tokenizer, texts: Sequence[str]) -> list[list[int]]:
         return []
     if callable(tokenizer):
         try:
-            out = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+            # verbose=False: the pieces are cut to max_length afterwards, so transformers' "longer than the maximum
+            # sequence length ... indexing errors" warning would be false
+            out = tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
             return [list(map(int, ids)) for ids in out]
         except (TypeError, KeyError):
             pass

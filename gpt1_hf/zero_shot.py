@@ -85,7 +85,8 @@ def _tokenize(tokenizer, texts: Sequence[str]) -> list[list[int]]:
     texts = list(texts)
     if not texts:
         return []
-    out = [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    # verbose=False: the contexts are cut to the model's positions afterwards (no "indexing errors" to warn of)
+    out = [list(ids) for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
     # An empty text must give no tokens whatever the tokenizer does with "".
     return [ids if text.strip() else [] for ids, text in zip(out, texts, strict=True)]
 
