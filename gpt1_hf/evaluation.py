@@ -125,6 +125,7 @@ def evaluate_checkpoint(
     seed: int = 0,
     cpu: bool = False,
     data: DataOptions | None = None,
+    pad_to_multiple_of: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate a fine-tuned checkpoint on one split of a task (a paper task, or your data with the data options of
     fine-tuning: ``data``): metrics (when the split is labeled) and predictions.
@@ -160,7 +161,8 @@ def evaluate_checkpoint(
     model.eval()
     start = time.perf_counter()
     with torch.no_grad():
-        out = predict_logits(model, model_inputs(encoded), GPT1Collator(tokenizer.pad_token_id), acc, batch_size)
+        collator = GPT1Collator(tokenizer.pad_token_id, pad_to_multiple_of=pad_to_multiple_of, max_length=max_length)
+        out = predict_logits(model, model_inputs(encoded), collator, acc, batch_size)
     labels = out.get("labels")
     labeled = labels is not None and len(labels) and (spec.is_regression and (labels >= 0).all()
                                                       or not spec.is_regression and (labels >= 0).all())

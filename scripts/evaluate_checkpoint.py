@@ -23,6 +23,8 @@ class EvaluateArguments(ExecutionArguments, DataArguments):
 
     split: str = field(default="validation", metadata={"help": "split to evaluate (an unlabeled one gives "
                                                                 "predictions only)"})
+    pad_to_multiple_of: int | None = field(default=None, metadata={
+        "help": "round each batch's padded length up to a multiple of this (as scripts/finetune.py; default: none)"})
 
 
 def main(argv=None) -> int:
@@ -41,6 +43,7 @@ def main(argv=None) -> int:
         tokenizer_name_or_path=args.tokenizer_name, max_examples=args.max_eval_samples, max_length=args.max_length,
         batch_size=args.per_device_eval_batch_size or 32, output_dir=args.output_dir,
         mixed_precision=args.mixed_precision, seed=args.seed, cpu=args.cpu, data=DataOptions.from_args(args),
+        pad_to_multiple_of=args.pad_to_multiple_of,
     )
     from accelerate.state import PartialState
 

@@ -299,6 +299,12 @@ def test_evaluate_checkpoint_script_matches_training_metrics(pretrained_dir, tmp
     assert report["metrics"] == pytest.approx(results["metrics"])
     assert Path(report["prediction_file"]).name == "MRPC.tsv"
     assert '"f1"' in capsys.readouterr().out
+    # padded to a multiple of 8: the padding is masked, the metrics do not move
+    assert cli.main(["--model_name_or_path", str(tmp_path / "ft"), "--task_name", "mrpc", "--data_dir",
+                     str(FIXTURES / "mrpc"), "--output_dir", str(tmp_path / "eval8"),
+                     "--per_device_eval_batch_size", "3", "--pad_to_multiple_of", "8"]) == 0
+    padded = json.loads((tmp_path / "eval8" / "eval_mrpc_validation.json").read_text())
+    assert padded["metrics"] == pytest.approx(results["metrics"])
     # an unlabeled split: predictions only
     assert cli.main(["--model_name_or_path", str(tmp_path / "ft"), "--task_name", "mrpc", "--data_dir",
                      str(FIXTURES / "mrpc"), "--split", "test", "--output_dir", str(tmp_path / "eval")]) == 0
