@@ -998,6 +998,11 @@ def _pretrain_data(cfg: StudyConfig, pre: dict | None, plan: dict | None) -> dic
             "final_perplexity": pre["final_heldout"]["perplexity"]}
 
 
+def _count(n: int | None) -> str:
+    """A subset size as the report writes it: 5,000, or "all" for none."""
+    return f"{n:,}" if n else "all"
+
+
 def _finetune_data(cfg: StudyConfig, results) -> dict[str, Any] | None:
     """The fine-tuning recipe, and the seeds of the tasks that ran several (read from the runs, not the config: an
     older folder may differ)."""
@@ -1011,10 +1016,10 @@ def _finetune_data(cfg: StudyConfig, results) -> dict[str, Any] | None:
     # the multiple-choice tasks that were subsampled (a whole-set task is not, whatever its kind)
     mc = [t for t in seeds_of if t not in whole and get_task(t).kind == "multiple_choice"]
     return {"epochs": cfg.num_train_epochs, "learning_rate": cfg.learning_rate,
-            "precision": _precision_words(cfg.mixed_precision), "max_train_examples": cfg.max_train_examples or "all",
-            "mc_max_train_examples": cfg.mc_max_train_examples or "all", "mc_tasks": _names(mc) if mc else "multiple choice",
+            "precision": _precision_words(cfg.mixed_precision), "max_train_examples": _count(cfg.max_train_examples),
+            "mc_max_train_examples": _count(cfg.mc_max_train_examples), "mc_tasks": _names(mc) if mc else "multiple choice",
             "max_length": cfg.max_length, "whole_sets": _names(whole),
-            "mc_max_length": cfg.mc_max_length, "max_eval_examples": cfg.max_eval_examples or "all",
+            "mc_max_length": cfg.mc_max_length, "max_eval_examples": _count(cfg.max_eval_examples),
             "multi_seed": {t: seeds_of[t] for t in multi}}
 
 

@@ -489,9 +489,9 @@ def test_report_is_the_template_filled_with_the_study_data(tmp_path):
         "tokens, so the absolute numbers are far below the paper's; what it reproduces is the *study*: the same "
         "tables, ablations and analyses, computed end to end.",
         "Fine-tuning: 3 epochs, batch 32, lr 0.00025 with linear decay (warmup 0.2%), L3 = L2 + 0.5·L1, classifier "
-        "dropout 0.1, weight decay 0.01, bf16 autocast; training sets subsampled to 1500 examples (RACE: "
-        "400), except RTE: their whole training sets; inputs cut to 96 tokens (160 for multiple choice; the long side is cut, never the extract token or an "
-        "answer), evaluation on at most 2000 dev examples (a fixed random subset, seed 0). RTE: mean ± std over 3 "
+        "dropout 0.1, weight decay 0.01, bf16 autocast; training sets subsampled to 5,000 examples (RACE: "
+        "1,000), except RTE: their whole training sets; inputs cut to 96 tokens (160 for multiple choice; the long side is cut, never the extract token or an "
+        "answer), evaluation on at most 2,000 dev examples (a fixed random subset, seed 0). RTE: mean ± std over 3 "
         "seeds; the other tasks: one seed. Dev-set numbers (the paper reports test numbers for most tasks).",
         "| ours (this study) | 42.8 | 43.2 | – | – | – | 53.0 ± 3.0 |",
         "| ours (this study) | – | 27.1 | 27.2 | 27.2 |",
