@@ -25,10 +25,11 @@ separate sittings with ``stages=[...]``):
     (pretraining: tokens seen and tokens per minute). The text is ``gpt1_hf/templates/results.md`` filled with
     `report_data`'s data by `render_report`.
 
-Presets (`PRESETS`): ``cpu`` (the default without ``model_name_or_path``) is the miniature study: about 3.3 hours of
-a 2-core CPU with the small tasks on their whole sets (``small_tasks_whole``; docs/results.md, "Budget": 199 minutes
-over its sittings, 152 of them fine-tuning, 2 runs at a time); ``full`` (the default with ``model_name_or_path``) is the paper's scale (needs
-``model_name_or_path``, no subsampling, 512-token inputs, lr 6.25e-5).
+Presets (`PRESETS`): ``cpu`` (the default without ``model_name_or_path``) is the miniature study: about two hours of
+a 2-core CPU with the small tasks on their whole sets (``small_tasks_whole``) and the large ones on 5,000 examples
+(docs/results.md, "Budget": 123 minutes over its sittings on an Intel Xeon with AMX, 86 of them fine-tuning, 2 runs
+at a time); ``full`` (the default with ``model_name_or_path``) is the paper's scale (needs ``model_name_or_path``, no
+subsampling, 512-token inputs, lr 6.25e-5).
 
 Wall times: every stage's elapsed time is written to ``study_log.json`` while it runs (after each run and every
 ``HEARTBEAT_S`` seconds), so a killed sitting's time is kept; the pretraining budget is a total over sittings (a
@@ -94,7 +95,7 @@ VARIANTS = {
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # miniature study: a 30-minute pretraining budget, then the fine-tuning runs (hours on a 2-core CPU)
+    # miniature study: a 30-minute pretraining budget, then the fine-tuning runs (about 1.5 hours on a 2-core CPU)
     "cpu": dict(budget_minutes=30.0, n_layer=4, n_embd=256, n_head=4, n_ctx=128, vocab_size=16000,
                 pretrain_learning_rate=6e-4, pretrain_batch_size=32, pretrain_warmup_ratio=0.05,
                 max_train_examples=5000, max_eval_examples=2000, max_length=96, mc_max_train_examples=1000,
