@@ -487,12 +487,15 @@ def _run_one(run: dict[str, Any], num_threads: int | None) -> dict[str, Any]:
 _INCIDENTAL_ARGS = ("output_dir", "disable_tqdm", "num_threads", "resume_from_checkpoint", "overwrite_output_dir")
 
 
-def _comparable(value):
-    """A planned or recorded argument in the form results.json stores it; an existing path resolved."""
-    value = json.loads(json.dumps(value, default=str))
-    if isinstance(value, str) and os.path.exists(value):
-        return str(Path(value).resolve())
-    return value
+def _differs(recorded, planned) -> bool:
+    """Whether a recorded argument differs from the planned one (in the form results.json stores it); two paths to
+    the same existing folder (relative / absolute) are the same."""
+    planned = json.loads(json.dumps(planned, default=str))
+    if recorded == planned:
+        return False
+    if isinstance(recorded, str) and isinstance(planned, str) and os.path.exists(recorded) and os.path.exists(planned):
+        return not os.path.samefile(recorded, planned)
+    return True
 
 
 def _is_done(run: dict[str, Any]) -> bool:
@@ -504,8 +507,8 @@ def _is_done(run: dict[str, Any]) -> bool:
         return False
     recorded = done.get("config", {})
     skip = (*_INCIDENTAL_ARGS, "model_name_or_path") if run.get("own_model") else _INCIDENTAL_ARGS
-    diffs = [f"{k}={_comparable(recorded[k])!r} (this study: {_comparable(v)!r})" for k, v in run["args"].items()
-             if k not in skip and k in recorded and _comparable(recorded[k]) != _comparable(v)]
+    diffs = [f"{k}={recorded[k]!r} (this study: {v!r})" for k, v in run["args"].items()
+             if k not in skip and k in recorded and _differs(recorded[k], v)]
     if diffs:
         raise StudyMismatchError(
             f"{out_dir} holds a finished run made with other settings: {'; '.join(diffs)}. Pass the settings it was "

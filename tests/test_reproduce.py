@@ -1,6 +1,7 @@
 """The results study (gpt1_hf.reproduce, scripts/reproduce.py): end to end on fixtures, resumability, the report."""
 
 import json
+import os
 import random
 from dataclasses import replace
 from pathlib import Path
@@ -614,6 +615,10 @@ def test_finished_work_made_with_other_settings_is_refused(tmp_path):
     # the study folder moved: its own pretrained model's path changed, the runs still count
     moved = {**recorded, "model_name_or_path": "/elsewhere/study/pretrain"}
     (folder / "results.json").write_text(json.dumps({"config": moved}))
+    assert _is_done(run)
+    # the same data folder, given relative instead of absolute
+    rel = {**recorded, "data_dir": os.path.relpath(recorded["data_dir"])}
+    (folder / "results.json").write_text(json.dumps({"config": rel}))
     assert _is_done(run)
     (folder / "results.json").write_text(json.dumps({"config": {**recorded, "max_train_samples": 1500}}))
     with pytest.raises(StudyMismatchError, match=r"full/sst2/seed0 .*max_train_samples=1500 \(this study: 5000\)"):
