@@ -189,6 +189,9 @@ class DataArguments:
                                     "pearson, spearmanr); default: accuracy, or pearson and spearmanr for regression")
     max_length: int | None = _opt(None, "tokens per sequence (paper: 512; capped at the model's n_positions)")
     max_eval_samples: int | None = _opt(None, "random subset of the evaluation split")
+    pad_to_multiple_of: int | None = _opt(None, "round each batch's padded length up to a multiple of this (GPU "
+                                          "tensor cores: 8, as run_glue_no_trainer.py does under mixed precision; "
+                                          "default: none, measured slower on CPUs: docs/benchmarks.md)")
     model_name_or_path: str | None = _opt(None, "gpt1 folder / Hub id, transformers openai-gpt checkpoint or "
                                           "OpenAI's original release (default: the embedded tiny model)")
     tokenizer_name: str | None = _opt(None, "tokenizer folder / Hub id (default: the model's, else the bundled "
@@ -200,9 +203,6 @@ class FinetuneArguments(RunArguments, DataArguments):
     """`gpt1_hf.finetuning.finetune`'s arguments (``scripts/finetune.py``). See docs/finetuning.md for the table."""
 
     pad_to_max_length: bool = _opt(False, "pad every batch to --max_length (default: to the longest in the batch)")
-    pad_to_multiple_of: int | None = _opt(None, "round each batch's padded length up to a multiple of this (GPU "
-                                          "tensor cores: 8, as run_glue_no_trainer.py does under mixed precision; "
-                                          "default: none, measured slower on CPUs: docs/benchmarks.md)")
     max_train_samples: int | None = _opt(None, "random subset of the training split")
     train_split: str = _opt("train", "training split name")
     eval_split: str = _opt("validation", "evaluation split name")

@@ -193,6 +193,13 @@ class StudyMismatchError(ValueError):
     """The output folder holds finished work made with other settings than the study now asks for."""
 
 
+def _refuse_mismatch(folder: Path, work: str, diffs: list[str], fixes: str) -> None:
+    """Raise `StudyMismatchError` naming `folder`, each differing setting (``diffs``) and the fixes, if any differ."""
+    if diffs:
+        raise StudyMismatchError(f"{folder} holds {work} made with other settings: {'; '.join(diffs)}. Pass the "
+                                 f"settings it was made with, {fixes}.")
+
+
 # ======================================================================================================================
 # Pretraining stage
 # ======================================================================================================================
@@ -310,10 +317,7 @@ def _check_same_pretraining(cfg: StudyConfig, plan: dict | None, done: dict | No
     have = {**{k: (plan or {}).get(k) for k in ("budget_minutes", "tokens_per_update")},
             **{k: (done or {}).get("model", {}).get(k) for k in ("n_layer", "n_embd", "n_head", "n_positions")}}
     diffs = [f"{k}={have[k]!r} (this study: {want[k]!r})" for k in want if have[k] is not None and have[k] != want[k]]
-    if diffs:
-        raise StudyMismatchError(
-            f"{out} holds a pretraining stage made with other settings: {'; '.join(diffs)}. Pass the settings it was "
-            "made with, or give the study a new --output_dir.")
+    _refuse_mismatch(out, "a pretraining stage", diffs, "or give the study a new --output_dir")
 
 
 # ======================================================================================================================
@@ -509,10 +513,8 @@ def _is_done(run: dict[str, Any]) -> bool:
     skip = (*_INCIDENTAL_ARGS, "model_name_or_path") if run.get("own_model") else _INCIDENTAL_ARGS
     diffs = [f"{k}={recorded[k]!r} (this study: {v!r})" for k, v in run["args"].items()
              if k not in skip and k in recorded and _differs(recorded[k], v)]
-    if diffs:
-        raise StudyMismatchError(
-            f"{out_dir} holds a finished run made with other settings: {'; '.join(diffs)}. Pass the settings it was "
-            "made with, give the study a new --output_dir, or delete that run's folder to redo it.")
+    _refuse_mismatch(out_dir, "a finished run", diffs,
+                     "give the study a new --output_dir, or delete that run's folder to redo it")
     return run["task"] != "mnli" or (out_dir / "eval_mnli_mm.json").is_file()
 
 

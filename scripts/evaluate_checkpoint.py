@@ -23,8 +23,6 @@ class EvaluateArguments(ExecutionArguments, DataArguments):
 
     split: str = field(default="validation", metadata={"help": "split to evaluate (an unlabeled one gives "
                                                                 "predictions only)"})
-    pad_to_multiple_of: int | None = field(default=None, metadata={
-        "help": "round each batch's padded length up to a multiple of this (as scripts/finetune.py; default: none)"})
 
 
 def main(argv=None) -> int:
