@@ -170,10 +170,11 @@ def step_peak_tensor_mib(step) -> float:
 
 # The benchmark's gpt1_hf settings, by their ablation names: every fast path on except `attention_recompute`, which is
 # off by default (slower; see docs/benchmarks.md for its memory saving). "gelu_kernel" is config.gelu_kernel ("gelu_new"
-# as one PyTorch kernel rather than the formula written out); "dropout_attention" is
+# as one PyTorch kernel rather than the formula written out), "bf16_erf_gelu" its erf kernel in bf16 on CPU;
+# "dropout_attention" is
 # attn_implementation "gpt1_sdpa" (vs "sdpa"); "no_train_logits" is config.train_logits = False.
 FAST_PATHS_ON = {"fast_dropout": True, "dropout_attention": True, "attention_recompute": False, "fused_lm_loss": True,
-                 "gelu_kernel": True, "no_train_logits": True}
+                 "gelu_kernel": True, "bf16_erf_gelu": True, "no_train_logits": True}
 
 
 def set_fast_paths(model, **switches: bool) -> None:
@@ -183,7 +184,7 @@ def set_fast_paths(model, **switches: bool) -> None:
         raise ValueError(f"Unknown fast paths {sorted(unknown)}; known: {sorted(FAST_PATHS_ON)}.")
     config = model.config
     for name, on in switches.items():
-        if name in ("fast_dropout", "fused_lm_loss", "attention_recompute", "gelu_kernel"):
+        if name in ("fast_dropout", "fused_lm_loss", "attention_recompute", "gelu_kernel", "bf16_erf_gelu"):
             setattr(config, name, on)
         elif name == "no_train_logits":
             config.train_logits = not on

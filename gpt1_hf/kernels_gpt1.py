@@ -11,6 +11,8 @@ copies it next to the weights with the modeling file (transformers copies the re
   with dropout and falls back to an fp32 math path); `_DropoutAttention` recomputes the probabilities in backward
   (`config.attention_recompute`). Registered with transformers' `AttentionInterface` as `attn_implementation="gpt1_sdpa"`
   (SDPA everywhere else); `attn_implementation="sdpa"` is its reference.
+- `gelu_tanh`: GPT-1's tanh GELU in one kernel; in bf16 on CPU, the erf GELU's kernel, the same function to within
+  bf16's rounding and 3-5x faster. Switch: `config.bf16_erf_gelu` (False: the tanh kernel everywhere).
 """
 
 import math
@@ -65,6 +67,29 @@ class GPT1Dropout(nn.Dropout):
 
     def forward(self, input):
         return dropout(input, self.p, self.training, fast=getattr(self.config, "fast_dropout", True))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# GELU
+# ----------------------------------------------------------------------------------------------------------------------
+
+#: max over x of |GELU_tanh(x) - GELU_erf(x)| in exact arithmetic (4.732e-4 at |x| = 2.70, fp64 on a 1e-5 grid)
+TANH_ERF_GELU_MAX_DIFF = 4.74e-4
+
+
+def gelu_tanh(x: torch.Tensor, bf16_erf: bool = True) -> torch.Tensor:
+    """GPT-1's GELU, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (transformers' "gelu_new"), in one kernel.
+
+    In bf16 on CPU, with `bf16_erf`, it is computed by the erf GELU's kernel. PyTorch's CPU tanh-GELU is 3-5x slower
+    (4,096 x 1,024 bf16 on AMX Intel: forward 3.6 against 0.7 ms, backward 3.8 against 1.3 ms), 10% of the study's
+    pretraining step. The two forms differ by at most `TANH_ERF_GELU_MAX_DIFF`, below bf16's rounding step for
+    |y| >= 0.06: on N(0, s) inputs the erf kernel's mean error against the exact tanh form, value and derivative, is
+    within 15% of the tanh kernel's own, and smaller than that of "gelu_new" written out in bf16 (openai-gpt under
+    autocast). fp32 and fp16 (rounding steps too fine for the difference) and other devices keep the tanh kernel.
+    """
+    if bf16_erf and x.dtype == torch.bfloat16 and x.device.type == "cpu":
+        return F.gelu(x)
+    return F.gelu(x, approximate="tanh")
 
 
 def _softmax_loss_grad(logits, targets, out):

@@ -36,7 +36,7 @@ from transformers.utils import can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_gpt1 import GPT1Config
-from .kernels_gpt1 import GPT1_SDPA, GPT1Dropout, linear_cross_entropy
+from .kernels_gpt1 import GPT1_SDPA, GPT1Dropout, gelu_tanh, linear_cross_entropy
 
 # Every head is written into `config.auto_map` on save, so one folder serves all Auto classes with remote code.
 GPT1_AUTO_MAP = {
@@ -139,9 +139,10 @@ class GPT1MLP(nn.Module):
 
     def forward(self, x):
         h = self.c_fc(x)
-        # gelu_new written out is seven tensor ops; PyTorch's tanh GELU is the same function in one kernel
-        fast = self.config.gelu_kernel and self.config.activation_function == "gelu_new"
-        return self.dropout(self.c_proj(F.gelu(h, approximate="tanh") if fast else self.act(h)))
+        # gelu_new written out is seven tensor ops; one kernel computes the same function (kernels_gpt1.gelu_tanh)
+        if self.config.gelu_kernel and self.config.activation_function == "gelu_new":
+            return self.dropout(self.c_proj(gelu_tanh(h, bf16_erf=self.config.bf16_erf_gelu)))
+        return self.dropout(self.c_proj(self.act(h)))
 
 
 class GPT1Block(GradientCheckpointingLayer):

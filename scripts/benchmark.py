@@ -36,7 +36,7 @@ BEGIN_COMPILE = "<!-- BEGIN GENERATED (compile): scripts/benchmark.py --only com
 END_COMPILE = "<!-- END GENERATED (compile) -->"
 # fast paths on by default, switched off one at a time (gpt1_hf.benchmarking.set_fast_paths); attention_recompute is off
 # by default and switched on instead
-ABLATION = ["fast_dropout", "dropout_attention", "fused_lm_loss", "gelu_kernel", "no_train_logits"]
+ABLATION = ["fast_dropout", "dropout_attention", "fused_lm_loss", "gelu_kernel", "bf16_erf_gelu", "no_train_logits"]
 
 
 def plan(args) -> dict:
@@ -447,7 +447,7 @@ def _render_ablation(ablation) -> list[str]:
         for name, times in ablation["step_s"].items():
             lines.append(f"| {name} | {fmt(ablation['tokens_per_step'] / median(times))} | {median(times) / on:.2f}× |")
         lines += ["", "Switches (`gpt1_hf.benchmarking.set_fast_paths`): `attn_implementation` \"gpt1_sdpa\" / \"sdpa\" "
-                  "(dropout_attention), config `gelu_kernel`, "
+                  "(dropout_attention), config `gelu_kernel`, `bf16_erf_gelu`, "
                   "`fast_dropout`, `fused_lm_loss`, `attention_recompute`, `train_logits` (no_train_logits); each fast "
                   "path is checked against its reference in tests/test_fast_paths.py.", ""]
     elif ablation:

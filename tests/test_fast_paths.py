@@ -1,7 +1,7 @@
 """Every fast path of gpt1_hf against its eager reference (same loss and gradients within tolerance).
 
 The switches: `attn_implementation` ("gpt1_sdpa" vs "sdpa") and the config fields `fast_dropout`, `fused_lm_loss`,
-`attention_recompute`, `train_logits`, `gelu_kernel`;
+`attention_recompute`, `train_logits`, `gelu_kernel`, `bf16_erf_gelu`;
 `reference_paths(model)` turns every one of them to its reference.
 """
 
@@ -18,6 +18,7 @@ from gpt1_hf.kernels_gpt1 import (
     dropout,
     dropout_attention_forward,
     dropout_keep_mask,
+    gelu_tanh,
     linear_cross_entropy,
 )
 from gpt1_hf.modeling_gpt1 import eager_attention_forward, next_token_loss
@@ -25,13 +26,13 @@ from tests.conftest import tiny_config_kwargs
 
 START, DELIM, CLF, PAD = 100, 101, 102, 103
 CONFIG_SWITCHES_OFF = {"fast_dropout": False, "fused_lm_loss": False, "attention_recompute": False, "train_logits": True,
-                       "gelu_kernel": False}
+                       "gelu_kernel": False, "bf16_erf_gelu": False}
 
 
 @contextlib.contextmanager
 def reference_paths(model):
     """Every fast path of `model` switched to its reference for the block: plain SDPA attention, F.dropout, logits +
-    F.cross_entropy, the LM logits in training, transformers' written-out gelu_new."""
+    F.cross_entropy, the LM logits in training, transformers' written-out gelu_new (and the tanh kernel in bf16)."""
     config = model.config
     saved = {name: getattr(config, name) for name in CONFIG_SWITCHES_OFF}
     saved_attn = config._attn_implementation
@@ -353,6 +354,82 @@ def test_gelu_kernel_equals_gelu_new_formula():
     model.config.gelu_kernel = False
     assert torch.equal(mlp(x), formula)  # the switch really selects the formula
     torch.testing.assert_close(fast, model(ids).logits, rtol=1e-5, atol=1e-5)
+
+
+def _exact_tanh_gelu_and_derivative(x):
+    """GPT-1's tanh GELU of the bf16 values `x` and its derivative, in fp64 (the exact function the kernels round)."""
+    xd = x.double().requires_grad_()
+    y = 0.5 * xd * (1 + torch.tanh(math.sqrt(2 / math.pi) * (xd + 0.044715 * xd**3)))
+    y.sum().backward()
+    return y.detach(), xd.grad
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.0, 2.0])
+def test_bf16_erf_gelu_is_the_tanh_gelu_within_bf16_rounding(scale):
+    """The bf16 CPU fast path (the erf GELU's kernel) computes the tanh GELU about as exactly as the tanh kernel: its
+    mean error against the exact function, value and derivative, is within 20% of the tanh kernel's and below that of
+    gelu_new written out in bf16 (what openai-gpt computes under autocast); no value is off by more than the two
+    forms' exact difference plus one bf16 rounding step."""
+    from transformers.activations import NewGELUActivation
+
+    from gpt1_hf.kernels_gpt1 import TANH_ERF_GELU_MAX_DIFF
+
+    torch.manual_seed(0)
+    x = (torch.randn(100_000, dtype=torch.float64) * scale).to(torch.bfloat16)
+    exact, exact_grad = _exact_tanh_gelu_and_derivative(x)
+    errors = {}
+    for name, fn in (("erf", gelu_tanh), ("tanh", lambda v: gelu_tanh(v, bf16_erf=False)), ("new", NewGELUActivation())):
+        v = x.clone().requires_grad_()
+        y = fn(v)
+        y.backward(torch.ones_like(y))
+        assert y.dtype == torch.bfloat16
+        errors[name] = ((y.double() - exact).abs().mean(), (v.grad.double() - exact_grad).abs().mean(), y.detach())
+    for i in (0, 1):  # value, derivative
+        assert errors["erf"][i] <= 1.2 * errors["tanh"][i] and errors["erf"][i] < errors["new"][i], (i, errors)
+    assert torch.equal(errors["erf"][2], F.gelu(x)) and torch.equal(errors["tanh"][2], F.gelu(x, approximate="tanh"))
+    tanh_y = errors["tanh"][2].float()
+    assert ((errors["erf"][2].float() - tanh_y).abs() <= TANH_ERF_GELU_MAX_DIFF + tanh_y.abs() * 2**-7).all()
+
+
+def test_bf16_erf_gelu_switch_changes_only_bf16():
+    """`config.bf16_erf_gelu` selects the erf kernel for bf16 CPU tensors only; fp32 always gets the tanh kernel."""
+    model = GPT1LMHeadModel(GPT1Config(**tiny_config_kwargs())).eval()
+    mlp, x = model.transformer.h[0].mlp, torch.randn(4, 7, 32)
+    assert model.config.bf16_erf_gelu
+    assert torch.equal(mlp(x), mlp.c_proj(F.gelu(mlp.c_fc(x), approximate="tanh")))
+    mlp.to(torch.bfloat16)
+    h = mlp.c_fc(x.bfloat16())
+    assert torch.equal(mlp(x.bfloat16()), mlp.c_proj(F.gelu(h)))
+    model.config.bf16_erf_gelu = False
+    assert torch.equal(mlp(x.bfloat16()), mlp.c_proj(F.gelu(h, approximate="tanh")))
+    mlp.float()  # fp32 weights again (rounded through bf16): the tanh kernel whatever the switch
+    for switch in (False, True):
+        model.config.bf16_erf_gelu = switch
+        assert torch.equal(mlp(x), mlp.c_proj(F.gelu(mlp.c_fc(x), approximate="tanh")))
+
+
+def test_bf16_erf_gelu_training_follows_the_tanh_kernel():
+    """150 bf16-autocast updates of a tiny LM with dropout: the loss curve with the erf kernel stays on the tanh
+    kernel's (same seed, same data): every update within 0.05 nats, the last 50 within 0.01 on average."""
+    curves = {}
+    for erf in (True, False):
+        torch.manual_seed(0)
+        model = GPT1LMHeadModel(GPT1Config(**tiny_config_kwargs(bf16_erf_gelu=erf))).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        data = torch.randint(0, 100, (150, 8, 16))
+        data[:, :, 1::2] = (data[:, :, 0::2] * 7 + 3) % 100  # something learnable: odd tokens follow from even ones
+        losses = []
+        for ids in data:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = model(ids, labels=ids).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            losses.append(loss.item())
+        curves[erf] = torch.tensor(losses)
+    erf, tanh = curves[True], curves[False]
+    assert tanh[-50:].mean() < tanh[:10].mean() - 0.5  # it learned
+    assert (erf - tanh).abs().max() < 0.05 and abs(erf[-50:].mean() - tanh[-50:].mean()) < 0.01, (erf - tanh).abs().max()
 
 
 def test_training_with_labels_returns_no_logits_unless_asked():
