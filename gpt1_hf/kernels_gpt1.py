@@ -92,8 +92,9 @@ def gelu_tanh(x: torch.Tensor, bf16_erf: bool = True) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
 
-def _softmax_loss_grad(logits, targets, out):
-    """Sum of the rows' cross-entropies; leaves d(sum)/d(logits) = softmax - one_hot in `out` (the logits' dtype).
+def _softmax_loss_grad(logits, targets, out, rows=None):
+    """Sum of the cross-entropies of the first `rows` rows (None: all); leaves d(row's loss)/d(logits) = softmax -
+    one_hot in `out` (the logits' dtype) for every row.
 
     One softmax kernel, which reads the logits in their dtype and computes in fp32, replaces an fp32 copy of the
     (rows x vocab) chunk and five passes over it. The precision an fp32 log-softmax has comes from two
@@ -111,9 +112,9 @@ def _softmax_loss_grad(logits, targets, out):
     loss = torch.where(rest < 0.5, -torch.log1p(-rest.clamp(max=0.5)), -p_t.log())
     underflow = (p_t < torch.finfo(out.dtype).tiny).nonzero().squeeze(1)  # one host sync per chunk on a GPU
     if len(underflow):
-        rows = logits[underflow].float()
-        loss[underflow] = torch.logsumexp(rows, dim=-1) - rows.gather(1, targets[underflow, None]).squeeze(1)
-    return loss.sum()
+        x = logits[underflow].float()
+        loss[underflow] = torch.logsumexp(x, dim=-1) - x.gather(1, targets[underflow, None]).squeeze(1)
+    return loss[:rows].sum()
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -121,39 +122,44 @@ class _LinearCrossEntropy(torch.autograd.Function):
     `linear_cross_entropy`."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk_size: int, compute_dtype: torch.dtype):
+    def forward(ctx, hidden, weight, targets, chunk_size: int, compute_dtype: torch.dtype, row_multiple: int):
         want_dh, want_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         n = hidden.shape[0]
+        # oneDNN builds a kernel for each new matmul shape (~3x the matmul's time on CPU), and the number of loss rows
+        # changes with every batch: zero rows round it up (no loss, no dW; their dh is dropped)
+        pad = -n % row_multiple
         with torch.autocast(hidden.device.type, enabled=False):
             h, w = hidden.to(compute_dtype), weight.to(compute_dtype)
+            if pad:
+                h, targets = F.pad(h, (0, 0, 0, pad)), F.pad(targets, (0, pad))
             total = torch.zeros((), dtype=torch.float32, device=hidden.device)
             dh = torch.empty_like(h) if want_dh else None
             # one dW = grad^T h matmul per group of chunks: one fp32 cast + add per group, not per chunk
             group = max(chunk_size, DW_GROUP_ROWS) // chunk_size * chunk_size
-            grads = h.new_empty((min(n, group), w.shape[0])) if want_dw else None
+            grads = h.new_empty((min(n + pad, group), w.shape[0])) if want_dw else None
             dw, group_start = None, 0
-            for start in range(0, n, chunk_size):
+            for start in range(0, n + pad, chunk_size):
                 h_c, t_c = h[start : start + chunk_size], targets[start : start + chunk_size]
                 end = start + len(t_c)
                 logits = h_c @ w.T
                 # the gradient (softmax - one_hot, rounded to the matmul dtype as autocast does) lands in the dW buffer
                 grad = grads[start - group_start : end - group_start] if want_dw else torch.empty_like(logits)
-                total += _softmax_loss_grad(logits, t_c, grad)
+                total += _softmax_loss_grad(logits, t_c, grad, rows=max(n - start, 0))
                 del logits
                 if not (want_dh or want_dw):
                     continue
                 if want_dh:
                     torch.mm(grad, w, out=dh[start : start + chunk_size])
-                if end >= n:
+                if end >= n + pad:
                     del w  # last chunk: free the weight copy before dW is allocated (lower peak memory)
-                if want_dw and (end - group_start == group or end >= n):
+                if want_dw and (end - group_start == group or end >= n + pad):
                     dw_g = grads[: end - group_start].T @ h[group_start:end]
-                    if end >= n:
+                    if end >= n + pad:
                         del grad, grads  # the last group: free the gradient rows before dW's fp32 copy (peak memory)
                     dw = dw_g.to(torch.float32) if dw is None else dw.add_(dw_g)
                     del dw_g
                     group_start = end
-        ctx.grads = (dh, dw)
+        ctx.grads = (None if dh is None else dh[:n], dw)
         ctx.n = max(n, 1)  # no rows (no target token in the batch): a zero loss, not 0/0
         ctx.hidden_dtype = hidden.dtype
         return total / ctx.n
@@ -173,12 +179,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
             dh = (dh * scale).to(ctx.hidden_dtype)
         if dw is not None:
             dw = dw.mul_(scale)  # in place: this is the only reference
-        return dh, dw, None, None, None
+        return dh, dw, None, None, None, None
 
 
 #: Rows per (rows x vocab) logit chunk. On CPU 256 rows measured +17% a step at the study shape (vocabulary 16k)
 #: and neutral at the full config (docs/benchmarks.md); elsewhere larger chunks mean fewer kernel launches.
 CPU_CHUNK_ROWS, DEFAULT_CHUNK_ROWS = 256, 1024
+#: On CPU the loss rows are rounded up to a multiple of this (zero rows): each new number of rows would cost oneDNN a
+#: new kernel for three matmuls (LM head 420 x 256 @ 256 x 16,004 bf16: 4.1 us a row for a shape seen before, 13.7 for
+#: a new one, 4.8 for new numbers rounded up to 64); a fine-tuning batch has a new number of real tokens every time
+CPU_ROW_MULTIPLE = 64
 #: Rows of the logits' gradient per dW matmul (kept in a (rows x vocab) buffer of the matmul dtype): on CPU 4 chunks
 #: share one matmul and one fp32 accumulation, -7% of a fine-tuning update at the study shape (docs/benchmarks.md)
 DW_GROUP_ROWS = 1024
@@ -192,7 +202,8 @@ def linear_cross_entropy(hidden, weight, targets, chunk_size: int | None = None)
     (the dtype of `hidden` otherwise), the softmax in fp32 inside one kernel (`_softmax_loss_grad`). The gradient of
     each chunk is computed right away and kept as dh (rows x H) and dW (vocab x H, fp32; one matmul per `DW_GROUP_ROWS`
     rows of the logits' gradient, held in the matmul dtype), so neither the (rows x vocab) logits nor their gradient
-    ever exist for the whole batch, and backward only scales them.
+    ever exist for the whole batch, and backward only scales them. On CPU the rows are rounded up to a multiple of
+    `CPU_ROW_MULTIPLE` with zero rows, so that batches of different sizes reuse oneDNN's kernels.
     """
     device_type = hidden.device.type
     if torch.is_autocast_enabled(device_type):
@@ -201,7 +212,8 @@ def linear_cross_entropy(hidden, weight, targets, chunk_size: int | None = None)
         compute_dtype = hidden.dtype
     if chunk_size is None:
         chunk_size = CPU_CHUNK_ROWS if device_type == "cpu" else DEFAULT_CHUNK_ROWS
-    return _LinearCrossEntropy.apply(hidden, weight, targets, chunk_size, compute_dtype)
+    row_multiple = CPU_ROW_MULTIPLE if device_type == "cpu" else 1
+    return _LinearCrossEntropy.apply(hidden, weight, targets, chunk_size, compute_dtype, row_multiple)
 
 
 

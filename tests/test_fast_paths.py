@@ -282,6 +282,33 @@ def test_linear_cross_entropy_default_chunks_on_cpu_match_one_chunk():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("rows", [1, 63, 64, 65, 300])
+@pytest.mark.parametrize("chunk_size", [None, 16])
+def test_linear_cross_entropy_rows_rounded_up_on_cpu(monkeypatch, rows, chunk_size):
+    """On CPU the rows are padded to a multiple of `CPU_ROW_MULTIPLE` (64) with zero rows, whose loss is not counted
+    and whose gradient rows are dropped: loss and gradients are those without the padding (multiple 1), in fp32
+    and under bf16 autocast, whether the padding shares a chunk with real rows or fills whole chunks."""
+    from gpt1_hf import kernels_gpt1
+
+    assert kernels_gpt1.CPU_ROW_MULTIPLE == 64
+    torch.manual_seed(rows)
+    h = torch.randn(rows, 16, requires_grad=True)
+    w = (torch.randn(90, 16) * 0.3).requires_grad_()
+    t = torch.randint(0, 90, (rows,))
+    for autocast in (False, True):
+        results = []
+        for multiple in (64, 1):
+            monkeypatch.setattr(kernels_gpt1, "CPU_ROW_MULTIPLE", multiple)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                loss = linear_cross_entropy(h, w, t, chunk_size=chunk_size)
+            results.append((loss, *torch.autograd.grad(loss, (h, w))))
+        for a, b in zip(*results, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(kernels_gpt1, "CPU_ROW_MULTIPLE", 64)
+    torch.testing.assert_close(linear_cross_entropy(h, w, t, chunk_size=chunk_size), F.cross_entropy(h @ w.T, t),
+                               rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("group_rows", [1, 32, 4096])
 def test_linear_cross_entropy_dw_groups_match_the_reference(monkeypatch, group_rows):
     """dW = grad^T h in one matmul per group of chunks (`DW_GROUP_ROWS`): per chunk (1), 2 chunks of 16 with a partial
