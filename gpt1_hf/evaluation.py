@@ -31,10 +31,33 @@ __all__ = ["predict_logits", "lm_heldout_loss", "model_inputs", "task_groups", "
            "write_prediction_files", "evaluate_checkpoint", "plot_heldout_curve"]
 
 
+def _longest_first(dataset) -> list[int] | None:
+    """Example indices by decreasing length of ``input_ids`` (for choices, the longest choice), for a `datasets`
+    dataset or a list of examples; None for anything else (then it is read in its own order)."""
+    if hasattr(dataset, "column_names"):
+        if "input_ids" not in dataset.column_names:
+            return None
+        ids = dataset["input_ids"]
+    elif isinstance(dataset, (list, tuple)) and all(isinstance(x, dict) and "input_ids" in x for x in dataset):
+        ids = [x["input_ids"] for x in dataset]
+    else:
+        return None
+    lengths = [max(map(len, x)) if x and isinstance(x[0], (list, tuple)) else len(x) for x in ids]
+    return sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable: ties keep dataset order
+
+
 def predict_logits(model, dataset, collate_fn: Callable, accelerator, batch_size: int = 32,
                    num_workers: int = 0) -> dict[str, np.ndarray]:
     """Logits (and ``labels`` when the batches have them) over ``dataset``, gathered from every process in dataset
-    order without the duplicates that even out the last batch (``gather_for_metrics``). Call in eval mode."""
+    order without the duplicates that even out the last batch (``gather_for_metrics``). Call in eval mode.
+
+    Batches are made longest first and the results put back in dataset order: each batch pads to its longest
+    example, and in dataset order SST-2's dev set would run 1.9x its real tokens (sorted: 1.05x)."""
+    order = _longest_first(dataset)
+    if order is not None and hasattr(dataset, "select"):
+        dataset = dataset.select(order)
+    elif order is not None:
+        dataset = torch.utils.data.Subset(dataset, order)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn,
                                          num_workers=num_workers)
     loader = accelerator.prepare_data_loader(loader, device_placement=True)
@@ -48,6 +71,9 @@ def predict_logits(model, dataset, collate_fn: Callable, accelerator, batch_size
     result = {"logits": torch.cat(logits).numpy() if logits else np.zeros((0,))}
     if labels:
         result["labels"] = torch.cat(labels).numpy()
+    if order is not None and len(order):
+        back = np.argsort(np.asarray(order))  # position of each dataset example in the sorted order
+        result = {key: value[back] for key, value in result.items()}
     return result
 
 

@@ -465,3 +465,37 @@ def test_nonfinite_weights_are_refused_when_a_model_is_loaded(tmp_path):
     (tmp_path / "model" / "model.safetensors").write_bytes(b"\x00" * 20)  # truncated / corrupt
     with pytest.raises(ValueError, match=r"model.safetensors is not a readable safetensors file"):
         load_as_gpt1(tmp_path / "model", GPT1ForSequenceClassification, num_labels=2)
+
+
+@pytest.mark.parametrize("shape", ["single", "choices"])
+@pytest.mark.parametrize("as_hf_dataset", [True, False])
+def test_prediction_batches_longest_first_and_returns_dataset_order(shape, as_hf_dataset):
+    """`predict_logits` sorts examples by length (less padding) but returns logits and labels in dataset order:
+    the same as predicting one example at a time, for flat and multiple-choice inputs, HF datasets and plain lists."""
+    import datasets
+
+    from gpt1_hf import GPT1ForMultipleChoice
+    from gpt1_hf.data import GPT1Collator
+    from gpt1_hf.evaluation import _longest_first, predict_logits
+
+    torch.manual_seed(0)
+    cls = GPT1ForSequenceClassification if shape == "single" else GPT1ForMultipleChoice
+    model = cls(GPT1Config(**tiny_config_kwargs(num_labels=3))).eval()
+    g = torch.Generator().manual_seed(1)
+    lengths = [3, 11, 5, 11, 2, 8, 7, 4, 9]
+
+    def seq(n):
+        return torch.randint(0, 100, (n - 1,), generator=g).tolist() + [102]
+
+    rows = [{"input_ids": seq(n) if shape == "single" else [seq(n), seq(max(2, n - 2))], "labels": i % 3}
+            for i, n in enumerate(lengths)]
+    data = datasets.Dataset.from_list(rows) if as_hf_dataset else rows
+    acc, collate = create_accelerator("no", cpu=True), GPT1Collator(pad_token_id=103)
+    with torch.no_grad():
+        out = predict_logits(model, data, collate, acc, batch_size=4)
+        one_by_one = predict_logits(model, data, collate, acc, batch_size=1)
+    assert out["labels"].tolist() == [i % 3 for i in range(len(lengths))]
+    torch.testing.assert_close(torch.from_numpy(out["logits"]), torch.from_numpy(one_by_one["logits"]),
+                               rtol=1e-5, atol=1e-5)
+    assert _longest_first(data)[:3] == [1, 3, 8]  # 11, 11 (dataset order kept for ties), 9
+    assert _longest_first(datasets.Dataset.from_list([{"text": "a"}])) is None
