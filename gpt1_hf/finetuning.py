@@ -128,9 +128,11 @@ def _finetune(args: FinetuneArguments, spec: TaskSpec | None, accelerator, token
     collator = GPT1Collator(pad_token_id=tokenizer.pad_token_id, pad_to_multiple_of=args.pad_to_multiple_of,
                             pad_to_max_length=max_length if args.pad_to_max_length else None, max_length=max_length)
     eval_inputs, eval_groups = model_inputs(data["eval"]), task_groups(data["eval"])
+    last_eval: dict[str, Any] = {}  # the logits of this session's latest evaluation, by update
 
     def eval_fn(loop: TrainingLoop) -> dict[str, float]:
         out = loop.predict(eval_inputs, collator, batch_size=args.per_device_eval_batch_size)
+        last_eval.update(step=loop.state.global_step, logits=out["logits"])
         return task_metrics(spec, out["logits"], out["labels"], eval_groups)
 
     loop = TrainingLoop(model, args, model_inputs(data["train"]), collator, accelerator, eval_fn=eval_fn,
@@ -139,9 +141,11 @@ def _finetune(args: FinetuneArguments, spec: TaskSpec | None, accelerator, token
                         run_identity=_run_identity(spec, args, model, tokenizer, data, max_length),
                         tracking_name=f"gpt1-{spec.name}")
     result = loop.fit()
-    # predictions of the final model on the eval split and the prediction splits loaded before training
-    to_write = [(args.eval_split, loop.predict(eval_inputs, collator, args.per_device_eval_batch_size)["logits"],
-                 list(data["eval"]["idx"]))]
+    # predictions of the final model on the eval split (the evaluation after the last update made them already) and
+    # on the prediction splits loaded before training
+    final_logits = last_eval["logits"] if last_eval.get("step") == loop.state.global_step else loop.predict(
+        eval_inputs, collator, args.per_device_eval_batch_size)["logits"]
+    to_write = [(args.eval_split, final_logits, list(data["eval"]["idx"]))]
     for split, enc in data["predict"]:
         to_write.append((split, loop.predict(model_inputs(enc), collator, args.per_device_eval_batch_size)["logits"],
                          list(enc["idx"])))

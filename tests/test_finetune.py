@@ -298,6 +298,8 @@ def test_evaluate_checkpoint_script_matches_training_metrics(pretrained_dir, tmp
     report = json.loads((tmp_path / "eval" / "eval_mrpc_validation.json").read_text())
     assert report["metrics"] == pytest.approx(results["metrics"])
     assert Path(report["prediction_file"]).name == "MRPC.tsv"
+    # the run's own prediction file (reused from its last evaluation) is the saved final model's
+    assert Path(report["prediction_file"]).read_text() == Path(results["prediction_files"]["validation"]).read_text()
     assert '"f1"' in capsys.readouterr().out
     # padded to a multiple of 8: the padding is masked, the metrics do not move
     assert cli.main(["--model_name_or_path", str(tmp_path / "ft"), "--task_name", "mrpc", "--data_dir",
@@ -317,6 +319,17 @@ def test_evaluate_checkpoint_script_matches_training_metrics(pretrained_dir, tmp
     # the checkpoint is required (run_main turns this into one line and exit status 2)
     with pytest.raises(ValueError, match="--model_name_or_path is required"):
         cli.main(["--task_name", "mrpc"])
+
+
+def test_final_predictions_reuse_the_evaluation_after_the_last_update(pretrained_dir, tmp_path, monkeypatch):
+    """An evaluation after the last update already has the final model's eval-split logits: no second pass."""
+    from gpt1_hf.training import TrainingLoop
+
+    calls = []
+    original = TrainingLoop.predict
+    monkeypatch.setattr(TrainingLoop, "predict", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    results = run("sst2", tmp_path / "ft", model=str(pretrained_dir), num_train_epochs=2, predict_splits=[])
+    assert len(results["eval_history"]) == 2 and len(calls) == 2  # one per epoch, none after training
 
 
 def test_layer_transfer_sweep(pretrained_dir, tmp_path):
