@@ -105,10 +105,12 @@ def task_groups(encoded):
     return list(encoded["group"]) if "group" in encoded.column_names else None
 
 
-def task_metrics(spec, logits, labels, groups):
+def task_metrics(spec, logits, labels, groups, metric=None):
+    """The task's metrics; ``metric``: its evaluate module loaded once (`gpt1_hf.metrics.load_metric`), else loaded
+    here."""
     from .metrics import compute_task_metrics
 
-    return compute_task_metrics(spec, logits, labels, groups=groups)
+    return compute_task_metrics(spec, logits, labels, groups=groups, metric=metric)
 
 
 def write_prediction_files(spec, split: str, logits, idx, out_dir: Path) -> Path:

@@ -110,6 +110,7 @@ def finetune(args: FinetuneArguments | None = None, tokenizer=None, **kwargs) ->
 
 def _finetune(args: FinetuneArguments, spec: TaskSpec | None, accelerator, tokenizer, start: float) -> dict[str, Any]:
     from .data import GPT1Collator
+    from .metrics import load_metric
 
     raw = None
     if spec is None:  # your data: read first, it defines the task (kind, labels, metrics)
@@ -129,11 +130,12 @@ def _finetune(args: FinetuneArguments, spec: TaskSpec | None, accelerator, token
                             pad_to_max_length=max_length if args.pad_to_max_length else None, max_length=max_length)
     eval_inputs, eval_groups = model_inputs(data["eval"]), task_groups(data["eval"])
     last_eval: dict[str, Any] = {}  # the logits of this session's latest evaluation, by update
+    metric = load_metric(spec)  # once, and before training: a metric that cannot load fails now, not at epoch 1
 
     def eval_fn(loop: TrainingLoop) -> dict[str, float]:
         out = loop.predict(eval_inputs, collator, batch_size=args.per_device_eval_batch_size)
         last_eval.update(step=loop.state.global_step, logits=out["logits"])
-        return task_metrics(spec, out["logits"], out["labels"], eval_groups)
+        return task_metrics(spec, out["logits"], out["labels"], eval_groups, metric=metric)
 
     loop = TrainingLoop(model, args, model_inputs(data["train"]), collator, accelerator, eval_fn=eval_fn,
                         lengths=list(data["train"]["length"]) if args.group_by_length else None,

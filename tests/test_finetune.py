@@ -322,14 +322,33 @@ def test_evaluate_checkpoint_script_matches_training_metrics(pretrained_dir, tmp
 
 
 def test_final_predictions_reuse_the_evaluation_after_the_last_update(pretrained_dir, tmp_path, monkeypatch):
-    """An evaluation after the last update already has the final model's eval-split logits: no second pass."""
+    """An evaluation after the last update already has the final model's eval-split logits: no second pass; the
+    metric module is loaded once."""
     from gpt1_hf.training import TrainingLoop
 
     calls = []
     original = TrainingLoop.predict
     monkeypatch.setattr(TrainingLoop, "predict", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    from gpt1_hf import metrics
+
+    loads = []
+    load_metric = metrics.load_metric
+    monkeypatch.setattr(metrics, "load_metric", lambda *a, **k: loads.append(1) or load_metric(*a, **k))
     results = run("sst2", tmp_path / "ft", model=str(pretrained_dir), num_train_epochs=2, predict_splits=[])
     assert len(results["eval_history"]) == 2 and len(calls) == 2  # one per epoch, none after training
+    assert len(loads) == 1  # the evaluate module is loaded once, before training, not at every evaluation
+
+
+def test_a_metric_that_cannot_load_fails_before_training(pretrained_dir, tmp_path, monkeypatch):
+    from gpt1_hf import metrics
+
+    def broken(*args, **kwargs):
+        raise FileNotFoundError("no metric module here")
+
+    monkeypatch.setattr(metrics, "load_metric", broken)
+    with pytest.raises(FileNotFoundError, match="no metric module"):
+        run("sst2", tmp_path / "ft", model=str(pretrained_dir), num_train_epochs=1, predict_splits=[])
+    assert not (tmp_path / "ft" / "checkpoints").exists() or not any((tmp_path / "ft" / "checkpoints").iterdir())
 
 
 def test_layer_transfer_sweep(pretrained_dir, tmp_path):
