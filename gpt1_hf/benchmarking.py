@@ -39,8 +39,20 @@ import torch
 from .process_settings import glibc_malloc, keep_freed_memory
 
 REPO = Path(__file__).resolve().parents[1]
+#: real data (GLUE tasks, the tokenizer benchmark's 8 sources): $GPT1_DATA_DIR, else ../shared/data beside the repository
 DATA_DIR = Path(os.environ.get("GPT1_DATA_DIR", REPO.parent / "shared" / "data"))
-BPE_DIR = DATA_DIR / "gpt1_bpe"
+BUNDLED_DIR = Path(__file__).resolve().parent / "data_files"
+
+
+def data_path(*parts: str) -> Path:
+    """DATA_DIR/parts, else the package's own copy (GPT-1's BPE files, a 5,000-example SST-2 sample), so that a run
+    without the data still measures the SST-2 rows with the real tokenizer."""
+    path = DATA_DIR.joinpath(*parts)
+    return path if path.exists() else BUNDLED_DIR.joinpath(*parts)
+
+
+BPE_DIR = data_path("gpt1_bpe")
+SST2_DIR = data_path("sst2")
 
 CONFIGS = {
     "full": dict(n_positions=512, n_embd=768, n_layer=12, n_head=12, n_inner=3072),  # GPT-1 (paper, section 4.1)
@@ -415,7 +427,7 @@ def build_config(config_name: str):
 
 
 def sst2_sentences(split: str = "dev", limit: int | None = None) -> list[str]:
-    path = DATA_DIR / "sst2" / f"{split}.tsv"
+    path = SST2_DIR / f"{split}.tsv"
     if not path.exists():
         return []
     with open(path, encoding="utf-8") as f:
@@ -511,16 +523,17 @@ def case_finetune(spec: dict) -> dict:
         tok = gpt1_tokenizer()
         if tok is None:
             raise ImportError("GPT1Tokenizer unavailable")
-        full = load_task_split("sst2", "train", data_dir=DATA_DIR)
+        full = load_task_split("sst2", "train", data_dir=SST2_DIR)
         longest = max(len(x) for x in tok(list(full["text_a"]))["input_ids"])  # pad-to-max: the longest training example
-        subset = load_task_split("sst2", "train", data_dir=DATA_DIR, max_examples=n, seed=0)
+        subset = load_task_split("sst2", "train", data_dir=SST2_DIR, max_examples=n, seed=0)
         encoded, _ = encode_dataset(subset, "sst2", tok, max_length=512)
         features = [{"input_ids": e["input_ids"], "labels": e["labels"]} for e in encoded]
         lengths = list(encoded["length"])
         pad_id = tok.pad_token_id
         dynamic, padded = GPT1Collator(pad_id), GPT1Collator(pad_id, pad_to_max_length=longest)
         grouped_order = list(iter(LengthGroupedSampler(lengths, batch_size=batch_size, seed=0)))
-        notes.append("gpt1_hf.data: load_task_split, encode_dataset, GPT1Collator, LengthGroupedSampler")
+        notes.append("gpt1_hf.data: load_task_split, encode_dataset, GPT1Collator, LengthGroupedSampler; SST-2 from "
+                     + ("the package's 5,000-example sample" if SST2_DIR.is_relative_to(BUNDLED_DIR) else str(SST2_DIR)))
     except Exception as e:  # noqa: BLE001 - gpt1_hf.data not ready: minimal padding code of our own
         sentences = sst2_sentences("train")
         labels = [0] * len(sentences)
@@ -571,6 +584,9 @@ def case_tokenizer(spec: dict) -> dict:
     path = REPO / "scripts" / "tokenizer_agreement.py"
     if not path.exists():
         return {"missing": "scripts/tokenizer_agreement.py does not exist yet"}
+    if not DATA_DIR.is_dir():
+        return {"missing": f"the tokenizer rows need real sentences of 8 sources: {DATA_DIR} does not exist (set "
+                           "GPT1_DATA_DIR to a folder holding the GLUE tasks, SNLI and the novels)"}
     module_spec = importlib.util.spec_from_file_location("tokenizer_agreement", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)

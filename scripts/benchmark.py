@@ -12,6 +12,10 @@ Every case runs in its own process (`gpt1_hf.benchmarking`); ours and the baseli
 ours, baseline, ...) so that load from other processes hits both; reported numbers are medians over all measured
 steps/repetitions of a case, and ratios compare those medians. Both models get the same config and weights and the
 same optimizer: torch.optim.AdamW(fused=True) when this torch supports it.
+
+Data: $GPT1_DATA_DIR, else ../shared/data beside the repository. Without it, the SST-2 rows use the package's own
+GPT-1 BPE files and 5,000-example SST-2 sample (the fine-tuning table's "Data path" line says which), and the tokenizer
+rows, which need sentences of 8 sources, say so in one line.
 """
 
 from __future__ import annotations
