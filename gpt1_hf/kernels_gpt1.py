@@ -128,6 +128,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         # oneDNN builds a kernel for each new matmul shape (~3x the matmul's time on CPU), and the number of loss rows
         # changes with every batch: zero rows round it up (no loss, no dW; their dh is dropped)
         pad = -n % row_multiple
+        padded = n + pad
         with torch.autocast(hidden.device.type, enabled=False):
             h, w = hidden.to(compute_dtype), weight.to(compute_dtype)
             if pad:
@@ -136,9 +137,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
             dh = torch.empty_like(h) if want_dh else None
             # one dW = grad^T h matmul per group of chunks: one fp32 cast + add per group, not per chunk
             group = max(chunk_size, DW_GROUP_ROWS) // chunk_size * chunk_size
-            grads = h.new_empty((min(n + pad, group), w.shape[0])) if want_dw else None
+            grads = h.new_empty((min(padded, group), w.shape[0])) if want_dw else None
             dw, group_start = None, 0
-            for start in range(0, n + pad, chunk_size):
+            for start in range(0, padded, chunk_size):
                 h_c, t_c = h[start : start + chunk_size], targets[start : start + chunk_size]
                 end = start + len(t_c)
                 logits = h_c @ w.T
@@ -150,11 +151,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     continue
                 if want_dh:
                     torch.mm(grad, w, out=dh[start : start + chunk_size])
-                if end >= n + pad:
+                if end >= padded:
                     del w  # last chunk: free the weight copy before dW is allocated (lower peak memory)
-                if want_dw and (end - group_start == group or end >= n + pad):
+                if want_dw and (end - group_start == group or end >= padded):
                     dw_g = grads[: end - group_start].T @ h[group_start:end]
-                    if end >= n + pad:
+                    if end >= padded:
                         del grad, grads  # the last group: free the gradient rows before dW's fp32 copy (peak memory)
                     dw = dw_g.to(torch.float32) if dw is None else dw.add_(dw_g)
                     del dw_g

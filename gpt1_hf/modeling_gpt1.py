@@ -141,8 +141,10 @@ class GPT1MLP(nn.Module):
         h = self.c_fc(x)
         # gelu_new written out is seven tensor ops; one kernel computes the same function (kernels_gpt1.gelu_tanh)
         if self.config.gelu_kernel and self.config.activation_function == "gelu_new":
-            return self.dropout(self.c_proj(gelu_tanh(h, bf16_erf=self.config.bf16_erf_gelu)))
-        return self.dropout(self.c_proj(self.act(h)))
+            h = gelu_tanh(h, bf16_erf=self.config.bf16_erf_gelu)
+        else:
+            h = self.act(h)
+        return self.dropout(self.c_proj(h))
 
 
 class GPT1Block(GradientCheckpointingLayer):
