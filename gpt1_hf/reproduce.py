@@ -27,7 +27,7 @@ separate sittings with ``stages=[...]``):
 
 Presets (`PRESETS`): ``cpu`` (the default without ``model_name_or_path``) is the miniature study: about two hours of
 a 2-core CPU with the small tasks on their whole sets (``small_tasks_whole``) and the large ones on 5,000 examples
-(docs/results.md, "Budget": 123 minutes over its sittings on an Intel Xeon with AMX, 86 of them fine-tuning, 2 runs
+(docs/results.md, "Budget": 99 minutes in one sitting on an Intel Xeon with AMX, 64 of them fine-tuning, 2 runs
 at a time); ``full`` (the default with ``model_name_or_path``) is the paper's scale (needs ``model_name_or_path``, no
 subsampling, 512-token inputs, lr 6.25e-5).
 

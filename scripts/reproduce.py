@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Reproduce the paper's results study (Tables 2-5, Figure 2) in one resumable command (gpt1_hf.reproduce).
 
-Miniature study on a 2-core CPU (about two hours: 123 minutes on an Intel Xeon with AMX; pretraining gets
+Miniature study on a 2-core CPU (under two hours: 99 minutes on an Intel Xeon with AMX; pretraining gets
 --budget_minutes of it):
 
     python scripts/reproduce.py --data_dir ../shared/data --output_dir outputs/study --budget_minutes 30 --write_docs
