@@ -50,6 +50,12 @@ def test_study_end_to_end_and_resume(tmp_path, corpus):
     plan = json.loads((out / "pretrain_plan.json").read_text())
     pre = json.loads((out / "pretrain" / "results.json").read_text())
     assert plan["max_steps"] >= 10 and pre["global_step"] <= plan["max_steps"]
+    assert plan["max_steps"] % cfg.zero_shot_points == 0  # the last zero-shot point is the final model
+    zero_shot = json.loads((out / "zero_shot.json").read_text())
+    steps = sorted(int(s) for s in zero_shot["points"])
+    grid = [plan["save_every_steps"] * i for i in range(cfg.zero_shot_points + 1)]
+    if pre["global_step"] == plan["max_steps"]:  # not cut short by the time budget on a slow machine
+        assert steps == grid, steps
     assert pre["final_heldout"]["loss"] < pre["initial_heldout"]["loss"]
     summary = json.loads((out / "report" / "summary.json").read_text())
     runs = summary["runs"]
