@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import re
@@ -276,9 +277,9 @@ def stage_pretrain(cfg: StudyConfig, out: Path, spent_s: float = 0.0) -> dict:
         tps = measure_pretrain_throughput(cfg, vocab)
         tokens_per_update = cfg.pretrain_batch_size * cfg.n_ctx
         # 88% of the measured rate: the loop adds held-out evaluations, checkpoints and logging to the bare step
-        max_steps = max(10, int(cfg.budget_minutes * 60 * tps * 0.88 / tokens_per_update))
-        # a multiple of the zero-shot points: the last evenly spaced checkpoint is the final model, not 3 updates before
-        max_steps = max(cfg.zero_shot_points, max_steps - max_steps % cfg.zero_shot_points)
+        steps = max(10, int(cfg.budget_minutes * 60 * tps * 0.88 / tokens_per_update))
+        # rounded up to a multiple of the zero-shot points, so that the last evenly spaced checkpoint is the final model
+        max_steps = math.ceil(steps / cfg.zero_shot_points) * cfg.zero_shot_points
         plan = {"measured_tokens_per_s": tps, "max_steps": max_steps, "tokens_per_update": tokens_per_update,
                 "budget_minutes": cfg.budget_minutes, "save_every_steps": max(1, max_steps // cfg.zero_shot_points)}
         _write_json(plan_path, plan)
